@@ -1,0 +1,1 @@
+"""DVC pipeline stages for training Hugging Face models: the importable logic."""

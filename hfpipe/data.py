@@ -1,0 +1,242 @@
+"""Fetch and filter: documents from installed packages, the Hub or local files -> Arrow splits.
+
+The causal-LM corpus keeps documents that mention any filter keyword (seed 04's
+`any_keyword_in_string`), drops exact duplicates, and splits train/validation by a seeded hash
+of the document, so the split does not depend on the order the source yields documents in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from hfpipe.io import PipelineError
+from hfpipe.params import DatasetParams
+
+# Files above this size are mostly generated tables or vendored bundles, not code people write.
+MAX_FILE_BYTES = 500_000
+# Rows per Arrow record batch when writing documents.
+WRITE_BATCH = 256
+# This project's own package is not part of the corpus it trains on.
+EXCLUDED_DISTRIBUTIONS = {"hfpipe"}
+LOCAL_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+                  ".txt": "text", ".arrow": "arrow"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def any_keyword_in_string(text: str, keywords: Iterable[str]) -> bool:
+    return any(keyword in text for keyword in keywords)
+
+
+def hash_fraction(text: str, seed: int) -> float:
+    """A stable pseudo-random number in [0, 1) for a document: the same text, the same number."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=str(seed).encode()).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def installed_python_files(seed: int) -> list[tuple[str, str, Path]]:
+    """(distribution, version, file) for every .py file of the installed distributions.
+
+    Ordered by a seeded hash of the file's path, so a `max_documents` cap takes a sample of all
+    packages rather than the alphabetically first ones.
+    """
+    files: dict[str, tuple[str, str, Path]] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name or name.lower() in EXCLUDED_DISTRIBUTIONS:
+            continue
+        for f in dist.files or []:
+            if f.suffix == ".py":
+                key = f"{name}/{f.as_posix()}"
+                files.setdefault(key, (name, dist.version, Path(dist.locate_file(f))))
+    return [files[k] for k in sorted(files, key=lambda k: (hash_fraction(k, seed), k))]
+
+
+def iter_installed_package_documents(seed: int) -> Iterator[dict]:
+    for name, version, path in installed_python_files(seed):
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                continue
+            text = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        yield {"content": text, "source": f"{name}=={version}"}
+
+
+def _local_kind(path: Path) -> str | None:
+    return LOCAL_SUFFIXES.get(path.suffix.lower())
+
+
+def looks_local(path: str) -> bool:
+    return (Path(path).exists() or path.startswith((".", "/", "~")) or _local_kind(Path(path)) is not None
+            or not HUB_ID.match(path))
+
+
+def load_source(dp: DatasetParams, streaming: bool):
+    """datasets.load_dataset for a Hub id, a local folder (files named by split) or a local file.
+
+    Returns a DatasetDict or IterableDatasetDict. Errors become one line naming dataset.path.
+    """
+    import datasets
+
+    path = dp.path or ""
+    kwargs: dict = {}
+    if looks_local(path):
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise PipelineError(f"dataset.path = {path!r}: no such file or folder; give an existing local "
+                                f"path or a Hub dataset id such as nyu-mll/glue")
+        if p.is_file():
+            kind = _local_kind(p)
+            if kind is None:
+                raise PipelineError(f"dataset.path = {path!r}: unsupported file type {p.suffix!r}; "
+                                    f"use one of {', '.join(sorted(LOCAL_SUFFIXES))}")
+            builder, kwargs["data_files"] = kind, {"train": str(p)}
+        elif (p / "dataset_dict.json").exists() or (p / "state.json").exists():
+            return datasets.load_from_disk(str(p))
+        else:
+            builder = str(p)
+        if builder == "csv" or (p.is_dir() and any(p.glob("*.tsv"))):
+            kwargs.update(_csv_options(dp, p))
+        if dp.data_files:
+            kwargs["data_files"] = dp.data_files
+    else:
+        builder = path
+        if dp.data_files:
+            kwargs["data_files"] = dp.data_files
+    try:
+        return datasets.load_dataset(builder, dp.name, streaming=streaming, **kwargs)
+    except PipelineError:
+        raise
+    except Exception as err:  # datasets raises many types; the user needs the first line of any
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise PipelineError(f"dataset.path = {path!r}: could not load ({type(err).__name__}: {first})") from None
+
+
+def _csv_options(dp: DatasetParams, p: Path) -> dict:
+    import csv
+
+    tsv = p.suffix.lower() == ".tsv" or (p.is_dir() and any(p.glob("*.tsv")))
+    sep = dp.delimiter or ("\t" if tsv else ",")
+    # GLUE's raw TSVs have unbalanced quotes inside sentences: quotes are text, not quoting.
+    opts: dict = {"sep": sep, "quoting": csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
+                  "encoding": "utf-8-sig"}  # utf-8-sig strips a byte-order mark from the header
+    return opts
+
+
+def iter_load_dataset_documents(dp: DatasetParams) -> Iterator[dict]:
+    """Documents of every split of a Hub or local dataset, streamed where the source allows."""
+    source = load_source(dp, streaming=dp.streaming)
+    for split in source:
+        columns = source[split].column_names
+        if columns is not None and dp.text_column not in columns:
+            raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
+                                f"columns are {sorted(columns)}")
+        for row in source[split]:
+            text = row.get(dp.text_column)
+            if text is None:
+                raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
+                                    f"columns are {sorted(row)}")
+            yield {"content": text, "source": str(row.get("repo_name") or row.get("path") or split)}
+
+
+def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, validation_fraction: float,
+                     max_documents: int | None, max_bytes: int | None, stats: dict) -> Iterator[tuple[str, dict]]:
+    """Keep keyword matches, drop exact duplicates, cap, and route each to 'train' or 'validation'."""
+    from tqdm.auto import tqdm
+
+    seen_hashes: set[bytes] = set()
+    kept_bytes = 0
+    with tqdm(docs, desc="fetch/filter", unit=" docs", mininterval=1.0) as bar:
+        for doc in bar:
+            stats["seen"] += 1
+            text = doc["content"]
+            if not text or not any_keyword_in_string(text, keywords):
+                continue
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            if digest in seen_hashes:
+                stats["duplicates"] += 1
+                continue
+            seen_hashes.add(digest)
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if max_bytes is not None and kept_bytes + size > max_bytes:
+                if kept_bytes:  # the cap is reached
+                    break
+                continue
+            kept_bytes += size
+            stats["kept"] += 1
+            stats["bytes"] += size
+            stats["sources"][doc["source"]] += 1
+            split = "validation" if hash_fraction(text, seed) < validation_fraction else "train"
+            stats["split_documents"][split] += 1
+            bar.set_postfix(kept=stats["kept"], refresh=False)
+            yield split, doc
+            if max_documents is not None and stats["kept"] >= max_documents:
+                break
+
+
+def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, columns: list[str]) -> dict[str, int]:
+    """Stream (split, row) pairs into one Arrow file per split, then save_to_disk a DatasetDict."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    features = Features({c: Value("string") for c in columns})
+    scratch = out_dir.parent / f".{out_dir.name}.arrow-scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, ArrowWriter] = {}
+    buffers: dict[str, list[dict]] = {}
+    try:
+        def flush(split: str) -> None:
+            if buffers.get(split):
+                writers[split].write_table(pa.Table.from_pylist(buffers[split], schema=features.arrow_schema))
+                buffers[split] = []
+
+        for split, row in rows:
+            if split not in writers:
+                writers[split] = ArrowWriter(features=features, path=str(scratch / f"{split}.arrow"))
+                buffers[split] = []
+            buffers[split].append({c: row[c] for c in columns})
+            if len(buffers[split]) >= WRITE_BATCH:
+                flush(split)
+        for split in writers:
+            flush(split)
+            writers[split].finalize()
+            writers[split].close()
+        dd = DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in sorted(writers)})
+        dd.save_to_disk(str(out_dir))
+        return {s: len(dd[s]) for s in dd}
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def fetch_code_corpus(dp: DatasetParams, out_dir: Path) -> dict:
+    """The fetch/filter stage for causal-LM recipes. Returns the stats it also describes."""
+    stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, "filter_keywords": dp.filter_keywords,
+                   "seed": dp.seed, "seen": 0, "kept": 0, "duplicates": 0, "bytes": 0,
+                   "split_documents": Counter(), "sources": Counter()}
+    seed = dp.seed
+    docs = (iter_installed_package_documents(seed) if dp.source == "installed-packages"
+            else iter_load_dataset_documents(dp))
+    rows = filter_documents(docs, dp.filter_keywords, seed, dp.validation_fraction, dp.max_documents,
+                            dp.max_bytes, stats)
+    counts = write_document_splits(rows, out_dir, ["content", "source"])
+    if stats["kept"] == 0:
+        raise PipelineError(f"dataset.filter_keywords = {dp.filter_keywords!r}: kept 0 of {stats['seen']} documents; "
+                            f"use keywords that occur in the corpus (e.g. pandas, sklearn)")
+    for split in ("train", "validation"):
+        if not counts.get(split):
+            raise PipelineError(f"the {split} split is empty ({stats['kept']} documents kept); raise "
+                                f"dataset.max_documents / dataset.max_bytes or adjust dataset.validation_fraction")
+    sources = stats.pop("sources")
+    stats["split_documents"] = dict(sorted(stats["split_documents"].items()))
+    stats["fraction_kept"] = round(stats["kept"] / max(stats["seen"], 1), 6)
+    # Which package releases the corpus came from: the data's provenance, pinned by requirements.txt.
+    stats["documents_by_source"] = dict(sorted(sources.items()))
+    return stats

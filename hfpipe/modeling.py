@@ -1,0 +1,65 @@
+"""Models: GPT-2 built from scratch with the tokenizer's vocabulary, or loaded pretrained."""
+
+from __future__ import annotations
+
+from hfpipe.io import PipelineError
+from hfpipe.params import ModelParams
+
+
+def load_config(name_or_path: str, **overrides):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **overrides)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise PipelineError(f"model.name_or_path = {name_or_path!r}: could not load its config "
+                            f"({type(err).__name__}: {first})") from None
+
+
+def max_positions(config) -> int | None:
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def check_context_length(mp: ModelParams, context_length: int, key: str = "tokenize.context_length") -> None:
+    """A pretrained model (or a config taken from one) has a fixed maximum number of positions."""
+    if not mp.name_or_path:
+        return
+    limit = max_positions(load_config(mp.name_or_path))
+    if limit is not None and context_length > limit:
+        raise PipelineError(f"{key} = {context_length}: above the maximum of {limit} positions of "
+                            f"model.name_or_path {mp.name_or_path!r}; use at most {limit}")
+
+
+def causal_lm_config(mp: ModelParams, tokenizer, context_length: int):
+    """GPT-2 config sized to the tokenizer: vocab, bos/eos/pad ids, n_positions = context_length."""
+    from transformers import GPT2Config
+
+    ids = dict(vocab_size=len(tokenizer), n_positions=context_length, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if mp.name_or_path:  # e.g. gpt2: GPT-2 small's sizes, our vocabulary
+        return load_config(mp.name_or_path, **ids)
+    return GPT2Config(n_layer=mp.n_layer, n_head=mp.n_head, n_embd=mp.n_embd, resid_pdrop=mp.dropout,
+                      embd_pdrop=mp.dropout, attn_pdrop=mp.dropout, **ids)
+
+
+def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
+    """A freshly initialised causal LM (seeded), or the pretrained one when from_scratch is false."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not mp.from_scratch:
+        model = AutoModelForCausalLM.from_pretrained(mp.name_or_path)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return model
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(causal_lm_config(mp, tokenizer, context_length))
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,168 @@
+"""Tokenizers and tokenize-and-chunk: text splits -> fixed-size blocks of token ids in Arrow.
+
+Packing concatenates every document of a split, each followed by EOS, and cuts the stream into
+`context_length` blocks, carrying the remainder from one batch to the next: at most one partial
+block per split is dropped. The seed's overflow method (`return_overflowing_tokens`, keep only
+full chunks) drops every document's tail; it is kept as `tokenize.method: overflow` to compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hfpipe.io import PipelineError
+
+EOS_TOKEN = "<|endoftext|>"
+# A pad token distinct from EOS: DataCollatorForLanguageModeling masks pad positions out of the
+# labels, and with pad == eos the model would never be taught to predict the end of a document.
+PAD_TOKEN = "<|pad|>"
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+    """A byte-level BPE tokenizer (GPT-2 style) trained on `texts`, as a transformers fast tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
+                            special_tokens=[EOS_TOKEN, PAD_TOKEN], show_progress=True)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN,
+                                   unk_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+
+
+def load_pretrained_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load ({type(err).__name__}: {first})") from None
+    if tokenizer.pad_token is None:  # GPT-2 has none; the seeds use EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def iter_text_batches(dataset, column: str, batch_size: int) -> Iterator[list[str]]:
+    for batch in dataset.iter(batch_size=batch_size):
+        yield batch[column]
+
+
+@dataclass
+class ChunkStats:
+    documents: int = 0
+    tokens: int = 0            # document tokens, before chunking (EOS separators not counted)
+    tokens_chunked: int = 0    # what went into chunking: document tokens (+ one EOS each when packing)
+    blocks: int = 0
+    tokens_in_blocks: int = 0
+
+    @property
+    def tokens_kept_pct(self) -> float:
+        return 100.0 * self.tokens_in_blocks / max(self.tokens_chunked, 1)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tokens_kept_pct": round(self.tokens_kept_pct, 4)}
+
+
+def pack_into_blocks(id_batches: Iterable[list[list[int]]], eos_id: int, block_size: int,
+                     stats: ChunkStats) -> Iterator[np.ndarray]:
+    """Concatenate documents (each + EOS) across batches and yield (n, block_size) int32 arrays."""
+    carry = np.empty(0, dtype=np.int32)
+    for ids in id_batches:
+        n_tokens = sum(len(x) for x in ids)
+        flat = np.empty(len(carry) + n_tokens + len(ids), dtype=np.int32)
+        flat[: len(carry)] = carry
+        pos = len(carry)
+        for x in ids:
+            flat[pos: pos + len(x)] = x
+            pos += len(x)
+            flat[pos] = eos_id
+            pos += 1
+        stats.documents += len(ids)
+        stats.tokens += n_tokens
+        stats.tokens_chunked += n_tokens + len(ids)
+        n_blocks = len(flat) // block_size
+        if n_blocks:
+            stats.blocks += n_blocks
+            stats.tokens_in_blocks += n_blocks * block_size
+            yield flat[: n_blocks * block_size].reshape(n_blocks, block_size)
+        carry = flat[n_blocks * block_size:].copy()
+
+
+def overflow_blocks(tokenizer, text_batches: Iterable[list[str]], block_size: int,
+                    stats: ChunkStats) -> Iterator[np.ndarray]:
+    """Seed 04's chunking: split each document into block_size chunks, keep only full ones."""
+    for texts in text_batches:
+        out = tokenizer(texts, truncation=True, max_length=block_size, return_overflowing_tokens=True,
+                        return_length=True, return_attention_mask=False)
+        full = [ids for ids, length in zip(out["input_ids"], out["length"]) if length == block_size]
+        stats.documents += len(texts)
+        stats.tokens += sum(out["length"])
+        stats.tokens_chunked += sum(out["length"])
+        stats.blocks += len(full)
+        stats.tokens_in_blocks += len(full) * block_size
+        if full:
+            yield np.asarray(full, dtype=np.int32)
+
+
+def token_id_batches(tokenizer, text_batches: Iterable[list[str]]) -> Iterator[list[list[int]]]:
+    """Batched fast tokenization: the Rust tokenizer encodes a whole batch in parallel."""
+    for texts in text_batches:
+        yield tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
+def write_blocks(blocks: Iterable[np.ndarray], path: Path, block_size: int) -> None:
+    """Stream block arrays into one Arrow file (fixed-size int32 lists), never the whole split in memory."""
+    import pyarrow as pa
+    from datasets import Features, List, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    features = Features({"input_ids": List(Value("int32"), length=block_size)})
+    writer = ArrowWriter(features=features, path=str(path))
+    try:
+        for arr in blocks:
+            column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=pa.int32()), block_size)
+            writer.write_table(pa.table({"input_ids": column}, schema=features.arrow_schema))
+        writer.finalize()
+    finally:
+        writer.close()
+
+
+def chunk_split(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
+                path: Path) -> ChunkStats:
+    stats = ChunkStats()
+    texts = iter_text_batches(dataset, column, batch_size)
+    if method == "packing":
+        blocks = pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, block_size, stats)
+    else:
+        blocks = overflow_blocks(tokenizer, texts, block_size, stats)
+    write_blocks(blocks, path, block_size)
+    return stats
+
+
+def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_size: int, out_dir: Path,
+                       column: str = "content") -> dict[str, dict]:
+    """Chunk every split of a DatasetDict and save_to_disk the blocks; returns per-split stats."""
+    import shutil
+
+    from datasets import Dataset, DatasetDict
+
+    scratch = out_dir.parent / f".{out_dir.name}.arrow-scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        stats = {}
+        for split in splits:
+            stats[split] = chunk_split(splits[split], tokenizer, column, block_size, method, batch_size,
+                                       scratch / f"{split}.arrow")
+            if stats[split].blocks == 0:
+                raise PipelineError(f"tokenize.context_length = {block_size}: the {split} split "
+                                    f"({stats[split].tokens} tokens) gives no full block; lower "
+                                    f"tokenize.context_length or fetch more data")
+        DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in splits}).save_to_disk(str(out_dir))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {s: st.as_dict() for s, st in stats.items()}

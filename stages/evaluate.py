@@ -1,0 +1,40 @@
+"""Stage evaluate: validation metrics -> metrics/eval.json; completions -> metrics/completions.md."""
+
+from hfpipe.io import PipelineError, run_stage, write_json_atomic, write_text_atomic
+from hfpipe.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hfpipe.evaluate import (SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions,
+                                 keytoken_ids)
+
+    tokenizer = AutoTokenizer.from_pretrained("models/trained")
+    model = AutoModelForCausalLM.from_pretrained("models/trained")
+    blocks = load_from_disk("data/blocks")["validation"]
+    if params.dataset.max_eval_samples:
+        blocks = blocks.select(range(min(params.dataset.max_eval_samples, len(blocks))))
+    keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
+    if not keys:
+        raise PipelineError(f"evaluate.keytokens = {params.evaluate.keytokens!r}: none is a single token "
+                            f"({', '.join(repr(k) for k in not_single)}); use words the tokenizer keeps whole")
+    metrics = causal_lm_metrics(model, blocks, keys, params.evaluate.batch_size)
+    # The same architecture, untrained (seeded): the reference the trained perplexity is judged against.
+    torch.manual_seed(params.seed)
+    untrained = causal_lm_metrics(AutoModelForCausalLM.from_config(model.config), blocks, keys,
+                                  params.evaluate.batch_size)
+    metrics["untrained_perplexity"] = untrained["perplexity"]
+    metrics["perplexity_reduction"] = round(untrained["perplexity"] / metrics["perplexity"], 4)
+    completions = greedy_completions(model, tokenizer, SEED_PROMPTS, params.evaluate.max_new_tokens)
+    write_json_atomic("metrics/eval.json", metrics)
+    write_text_atomic("metrics/completions.md", completions_markdown(SEED_PROMPTS, completions))
+    print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); "
+          f"'import pandas as' -> {completions[-1]!r}")
+
+
+if __name__ == "__main__":
+    run_stage(main, "evaluate")

@@ -1,0 +1,20 @@
+"""Stage fetch: filtered documents -> data/filtered (Arrow train/validation) + data/stats/fetch.json."""
+
+from pathlib import Path
+
+from hfpipe.io import atomic_dir, run_stage, write_json_atomic
+from hfpipe.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    from hfpipe.data import fetch_code_corpus
+
+    with atomic_dir("data/filtered") as out:
+        stats = fetch_code_corpus(params.dataset, out)
+    write_json_atomic(Path("data/stats/fetch.json"), stats)
+    print(f"kept {stats['kept']} of {stats['seen']} documents ({stats['bytes'] / 1e6:.1f} MB): {stats['split_documents']}")
+
+
+if __name__ == "__main__":
+    run_stage(main, "fetch")

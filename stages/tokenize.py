@@ -1,0 +1,29 @@
+"""Stage tokenize: documents -> blocks of context_length token ids (data/blocks) + data/stats/tokenize.json."""
+
+from pathlib import Path
+
+from hfpipe.io import atomic_dir, run_stage, write_json_atomic
+from hfpipe.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hfpipe.tokenize import tokenize_and_chunk
+
+    tp = params.tokenize
+    tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
+    splits = load_from_disk("data/filtered")
+    with atomic_dir("data/blocks") as out:
+        stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out)
+    write_json_atomic(Path("data/stats/tokenize.json"),
+                      {"method": tp.method, "context_length": tp.context_length, **stats})
+    for split, s in stats.items():
+        print(f"{split}: {s['documents']} documents, {s['tokens']} tokens, {s['blocks']} blocks, "
+              f"{s['tokens_kept_pct']:.2f}% of tokens kept")
+
+
+if __name__ == "__main__":
+    run_stage(main, "tokenize")

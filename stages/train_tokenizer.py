@@ -1,0 +1,26 @@
+"""Stage tokenizer: a byte-level BPE trained on the train split (or a pretrained one) -> models/tokenizer."""
+
+from hfpipe.io import atomic_dir, run_stage
+from hfpipe.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    from datasets import load_from_disk
+
+    from hfpipe.tokenize import iter_text_batches, load_pretrained_tokenizer, train_bpe_tokenizer
+
+    tp = params.tokenizer
+    if tp.name_or_path:
+        tokenizer = load_pretrained_tokenizer(tp.name_or_path)
+    else:
+        train = load_from_disk("data/filtered")["train"]
+        texts = (text for batch in iter_text_batches(train, "content", 1000) for text in batch)
+        tokenizer = train_bpe_tokenizer(texts, tp.vocab_size, tp.min_frequency)
+    with atomic_dir("models/tokenizer") as out:
+        tokenizer.save_pretrained(out)
+    print(f"tokenizer: {len(tokenizer)} tokens")
+
+
+if __name__ == "__main__":
+    run_stage(main, "tokenizer")
