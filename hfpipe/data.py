@@ -137,11 +137,10 @@ def iter_load_dataset_documents(dp: DatasetParams) -> Iterator[dict]:
             raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                 f"columns are {sorted(columns)}")
         for row in source[split]:
-            text = row.get(dp.text_column)
-            if text is None:
+            if dp.text_column not in row:  # streamed sources may not know their columns up front
                 raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                     f"columns are {sorted(row)}")
-            yield {"content": text, "source": str(row.get("repo_name") or row.get("path") or split)}
+            yield {"content": row[dp.text_column] or "", "source": str(row.get("repo_name") or row.get("path") or split)}
 
 
 def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, validation_fraction: float,

@@ -76,10 +76,12 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
             enc = tokenizer(prompt, return_tensors="pt")
             # Keep the prompt's end when prompt + completion would exceed the model's positions.
             room = getattr(model.config, "n_positions", None)
+            new_tokens = max_new_tokens
             if room is not None and enc["input_ids"].shape[1] + max_new_tokens > room:
-                keep = max(room - max_new_tokens, 1)
+                new_tokens = min(max_new_tokens, room - 1)
+                keep = room - new_tokens
                 enc = {k: v[:, -keep:] for k, v in enc.items()}
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            ids = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             out.append(tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     return out

@@ -56,9 +56,15 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
         model = AutoModelForCausalLM.from_pretrained(mp.name_or_path)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
-        return model
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(causal_lm_config(mp, tokenizer, context_length))
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
+            model.resize_token_embeddings(len(tokenizer))
+    else:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(causal_lm_config(mp, tokenizer, context_length))
+    # The Trainer counts a batch's loss positions as labels[..., 1:] only when the model declares a
+    # shifting loss; GPT-2's loss_type is None, and the eval loss would come out low by (L-1)/L.
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def count_parameters(model) -> int:

@@ -40,7 +40,8 @@ class DatasetParams(_Section):
     label_column: str | None = None
     label_names: list[str] | None = None
     delimiter: str | None = None  # csv/tsv; None: guessed from the file extension
-    filter_keywords: list[str] = Field(default_factory=lambda: ["pandas", "sklearn", "matplotlib", "seaborn"])
+    filter_keywords: list[str] = Field(default_factory=lambda: ["pandas", "sklearn", "matplotlib", "seaborn"],
+                                       min_length=1)
     validation_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     # Seeds the train/validation hash split and the document sample: kept apart from the top-level
     # training seed so that `-S seed=...` compares models on the same validation data.
@@ -95,6 +96,7 @@ class TrainParams(_Section):
     backend: Literal["trainer", "accelerate"] = "trainer"
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, ge=-1)  # -1: run `epochs`
+    # (0 is refused below: the Trainer would silently read it as -1)
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(32, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -108,8 +110,16 @@ class TrainParams(_Section):
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
 
 
+    @model_validator(mode="after")
+    def _check_steps(self) -> "TrainParams":
+        if self.max_steps == 0:
+            raise ValueError("train.max_steps must be -1 (train for train.epochs) or a positive number of steps")
+        return self
+
+
 class EvaluateParams(_Section):
     batch_size: int = Field(32, ge=1)
+    max_blocks: int | None = Field(None, gt=0)  # causal LM: validation blocks scored (None: all)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
     max_new_tokens: int = Field(24, ge=1)
 

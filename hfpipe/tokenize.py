@@ -30,7 +30,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: in
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
                             special_tokens=[EOS_TOKEN, PAD_TOKEN], show_progress=True)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN,
+    # The inner `tokenizers.Tokenizer`, not the wrapper: the wrapper lacks the truncation options
+    # transformers passes (return_overflowing_tokens would fail).
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN,
                                    unk_token=EOS_TOKEN, pad_token=PAD_TOKEN)
 
 

@@ -16,8 +16,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained("models/trained")
     model = AutoModelForCausalLM.from_pretrained("models/trained")
     blocks = load_from_disk("data/blocks")["validation"]
-    if params.dataset.max_eval_samples:
-        blocks = blocks.select(range(min(params.dataset.max_eval_samples, len(blocks))))
+    if params.evaluate.max_blocks:
+        blocks = blocks.select(range(min(params.evaluate.max_blocks, len(blocks))))
     keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
     if not keys:
         raise PipelineError(f"evaluate.keytokens = {params.evaluate.keytokens!r}: none is a single token "

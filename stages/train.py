@@ -18,8 +18,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     blocks = load_from_disk("data/blocks")
     eval_blocks = blocks["validation"]
-    if params.dataset.max_eval_samples:
-        eval_blocks = eval_blocks.select(range(min(params.dataset.max_eval_samples, len(eval_blocks))))
+    if params.evaluate.max_blocks:
+        eval_blocks = eval_blocks.select(range(min(params.evaluate.max_blocks, len(eval_blocks))))
     model = build_causal_lm(params.model, tokenizer, params.tokenize.context_length, params.seed)
     print(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(blocks['train'])} training blocks")
     with atomic_dir("models/trained") as out:

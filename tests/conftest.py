@@ -1,0 +1,113 @@
+"""Shared fixtures for the unit tests: a tiny byte-level BPE tokenizer and a tiny GPT-2, built once.
+
+Everything is offline and synthetic: the documents are python-like lines generated from a seeded
+random number generator, never real code or a real dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+# Set before anything imports huggingface_hub / datasets / transformers.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+CONTEXT = 32  # block size / n_positions of the tiny model
+
+_NAMES = ["data", "frame", "model", "value", "count", "item", "result", "total", "index", "score"]
+_MODULES = ["pd", "np", "plt", "sk"]
+
+
+def _synthetic_line(rng: random.Random) -> str:
+    a, b = rng.choice(_NAMES), rng.choice(_NAMES)
+    kind = rng.randrange(6)
+    if kind == 0:
+        return "import pandas as pd"
+    if kind == 1:
+        return f"{a} = {rng.choice(_MODULES)}.{b}({rng.randrange(100)})"
+    if kind == 2:
+        return f"def fit_{a}({b}, n={rng.randrange(10)}):\n    return {b} + {rng.randrange(10)}"
+    if kind == 3:
+        return f"for {a} in range({rng.randrange(50)}):\n    print({a}, {b})"
+    if kind == 4:
+        return f"# predict the {a} of the {b}\n{a}.fit({b})"
+    return f"plt.plot({a}, {b})\nplt.show()"
+
+
+def synthetic_documents(n: int, seed: int = 1234) -> list[str]:
+    """n distinct-ish python-like documents of 2-7 lines each (deterministic for a seed)."""
+    rng = random.Random(seed)
+    return ["\n".join(_synthetic_line(rng) for _ in range(rng.randrange(2, 8))) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def synthetic_docs() -> list[str]:
+    return synthetic_documents(300)
+
+
+@pytest.fixture(scope="session")
+def one_torch_thread():
+    """Tiny models run far faster on one intra-op thread than on two competing ones."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def fresh_tokenizer(synthetic_docs):
+    """The object hfpipe.tokenize.train_bpe_tokenizer returns, as it returns it (not reloaded)."""
+    from hfpipe.tokenize import train_bpe_tokenizer
+
+    return train_bpe_tokenizer(synthetic_docs, vocab_size=350, min_frequency=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(fresh_tokenizer, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-tokenizer")
+    fresh_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    """The tiny tokenizer as the pipeline's later stages see it: saved, then AutoTokenizer-loaded."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_params():
+    from hfpipe.params import ModelParams
+
+    return ModelParams(n_layer=1, n_head=2, n_embd=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_params, tiny_tokenizer, one_torch_thread):
+    """A 1-layer GPT-2 (n_embd 16) with n_positions = CONTEXT. Read-only: tests must not train it."""
+    from hfpipe.modeling import build_causal_lm
+
+    model = build_causal_lm(tiny_model_params, tiny_tokenizer, CONTEXT, seed=0)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_blocks(tiny_tokenizer, synthetic_docs):
+    """Eight packed CONTEXT-token blocks of the synthetic documents, as an in-memory Dataset."""
+    from datasets import Dataset
+
+    ids: list[int] = []
+    for doc in synthetic_docs[:40]:
+        ids += tiny_tokenizer(doc, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
+    blocks = [ids[i: i + CONTEXT] for i in range(0, 8 * CONTEXT, CONTEXT)]
+    assert all(len(b) == CONTEXT for b in blocks)
+    return Dataset.from_dict({"input_ids": blocks})

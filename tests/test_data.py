@@ -1,0 +1,277 @@
+"""hfpipe.data: keyword filter, hash split, dedup, caps, Arrow splits, and the fetch stage's corpus."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from hfpipe.data import (any_keyword_in_string, fetch_code_corpus, filter_documents, hash_fraction,
+                         iter_load_dataset_documents, load_source, looks_local, write_document_splits)
+from hfpipe.io import PipelineError
+from hfpipe.params import DatasetParams
+
+KEYWORDS = ["pandas", "sklearn", "matplotlib", "seaborn"]
+
+
+def new_stats() -> dict:
+    # The shape fetch_code_corpus gives filter_documents.
+    return {"seen": 0, "kept": 0, "duplicates": 0, "bytes": 0, "split_documents": Counter(), "sources": Counter()}
+
+
+def run_filter(docs, keywords=KEYWORDS, seed=0, validation_fraction=0.3, max_documents=None, max_bytes=None):
+    stats = new_stats()
+    rows = list(filter_documents(iter(docs), keywords, seed, validation_fraction, max_documents, max_bytes, stats))
+    return rows, stats
+
+
+def doc(text, source="pkg==1.0"):
+    return {"content": text, "source": source}
+
+
+# --- any_keyword_in_string / hash_fraction -------------------------------------------------------
+
+def test_any_keyword_in_string():
+    assert any_keyword_in_string("import pandas as pd", KEYWORDS)
+    assert any_keyword_in_string("from sklearn.svm import SVC", KEYWORDS)
+    assert any_keyword_in_string("import seaborn", ["pandas", "seaborn"])
+    assert any_keyword_in_string("xpandasx", ["pandas"])  # a substring match, as in seed 04
+    assert not any_keyword_in_string("import numpy as np", KEYWORDS)
+    assert not any_keyword_in_string("import Pandas", ["pandas"])  # case-sensitive
+    assert not any_keyword_in_string("import pandas", [])
+
+
+def test_hash_fraction_is_stable_pinned_value():
+    # Pinned: changing the hash would silently reshuffle the train/validation split.
+    assert hash_fraction("import pandas as pd\n", 0) == 0.5042984653994261
+    assert hash_fraction("import pandas as pd\n", 1) == 0.3380958673746516
+    assert hash_fraction("import pandas as pd\n", 42) == 0.03187407768629765
+    assert hash_fraction("import pandas as pd\n", 0) == hash_fraction("import pandas as pd\n", 0)
+
+
+def test_hash_fraction_range_and_seed_dependence(synthetic_docs):
+    texts = sorted(set(synthetic_docs))
+    a = [hash_fraction(t, 0) for t in texts]
+    b = [hash_fraction(t, 1) for t in texts]
+    assert all(0.0 <= x < 1.0 for x in a + b)
+    assert a != b
+    assert sum(x != y for x, y in zip(a, b)) == len(texts)  # every value changes with the seed
+    assert len(set(a)) == len(texts)
+    # roughly uniform: a 0.3 fraction of a few hundred documents lands near 30 %
+    assert 0.2 < sum(x < 0.3 for x in a) / len(a) < 0.4
+
+
+def test_hash_fraction_handles_unicode_and_lone_surrogates():
+    assert 0 <= hash_fraction("import pandas  # é ✓", 0) < 1
+    assert 0 <= hash_fraction("bad \udcff byte", 0) < 1
+
+
+# --- filter_documents -------------------------------------------------------------------------------
+
+def test_filter_keeps_keyword_documents_and_drops_exact_duplicates():
+    docs = [doc("import pandas as pd", "a==1"),   # kept
+            doc("import numpy as np", "a==1"),    # no keyword
+            doc("import pandas as pd", "b==2"),   # exact duplicate (other source)
+            doc("", "a==1"),                      # empty
+            doc("from sklearn import svm", "b==2"),
+            doc("import pandas as pd ", "c==3"),  # not an exact duplicate
+            doc("import seaborn as sns", "a==1")]
+    rows, stats = run_filter(docs)
+    assert [r["content"] for _, r in rows] == ["import pandas as pd", "from sklearn import svm",
+                                             "import pandas as pd ", "import seaborn as sns"]
+    assert stats["seen"] == 7
+    assert stats["kept"] == 4
+    assert stats["duplicates"] == 1
+    assert stats["bytes"] == sum(len(r["content"].encode()) for _, r in rows) == 19 + 23 + 20 + 21
+    assert stats["sources"] == Counter({"a==1": 2, "b==2": 1, "c==3": 1})
+    assert sum(stats["split_documents"].values()) == 4
+
+
+def test_filter_split_routing_matches_hash_fraction(synthetic_docs):
+    docs = [doc(t) for t in dict.fromkeys(synthetic_docs)]  # unique, in order
+    rows, stats = run_filter(docs, keywords=["pd", "plt", "fit", "import"], seed=7, validation_fraction=0.3)
+    assert len(rows) == stats["kept"] > 100
+    for split, row in rows:
+        expected = "validation" if hash_fraction(row["content"], 7) < 0.3 else "train"
+        assert split == expected
+    assert stats["split_documents"] == Counter(split for split, _ in rows)
+    assert set(stats["split_documents"]) == {"train", "validation"}
+    # the split of a document does not depend on the order the source yields documents in
+    reversed_rows, _ = run_filter(list(reversed(docs)), keywords=["pd", "plt", "fit", "import"], seed=7,
+                                  validation_fraction=0.3)
+    assert dict((r["content"], s) for s, r in rows) == dict((r["content"], s) for s, r in reversed_rows)
+    # another seed routes some documents differently
+    other, _ = run_filter(docs, keywords=["pd", "plt", "fit", "import"], seed=8, validation_fraction=0.3)
+    assert [s for s, _ in other] != [s for s, _ in rows]
+
+
+def test_filter_max_documents_stops_at_the_cap():
+    docs = [doc(f"import pandas as pd  # {i}") for i in range(10)]
+    docs.insert(1, doc("no keyword"))
+    rows, stats = run_filter(docs, max_documents=3)
+    assert [r["content"] for _, r in rows] == [f"import pandas as pd  # {i}" for i in range(3)]
+    assert stats["kept"] == 3
+    assert stats["seen"] == 4  # stopped right after the third kept document
+    assert sum(stats["split_documents"].values()) == 3
+
+
+def test_filter_max_bytes_caps_total_utf8_bytes():
+    ten = [doc(f"pandas {i:03d}") for i in range(5)]  # 10 bytes each
+    rows, stats = run_filter(ten, max_bytes=25)
+    assert [r["content"] for _, r in rows] == ["pandas 000", "pandas 001"]
+    assert stats["bytes"] == 20 and stats["kept"] == 2
+    assert stats["seen"] == 3  # the third would exceed the cap: stop there
+
+    # bytes are UTF-8 bytes, not characters: "pandas éé" is 11 bytes, 9 characters
+    rows, stats = run_filter([doc("pandas éé"), doc("pandas 01")], max_bytes=20)
+    assert stats["bytes"] == 20 and stats["kept"] == 2
+    rows, stats = run_filter([doc("pandas éé"), doc("pandas 012")], max_bytes=20)
+    assert stats["bytes"] == 11 and stats["kept"] == 1
+
+
+def test_filter_max_bytes_skips_a_first_document_larger_than_the_cap():
+    docs = [doc("pandas " + "x" * 100), doc("pandas 000"), doc("pandas 001")]
+    rows, stats = run_filter(docs, max_bytes=25)
+    assert [r["content"] for _, r in rows] == ["pandas 000", "pandas 001"]
+    assert stats["bytes"] == 20 and stats["seen"] == 3
+
+
+# --- write_document_splits ---------------------------------------------------------------------------
+
+def test_write_document_splits_round_trip(tmp_path):
+    from datasets import load_from_disk
+
+    # more rows than one Arrow write batch (256), so buffered flushing is exercised
+    rows = [("train" if i % 3 else "validation", {"content": f"pandas {i}", "source": f"s{i % 4}", "extra": i})
+            for i in range(700)]
+    out = tmp_path / "filtered"
+    counts = write_document_splits(iter(rows), out, ["content", "source"])
+    assert counts == {"train": 466, "validation": 234}
+    dd = load_from_disk(str(out))
+    assert sorted(dd) == ["train", "validation"]
+    for split in dd:
+        assert dd[split].column_names == ["content", "source"]
+        expected = [r for s, r in rows if s == split]
+        assert list(dd[split]["content"]) == [r["content"] for r in expected]
+        assert list(dd[split]["source"]) == [r["source"] for r in expected]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["filtered"]  # scratch folder removed
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+def test_looks_local():
+    assert not looks_local("nyu-mll/glue")
+    assert not looks_local("imdb")
+    for path in ["./data", "/abs/path", "~/x", "data.csv", "docs.jsonl", "not a hub id"]:
+        assert looks_local(path), path
+
+
+def test_load_source_missing_local_path_names_dataset_path(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(PipelineError) as info:
+        load_source(DatasetParams(source="load_dataset", path=str(missing)), streaming=True)
+    assert str(info.value).startswith(f"dataset.path = {str(missing)!r}: no such file or folder")
+
+
+def test_load_source_unsupported_file_type(tmp_path):
+    path = tmp_path / "docs.xyz"
+    path.write_text("pandas")
+    with pytest.raises(PipelineError, match=r"dataset.path = .*unsupported file type '\.xyz'"):
+        load_source(DatasetParams(source="load_dataset", path=str(path)), streaming=True)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_iter_load_dataset_documents_from_a_split_folder(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [{"content": f"pandas {i}", "path": f"f{i}.py"} for i in range(3)])
+    write_jsonl(folder / "validation.jsonl", [{"content": "sklearn 0", "path": "v.py"}])
+    docs = list(iter_load_dataset_documents(DatasetParams(source="load_dataset", path=str(folder))))
+    assert docs == [{"content": "pandas 0", "source": "f0.py"}, {"content": "pandas 1", "source": "f1.py"},
+                    {"content": "pandas 2", "source": "f2.py"}, {"content": "sklearn 0", "source": "v.py"}]
+
+
+def test_iter_load_dataset_documents_missing_text_column(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"text": "pandas"}])
+    with pytest.raises(PipelineError, match=r"^dataset.text_column = 'content': no such column in split 'train'; "
+                                            r"columns are \['text'\]$"):
+        list(iter_load_dataset_documents(DatasetParams(source="load_dataset", path=str(path))))
+
+
+def test_iter_load_dataset_documents_skips_or_keeps_rows_with_empty_text(tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_text("content,label\nimport pandas,1\n,2\nimport seaborn,3\n")
+    docs = list(iter_load_dataset_documents(DatasetParams(source="load_dataset", path=str(path))))
+    assert [d["content"] for d in docs if d["content"]] == ["import pandas", "import seaborn"]
+
+
+# --- fetch_code_corpus ----------------------------------------------------------------------------
+
+def test_fetch_installed_packages_keeps_max_documents(tmp_path):
+    from datasets import load_from_disk
+
+    dp = DatasetParams(max_documents=20, validation_fraction=0.3, seed=0)
+    out = tmp_path / "filtered"
+    stats = fetch_code_corpus(dp, out)
+    assert stats["kept"] == 20
+    assert stats["seen"] >= 20
+    assert stats["fraction_kept"] == round(20 / stats["seen"], 6)
+    assert stats["source"] == "installed-packages" and stats["filter_keywords"] == KEYWORDS
+    assert sum(stats["split_documents"].values()) == 20
+    assert set(stats["split_documents"]) == {"train", "validation"}
+    assert sum(stats["documents_by_source"].values()) == 20
+    assert all(re.fullmatch(r"[^=\s]+==\S+", s) for s in stats["documents_by_source"])
+    assert not any(s.lower().startswith("hfpipe==") for s in stats["documents_by_source"])
+    assert "sources" not in stats
+    json.dumps(stats)  # the stage writes it as JSON
+
+    dd = load_from_disk(str(out))
+    assert {s: len(dd[s]) for s in dd} == stats["split_documents"]
+    total_bytes = 0
+    for split in dd:
+        for text in list(dd[split]["content"]):
+            assert any_keyword_in_string(text, KEYWORDS)
+            assert ("validation" if hash_fraction(text, 0) < 0.3 else "train") == split
+            total_bytes += len(text.encode("utf-8", "surrogatepass"))
+    assert total_bytes == stats["bytes"]
+    assert len(set(list(dd["train"]["content"]) + list(dd["validation"]["content"]))) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["filtered"]
+
+
+def test_fetch_keyword_matching_nothing_is_a_pipeline_error(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"content": f"x = {i}"} for i in range(10)])
+    dp = DatasetParams(source="load_dataset", path=str(path), filter_keywords=["zzqq"])
+    with pytest.raises(PipelineError) as info:
+        fetch_code_corpus(dp, tmp_path / "out")
+    assert str(info.value).startswith("dataset.filter_keywords = ['zzqq']: kept 0 of 10 documents")
+
+
+def test_fetch_from_local_file(tmp_path):
+    from datasets import load_from_disk
+
+    texts = [f"import pandas as pd\nx = {i}" for i in range(30)] + ["import numpy"] + ["import pandas as pd\nx = 0"]
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"content": t} for t in texts])
+    dp = DatasetParams(source="load_dataset", path=str(path), validation_fraction=0.3)
+    stats = fetch_code_corpus(dp, tmp_path / "out")
+    assert (stats["seen"], stats["kept"], stats["duplicates"]) == (32, 30, 1)
+    dd = load_from_disk(str(tmp_path / "out"))
+    expected_val = [t for t in texts[:30] if hash_fraction(t, 0) < 0.3]
+    assert list(dd["validation"]["content"]) == expected_val
+    assert list(dd["train"]["content"]) == [t for t in texts[:30] if t not in expected_val]
+    assert stats["documents_by_source"] == {"train": 30}
+
+
+def test_fetch_empty_validation_split_is_a_pipeline_error(tmp_path):
+    # one document: it lands in train (hash >= fraction), validation is empty
+    text = "import pandas as pd"
+    assert hash_fraction(text, 0) >= 0.05
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"content": text}])
+    dp = DatasetParams(source="load_dataset", path=str(path))
+    with pytest.raises(PipelineError, match=r"^the validation split is empty \(1 documents kept\)"):
+        fetch_code_corpus(dp, tmp_path / "out")

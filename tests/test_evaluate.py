@@ -1,0 +1,147 @@
+"""hfpipe.evaluate: keytoken ids, token-level metrics against the model's own loss, greedy completions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hfpipe.evaluate import (SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions,
+                             keytoken_ids)
+from hfpipe.io import PipelineError
+
+CONTEXT = 32
+
+
+# --- keytoken_ids --------------------------------------------------------------------------------------
+
+def test_keytoken_ids_splits_single_and_multi_token_keywords(tiny_tokenizer):
+    vocab = tiny_tokenizer.get_vocab()
+    # in the tiny vocabulary (Ġ is byte-level BPE's space): ' pd' is a token but 'pd' is not, 'plt' is but
+    # ' plt' is not, 'fit' and ' fit' both are, nothing of 'zzqx' is
+    assert [f in vocab for f in ("pd", "Ġpd", "plt", "Ġplt", "fit", "Ġfit", "zzqx", "Ġzzqx")] == \
+        [False, True, True, False, True, True, False, False]
+    ids, not_single = keytoken_ids(tiny_tokenizer, ["pd", "plt", "fit", "zzqx"])
+    assert ids == sorted([vocab["Ġpd"], vocab["plt"], vocab["fit"], vocab["Ġfit"]])
+    assert not_single == ["pd", " plt", "zzqx", " zzqx"]
+    for form in not_single:
+        assert len(tiny_tokenizer(form, add_special_tokens=False)["input_ids"]) > 1
+
+
+def test_keytoken_ids_nothing_single(tiny_tokenizer):
+    assert keytoken_ids(tiny_tokenizer, ["zzqx"]) == ([], ["zzqx", " zzqx"])
+    assert keytoken_ids(tiny_tokenizer, []) == ([], [])
+
+
+def test_keytoken_ids_deduplicates(tiny_tokenizer):
+    ids, _ = keytoken_ids(tiny_tokenizer, ["pd", "pd"])
+    assert ids == sorted(set(ids)) and len(ids) == len(keytoken_ids(tiny_tokenizer, ["pd"])[0])
+
+
+# --- causal_lm_metrics -------------------------------------------------------------------------------
+
+def test_causal_lm_metrics_against_the_models_own_loss(tiny_model, tiny_tokenizer, tiny_blocks):
+    keys, _ = keytoken_ids(tiny_tokenizer, ["pd", "plt", "fit", "import"])
+    metrics = causal_lm_metrics(tiny_model, tiny_blocks, keys, batch_size=3)  # 3 + 3 + 2 blocks
+    assert list(metrics) == ["loss", "perplexity", "accuracy", "keytoken_accuracy", "tokens", "keytoken_positions"]
+
+    ids = torch.tensor(tiny_blocks["input_ids"][:], dtype=torch.long)
+    with torch.no_grad():
+        reference = tiny_model(input_ids=ids, labels=ids)
+    assert metrics["loss"] == pytest.approx(reference.loss.item(), abs=1e-4)
+    assert metrics["loss"] == round(metrics["loss"], 6)
+    # an untrained model is close to uniform over the 350 tokens
+    assert abs(metrics["loss"] - math.log(350)) < 0.5
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]), abs=2e-3)
+    assert metrics["perplexity"] == round(metrics["perplexity"], 4)
+
+    targets = ids[:, 1:]
+    predicted = reference.logits[:, :-1].argmax(-1)
+    assert metrics["tokens"] == 8 * (CONTEXT - 1)
+    assert metrics["accuracy"] == round((predicted == targets).float().mean().item(), 6)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    is_key = torch.isin(targets, torch.tensor(keys))
+    assert metrics["keytoken_positions"] == int(is_key.sum()) > 0
+    assert metrics["keytoken_accuracy"] == round(((predicted == targets) & is_key).sum().item() / int(is_key.sum()), 6)
+    assert 0.0 <= metrics["keytoken_accuracy"] <= 1.0
+
+
+def test_causal_lm_metrics_do_not_depend_on_batch_size(tiny_model, tiny_blocks):
+    a = causal_lm_metrics(tiny_model, tiny_blocks, [2, 3], batch_size=1)
+    b = causal_lm_metrics(tiny_model, tiny_blocks, [2, 3], batch_size=64)
+    assert a["loss"] == pytest.approx(b["loss"], abs=2e-6)
+    assert (a["accuracy"], a["tokens"], a["keytoken_positions"]) == (b["accuracy"], b["tokens"], b["keytoken_positions"])
+
+
+def test_causal_lm_metrics_without_keytoken_positions(tiny_model, tiny_blocks):
+    metrics = causal_lm_metrics(tiny_model, tiny_blocks.select(range(2)), [], batch_size=4)
+    assert metrics["keytoken_accuracy"] is None and metrics["keytoken_positions"] == 0
+    assert metrics["tokens"] == 2 * (CONTEXT - 1)
+
+
+def test_causal_lm_metrics_perfect_model_scores_one():
+    """A model that always predicts the next token of a known cycle: accuracy 1, loss ~0, perplexity ~1."""
+    from datasets import Dataset
+
+    class Cycle(torch.nn.Module):
+        def forward(self, input_ids):
+            logits = torch.full((*input_ids.shape, 5), -50.0)
+            logits.scatter_(-1, ((input_ids + 1) % 5).unsqueeze(-1), 50.0)
+            return type("Out", (), {"logits": logits})()
+
+    blocks = Dataset.from_dict({"input_ids": [[i % 5 for i in range(s, s + 8)] for s in range(4)]})
+    metrics = causal_lm_metrics(Cycle(), blocks, [3], batch_size=3)
+    assert metrics["accuracy"] == 1.0 and metrics["keytoken_accuracy"] == 1.0
+    assert metrics["loss"] == 0.0 and metrics["perplexity"] == 1.0
+    assert metrics["tokens"] == 28
+    assert metrics["keytoken_positions"] == sum(t == 3 for b in blocks["input_ids"][:] for t in b[1:])
+
+
+# --- greedy_completions ---------------------------------------------------------------------------
+
+def reference_completion(model, tokenizer, ids, max_new_tokens):
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def test_greedy_completions_deterministic_and_equal_to_greedy_generate(tiny_model, tiny_tokenizer):
+    prompts = ["import pandas as", "def fit_model(data, n=3):\n"]
+    first = greedy_completions(tiny_model, tiny_tokenizer, prompts, 6)
+    second = greedy_completions(tiny_model, tiny_tokenizer, prompts, 6)
+    assert first == second
+    assert len(first) == 2 and all(isinstance(c, str) for c in first)
+    for prompt, completion in zip(prompts, first):
+        ids = tiny_tokenizer(prompt)["input_ids"]
+        assert completion == reference_completion(tiny_model, tiny_tokenizer, ids, 6)
+
+
+def test_greedy_completions_long_prompt_keeps_the_prompts_end(tiny_model, tiny_tokenizer, synthetic_docs):
+    long_prompt = "\n".join(synthetic_docs[:10])
+    ids = tiny_tokenizer(long_prompt)["input_ids"]
+    assert len(ids) > 4 * CONTEXT
+    for max_new in (8, CONTEXT - 1, CONTEXT):
+        [completion] = greedy_completions(tiny_model, tiny_tokenizer, [long_prompt], max_new)
+        new = min(max_new, CONTEXT - 1)  # prompt + completion must fit the position table
+        keep = CONTEXT - new
+        assert completion == reference_completion(tiny_model, tiny_tokenizer, ids[-keep:], new)
+    # every seed prompt works on a model with 32 positions
+    assert len(greedy_completions(tiny_model, tiny_tokenizer, SEED_PROMPTS, 8)) == len(SEED_PROMPTS)
+
+
+def test_greedy_completions_more_new_tokens_than_positions(tiny_model, tiny_tokenizer):
+    try:
+        out = greedy_completions(tiny_model, tiny_tokenizer, ["import pandas as"], CONTEXT + 8)
+    except PipelineError:
+        return
+    assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_completions_markdown():
+    md = completions_markdown(["import pandas as", "x ="], [" pd", " 1"])
+    assert md.startswith("# Greedy completions of seed 04's prompts\n")
+    assert "## Prompt 1\n\n```python\nimport pandas as\u2588 pd\n```\n" in md
+    assert "## Prompt 2\n\n```python\nx =\u2588 1\n```\n" in md
+    assert md.rstrip().endswith("(\u2588 marks where the prompt ends and the model's completion begins.)")

@@ -1,0 +1,120 @@
+"""hfpipe.modeling: GPT-2 config sized to the tokenizer, seeded builds, context-length checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hfpipe.io import PipelineError
+from hfpipe.modeling import (build_causal_lm, causal_lm_config, check_context_length, count_parameters, load_config,
+                             max_positions)
+from hfpipe.params import ModelParams
+
+CONTEXT = 32
+
+
+def test_causal_lm_config_takes_ids_from_tokenizer(tiny_tokenizer, tiny_model_params):
+    config = causal_lm_config(tiny_model_params, tiny_tokenizer, 48)
+    assert config.model_type == "gpt2"
+    assert config.vocab_size == len(tiny_tokenizer) == 350
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (0, 0, 1)
+    assert config.n_positions == 48
+    assert (config.n_layer, config.n_head, config.n_embd) == (1, 2, 16)
+    assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.0
+
+
+def test_causal_lm_config_dropout(tiny_tokenizer):
+    config = causal_lm_config(ModelParams(n_layer=1, n_head=2, n_embd=16, dropout=0.25), tiny_tokenizer, CONTEXT)
+    assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.25
+
+
+def test_causal_lm_config_from_a_local_config_keeps_its_sizes(tiny_tokenizer, tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=3, n_head=2, n_embd=8, n_positions=64, vocab_size=999).save_pretrained(tmp_path)
+    config = causal_lm_config(ModelParams(name_or_path=str(tmp_path)), tiny_tokenizer, CONTEXT)
+    assert (config.n_layer, config.n_head, config.n_embd) == (3, 2, 8)  # the config's sizes, not ModelParams'
+    assert config.vocab_size == 350  # our vocabulary
+    assert config.n_positions == CONTEXT
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (0, 0, 1)
+
+
+def test_build_causal_lm_matches_tokenizer(tiny_model, tiny_tokenizer):
+    assert tiny_model.config.n_positions == CONTEXT
+    assert tiny_model.get_input_embeddings().weight.shape == (350, 16)
+    assert tiny_model.transformer.wpe.weight.shape == (CONTEXT, 16)
+    assert len(tiny_model.transformer.h) == 1
+    assert count_parameters(tiny_model) == sum(p.numel() for p in tiny_model.parameters())
+    # embeddings are tied: no separate output matrix
+    assert tiny_model.lm_head.weight.data_ptr() == tiny_model.transformer.wte.weight.data_ptr()
+    ids = torch.tensor([tiny_tokenizer("import pandas as pd")["input_ids"]])
+    assert tiny_model(input_ids=ids).logits.shape == (1, ids.shape[1], 350)
+
+
+def test_build_causal_lm_is_deterministic_per_seed(tiny_tokenizer, tiny_model_params, one_torch_thread):
+    a = build_causal_lm(tiny_model_params, tiny_tokenizer, CONTEXT, seed=5).state_dict()
+    torch.rand(10)  # the global RNG state before the build does not matter
+    b = build_causal_lm(tiny_model_params, tiny_tokenizer, CONTEXT, seed=5).state_dict()
+    c = build_causal_lm(tiny_model_params, tiny_tokenizer, CONTEXT, seed=6).state_dict()
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["transformer.wte.weight"], c["transformer.wte.weight"])
+    assert not torch.equal(a["transformer.h.0.attn.c_attn.weight"], c["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_build_causal_lm_pretrained_loads_weights(tiny_model, tiny_tokenizer, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    loaded = build_causal_lm(ModelParams(name_or_path=str(tmp_path), from_scratch=False), tiny_tokenizer,
+                             CONTEXT, seed=123)
+    original = tiny_model.state_dict()
+    assert all(torch.equal(original[k], v) for k, v in loaded.state_dict().items())
+    assert loaded.config.pad_token_id == 1
+
+
+def local_config(tmp_path, n_positions=64):
+    from transformers import GPT2Config
+
+    GPT2Config(n_positions=n_positions).save_pretrained(tmp_path)
+    return ModelParams(name_or_path=str(tmp_path))
+
+
+def test_check_context_length_above_limit(tmp_path):
+    mp = local_config(tmp_path)
+    with pytest.raises(PipelineError) as info:
+        check_context_length(mp, 128)
+    message = str(info.value)
+    assert message.startswith("tokenize.context_length = 128: above the maximum of 64 positions")
+    assert "use at most 64" in message and str(tmp_path) in message
+    assert "\n" not in message
+
+
+def test_check_context_length_within_limit(tmp_path):
+    mp = local_config(tmp_path)
+    assert check_context_length(mp, 64) is None
+    assert check_context_length(mp, 8) is None
+
+
+def test_check_context_length_custom_key(tmp_path):
+    with pytest.raises(PipelineError, match=r"^tokenize.max_length = 65: above the maximum of 64"):
+        check_context_length(local_config(tmp_path), 65, key="tokenize.max_length")
+
+
+def test_check_context_length_without_model_path_is_free():
+    assert check_context_length(ModelParams(), 10_000) is None
+
+
+def test_load_config_missing_path_is_a_pipeline_error(tmp_path):
+    with pytest.raises(PipelineError, match=r"^model.name_or_path = '.*nope': could not load its config"):
+        load_config(str(tmp_path / "nope"))
+
+
+def test_max_positions():
+    from transformers import BertConfig, GPT2Config
+
+    assert max_positions(GPT2Config(n_positions=77)) == 77
+    assert max_positions(BertConfig(max_position_embeddings=99)) == 99
+
+    class NoPositions:
+        pass
+
+    assert max_positions(NoPositions()) is None

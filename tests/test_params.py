@@ -1,0 +1,167 @@
+"""hfpipe.params: params.yaml -> a validated Params, and one-line errors naming key, value, constraint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hfpipe.io import PipelineError
+from hfpipe.params import (DatasetParams, EvaluateParams, ModelParams, Params, TokenizeParams, TokenizerParams,
+                           TrainParams, load_params, parse_params)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def error_of(raw: dict) -> str:
+    with pytest.raises(PipelineError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert "\n" not in message, "a params error must be one line"
+    return message
+
+
+def test_defaults_parse():
+    p = parse_params({})
+    assert p == Params()
+    assert (p.task, p.seed, p.lr) == ("causal-lm", 42, 2e-3)
+    assert p.dataset.source == "installed-packages"
+    assert p.dataset.filter_keywords == ["pandas", "sklearn", "matplotlib", "seaborn"]
+    assert p.dataset.validation_fraction == 0.05
+    assert p.tokenizer.vocab_size == 8192
+    assert (p.tokenize.context_length, p.tokenize.method) == (128, "packing")
+    assert (p.model.n_layer, p.model.n_head, p.model.n_embd, p.model.from_scratch) == (4, 4, 256, True)
+    assert (p.train.max_steps, p.train.lr_scheduler, p.train.threads) == (-1, "cosine", None)
+    assert p.evaluate.keytokens == ["plt", "pd", "sk", "fit", "predict"]
+    # None (an empty params.yaml) is the defaults too
+    assert parse_params(None) == Params()
+
+
+def test_repo_params_yaml_parses():
+    p = load_params(REPO_ROOT / "params.yaml")
+    assert isinstance(p, Params)
+    assert p.task == "causal-lm"
+    assert p.model.n_embd % p.model.n_head == 0
+
+
+def test_overrides_reach_the_sections():
+    p = parse_params({"lr": 3e-4, "train": {"max_steps": 7}, "model": {"n_layer": 1, "n_head": 2, "n_embd": 16}})
+    assert p.lr == 3e-4
+    assert p.train.max_steps == 7
+    assert p.train.batch_size == TrainParams().batch_size  # untouched keys keep defaults
+    assert (p.model.n_layer, p.model.n_head, p.model.n_embd) == (1, 2, 16)
+
+
+def test_negative_lr_is_one_line_naming_key_value_and_constraint():
+    message = error_of({"lr": -1})
+    assert message == "params.yaml: lr = -1: Input should be greater than 0"
+    assert "lr" in message and "-1" in message and "greater than 0" in message
+
+
+def test_lr_above_one_is_refused():
+    assert error_of({"lr": 2}) == "params.yaml: lr = 2: Input should be less than or equal to 1"
+
+
+def test_unknown_top_level_key_lists_allowed_keys():
+    message = error_of({"learning_rate": 0.1})
+    assert message.startswith("params.yaml: unknown key 'learning_rate'; allowed keys here: ")
+    allowed = message.split("allowed keys here: ")[1].split(", ")
+    assert allowed == sorted(Params.model_fields)
+    assert "lr" in allowed and "train" in allowed
+
+
+def test_unknown_nested_key_names_dotted_key_and_section_keys():
+    message = error_of({"train": {"lrr": 0.1}})
+    assert message.startswith("params.yaml: unknown key 'train.lrr'; allowed keys here: ")
+    allowed = message.split("allowed keys here: ")[1].split(", ")
+    assert allowed == sorted(TrainParams.model_fields)
+    assert "max_steps" in allowed and "lr" not in allowed
+
+
+@pytest.mark.parametrize("section, model", [("dataset", DatasetParams), ("tokenizer", TokenizerParams),
+                                            ("tokenize", TokenizeParams), ("model", ModelParams),
+                                            ("evaluate", EvaluateParams)])
+def test_unknown_key_in_every_section(section, model):
+    message = error_of({section: {"typo_key": 1}})
+    assert f"unknown key '{section}.typo_key'" in message
+    assert message.endswith(", ".join(sorted(model.model_fields)))
+
+
+def test_nested_bad_value_names_dotted_key():
+    assert error_of({"tokenize": {"method": "pack"}}) == \
+        "params.yaml: tokenize.method = 'pack': Input should be 'packing' or 'overflow'"
+    assert error_of({"dataset": {"validation_fraction": 1.0}}) == \
+        "params.yaml: dataset.validation_fraction = 1.0: Input should be less than 1"
+    assert error_of({"dataset": {"max_documents": 0}}) == \
+        "params.yaml: dataset.max_documents = 0: Input should be greater than 0"
+
+
+def test_n_embd_not_divisible_by_n_head():
+    message = error_of({"model": {"n_embd": 30, "n_head": 4}})
+    assert "model.n_embd (30) must be divisible by model.n_head (4)" in message
+    assert message.startswith("params.yaml: ")
+    assert "Value error" not in message
+
+
+def test_not_from_scratch_needs_name_or_path():
+    assert "model.name_or_path is required when model.from_scratch is false" in error_of({"model": {"from_scratch": False}})
+
+
+def test_load_dataset_source_needs_path():
+    message = error_of({"dataset": {"source": "load_dataset"}})
+    assert "dataset.path is required when dataset.source is load_dataset" in message
+    # with a path it is fine
+    assert parse_params({"dataset": {"source": "load_dataset", "path": "x.jsonl"}}).dataset.path == "x.jsonl"
+
+
+def test_section_that_is_not_a_mapping():
+    assert error_of({"train": 5}) == "params.yaml: train = 5: Input should be a valid dictionary or instance of TrainParams"
+
+
+def test_source_name_is_used_in_messages():
+    with pytest.raises(PipelineError, match=r"^recipes/x\.yaml: lr = 0: "):
+        parse_params({"lr": 0}, source="recipes/x.yaml")
+
+
+def test_load_params_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(PipelineError) as info:
+        load_params(path)
+    assert str(info.value).startswith(f"{path}: not found")
+    assert "\n" not in str(info.value)
+
+
+def test_load_params_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("lr: [0.1\nseed: 3\n")
+    with pytest.raises(PipelineError) as info:
+        load_params(path)
+    assert str(info.value).startswith(f"{path}: not valid YAML (")
+    assert "\n" not in str(info.value)
+
+
+def test_load_params_not_a_mapping(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("- lr\n- seed\n")
+    with pytest.raises(PipelineError, match="must be a mapping of keys to values, got list"):
+        load_params(path)
+
+
+def test_load_params_empty_file_is_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing set\n")
+    assert load_params(path) == Params()
+
+
+def test_load_params_reports_the_file_and_value(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("lr: -1\n")
+    with pytest.raises(PipelineError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: lr = -1: Input should be greater than 0"
+
+
+def test_model_copy_override_keeps_validation_separate():
+    base = parse_params({})
+    changed = base.model_copy(update={"lr": 0.01})
+    assert changed.lr == 0.01 and base.lr == 2e-3

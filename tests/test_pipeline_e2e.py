@@ -1,0 +1,120 @@
+"""End-to-end: real `dvc` in a temporary copy of the repo, on a tiny config of the default recipe.
+
+The tests in this module run in order and share one copy: each builds on the state the previous
+one left (that is what a user's repo goes through).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import dvc, git, make_repo_copy, stages_run
+
+pytestmark = pytest.mark.e2e
+
+TINY = {
+    "dataset": {"max_documents": 40, "max_bytes": 600_000, "validation_fraction": 0.15},
+    "tokenizer": {"vocab_size": 400},
+    "tokenize": {"context_length": 32},
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
+    "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3},
+    "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4},
+}
+ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo_copy(tmp_path_factory.mktemp("e2e") / "repo", "params.yaml", TINY)
+
+
+def test_repro_runs_every_stage_and_exports_a_loadable_model(repo):
+    result = dvc(repo, "repro")
+    assert stages_run(result.stdout) == ALL_STAGES
+    for path in ["data/filtered/dataset_dict.json", "models/tokenizer/tokenizer.json", "data/blocks/dataset_dict.json",
+                 "models/trained/model.safetensors", "models/export/model.safetensors", "models/export/README.md",
+                 "dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv",
+                 "metrics/completions.md"]:
+        assert (repo / path).exists(), path
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert metrics["perplexity"] < metrics["untrained_perplexity"]
+    fetch = json.loads((repo / "data/stats/fetch.json").read_text())
+    assert fetch["kept"] == 40 and sum(fetch["documents_by_source"].values()) == 40
+    chunk = json.loads((repo / "data/stats/tokenize.json").read_text())
+    assert chunk["train"]["tokens_chunked"] - chunk["train"]["tokens_in_blocks"] < 32  # <= one partial block
+    from transformers import pipeline
+
+    out = pipeline("text-generation", model=str(repo / "models/export"))("import pandas as", max_new_tokens=3)
+    assert out[0]["generated_text"].startswith("import pandas as")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny run")
+
+
+def test_second_repro_runs_nothing(repo):
+    result = dvc(repo, "repro")
+    assert stages_run(result.stdout) == set()
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def test_exp_run_lr_reruns_only_train_evaluate_export_and_metrics_change(repo):
+    result = dvc(repo, "exp", "run", "-S", "lr=0.02")
+    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    changed = diff["metrics/eval.json"]
+    assert changed["loss"]["diff"] != 0 and changed["perplexity"]["diff"] != 0
+    params_diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+    assert params_diff["params.yaml"]["lr"]["new"] == 0.02
+
+
+def test_context_length_change_reruns_from_tokenize(repo):
+    result = dvc(repo, "exp", "run", "-S", "tokenize.context_length=24")
+    assert stages_run(result.stdout) == {"tokenize", "train", "evaluate", "export"}
+    assert json.loads((repo / "data/stats/tokenize.json").read_text())["context_length"] == 24
+
+
+def test_filter_keywords_change_reruns_everything(repo):
+    result = dvc(repo, "exp", "run", "-S", "dataset.filter_keywords=[pandas,numpy]")
+    assert stages_run(result.stdout) == ALL_STAGES
+    assert json.loads((repo / "data/stats/fetch.json").read_text())["filter_keywords"] == ["pandas", "numpy"]
+
+
+def test_forced_reruns_give_byte_identical_metrics(repo):
+    def snapshot() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted((repo / "metrics").iterdir())}
+
+    dvc(repo, "repro", "--force")
+    first = snapshot()
+    dvc(repo, "repro", "--force")
+    assert snapshot() == first
+    assert set(first) == {"eval.json", "completions.md"}
+
+
+def test_bad_param_fails_with_one_line_and_leaves_no_half_written_output(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["lr"] = -1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: params.yaml")]
+    assert errors == ["error: params.yaml: lr = -1: Input should be greater than 0"]
+    assert "Traceback" not in result.stderr
+    assert not (repo / "models/trained").exists()
+    assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".")]
+
+
+def test_filter_that_keeps_nothing_names_the_key(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["lr"] = 0.002
+    params["dataset"]["filter_keywords"] = ["zzz-no-such-keyword-zzz"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    assert re.search(r"^error: dataset.filter_keywords = \['zzz-no-such-keyword-zzz'\]: kept 0 of \d+ documents",
+                     result.stderr, re.M)
+    assert not (repo / "data/filtered").exists()
+    assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".")]

@@ -1,0 +1,142 @@
+"""hfpipe.train: TrainingArguments from params, and a short real Trainer run logged through dvclive."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfpipe.evaluate import causal_lm_metrics
+from hfpipe.modeling import build_causal_lm
+from hfpipe.params import parse_params
+from hfpipe.train import train_causal_lm, training_arguments
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONTEXT = 32
+MAX_STEPS, LOGGING_STEPS, EVAL_STEPS = 30, 5, 10
+
+TRAIN_PARAMS = {"seed": 0, "lr": 0.01,
+                "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},
+                "tokenize": {"context_length": CONTEXT},
+                "train": {"max_steps": MAX_STEPS, "batch_size": 8, "eval_batch_size": 8, "eval_steps": EVAL_STEPS,
+                          "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.1, "threads": 1}}
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as fd:
+        return list(csv.DictReader(fd, delimiter="\t"))
+
+
+def test_training_arguments_from_params(tmp_path):
+    params = parse_params(TRAIN_PARAMS)
+    args = training_arguments(params, tmp_path / "work")
+    assert args.output_dir == str(tmp_path / "work")
+    assert args.learning_rate == 0.01
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (8, 8)
+    assert args.max_steps == MAX_STEPS
+    assert (args.eval_steps, args.logging_steps) == (EVAL_STEPS, LOGGING_STEPS)
+    assert args.eval_strategy == "steps" and args.save_strategy == "no"
+    assert args.report_to == []  # "none": dvclive is attached as a callback instead
+    assert (args.seed, args.data_seed) == (0, 0)
+    assert args.lr_scheduler_type == "cosine"
+    assert (args.weight_decay, args.max_grad_norm) == (0.1, 1.0)
+    assert args.use_cpu
+    # warmup_ratio is a fraction of the total steps
+    assert args.get_warmup_steps(30) == 3
+    assert training_arguments(parse_params({}), tmp_path).get_warmup_steps(100) == 5
+    # overrides win
+    assert training_arguments(params, tmp_path, max_steps=3).max_steps == 3
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_tokenizer, tmp_path_factory):
+    """Train a fresh tiny GPT-2 for 30 steps on a repetitive synthetic corpus; keep what the tests check."""
+    from datasets import Dataset
+
+    params = parse_params(TRAIN_PARAMS)
+    text = "import pandas as pd\ndf = pd.frame(data)\nplt.plot(df, value)\n" * 60
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    blocks = [ids[i: i + CONTEXT] for i in range(0, len(ids) - CONTEXT + 1, CONTEXT)]
+    assert len(blocks) >= 30
+    train_blocks = Dataset.from_dict({"input_ids": blocks[:24]})
+    eval_blocks = Dataset.from_dict({"input_ids": blocks[24:30]})
+
+    model = build_causal_lm(params.model, tiny_tokenizer, params.tokenize.context_length, params.seed)
+    before = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
+    root = tmp_path_factory.mktemp("train")
+    work_dir, live_dir = root / "work", root / "live"
+    trainer = train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, work_dir, live_dir=live_dir)
+    after = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
+    return {"trainer": trainer, "model": model, "before": before, "after": after, "work_dir": work_dir,
+            "live_dir": live_dir, "eval_blocks": eval_blocks}
+
+
+def test_training_lowers_eval_loss(trained):
+    before, after = trained["before"], trained["after"]
+    assert trained["trainer"].state.global_step == MAX_STEPS
+    assert trained["trainer"].model is trained["model"]  # the caller's model is trained in place
+    assert after["loss"] < before["loss"] - 1.0
+    assert after["accuracy"] > before["accuracy"] + 0.3
+    evals = [e["eval_loss"] for e in trained["trainer"].state.log_history if "eval_loss" in e]
+    assert len(evals) == MAX_STEPS // EVAL_STEPS
+    assert evals[-1] < evals[0] < before["loss"]
+
+
+def test_training_follows_the_lr_schedule(trained):
+    logs = [e for e in trained["trainer"].state.log_history if "learning_rate" in e]
+    lrs = {e["step"]: e["learning_rate"] for e in logs}
+    assert lrs[1] == 0.0  # warmup starts at 0
+    assert max(lrs.values()) <= 0.01
+    assert lrs[5] > lrs[10] > lrs[20] > lrs[30]  # cosine decay after 3 warmup steps
+
+
+def test_dvclive_files_use_the_global_step(trained):
+    live = trained["live_dir"]
+    history = trained["trainer"].state.log_history
+    train_rows = read_tsv(live / "plots" / "metrics" / "loss.tsv")
+    assert [int(r["step"]) for r in train_rows] == [1, 5, 10, 15, 20, 25, 30]
+    train_logged = [e["loss"] for e in history if "loss" in e and "eval_loss" not in e]
+    assert [float(r["loss"]) for r in train_rows] == pytest.approx(train_logged, rel=1e-6)
+
+    eval_rows = read_tsv(live / "plots" / "metrics" / "eval" / "loss.tsv")
+    assert [int(r["step"]) for r in eval_rows] == [10, 20, 30]  # the same x as the train curve
+    assert [float(r["loss"]) for r in eval_rows] == pytest.approx(
+        [e["eval_loss"] for e in history if "eval_loss" in e], rel=1e-6)
+
+    lr_rows = read_tsv(live / "plots" / "metrics" / "learning_rate.tsv")
+    assert [int(r["step"]) for r in lr_rows] == [1, 5, 10, 15, 20, 25, 30]
+
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == MAX_STEPS
+    assert summary["eval"]["loss"] == pytest.approx(float(eval_rows[-1]["loss"]), rel=1e-6)
+    assert (live / "params.yaml").is_file()
+    assert not (live / "dvc.yaml").exists()  # dvc.yaml is written by hand
+    # save_strategy no: no checkpoints in the work dir
+    work = trained["work_dir"]
+    assert not work.exists() or not list(work.glob("checkpoint-*"))
+
+
+def test_train_time_eval_loss_equals_evaluate_stage_loss(trained):
+    last_eval = [e["eval_loss"] for e in trained["trainer"].state.log_history if "eval_loss" in e][-1]
+    assert last_eval == pytest.approx(trained["after"]["loss"], abs=1e-4)
+
+
+def test_dvc_yaml_plots_read_files_that_training_writes(trained):
+    dvc_yaml = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    live = trained["live_dir"]
+    problems = []
+    for plot in dvc_yaml.get("plots", []):
+        for _name, spec in plot.items():
+            for path, column in spec["y"].items():
+                assert path.startswith("dvclive/")
+                written = live / path.removeprefix("dvclive/")
+                if not written.is_file():
+                    problems.append(f"{path}: not written")
+                    continue
+                rows = read_tsv(written)
+                if len(rows) < 3 or column not in rows[0]:
+                    problems.append(f"{path}: {len(rows)} rows, columns {list(rows[0]) if rows else []}")
+    assert problems == []
