@@ -1,4 +1,4 @@
-"""Stage evaluate: validation metrics -> metrics/eval.json; completions -> metrics/completions.md."""
+"""Stage evaluate: validation metrics -> metrics/eval.json; completions -> metrics/report/completions.md."""
 
 from hfpipe.io import PipelineError, run_stage, write_json_atomic, write_text_atomic
 from hfpipe.params import load_params
@@ -15,7 +15,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained("models/trained")
     model = AutoModelForCausalLM.from_pretrained("models/trained")
-    blocks = load_from_disk("data/blocks")["validation"]
+    blocks = load_from_disk("data/tokenized")["validation"]
     if params.evaluate.max_blocks:
         blocks = blocks.select(range(min(params.evaluate.max_blocks, len(blocks))))
     keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
@@ -31,7 +31,7 @@ def main() -> None:
     metrics["perplexity_reduction"] = round(untrained["perplexity"] / metrics["perplexity"], 4)
     completions = greedy_completions(model, tokenizer, SEED_PROMPTS, params.evaluate.max_new_tokens)
     write_json_atomic("metrics/eval.json", metrics)
-    write_text_atomic("metrics/completions.md", completions_markdown(SEED_PROMPTS, completions))
+    write_text_atomic("metrics/report/completions.md", completions_markdown(SEED_PROMPTS, completions))
     print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); "
           f"'import pandas as' -> {completions[-1]!r}")
 

@@ -1,4 +1,4 @@
-"""Stage tokenize: documents -> blocks of context_length token ids (data/blocks) + data/stats/tokenize.json."""
+"""Stage tokenize: documents -> blocks of context_length token ids (data/tokenized) + data/stats/tokenize.json."""
 
 from pathlib import Path
 
@@ -16,7 +16,7 @@ def main() -> None:
     tp = params.tokenize
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     splits = load_from_disk("data/filtered")
-    with atomic_dir("data/blocks") as out:
+    with atomic_dir("data/tokenized") as out:
         stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out)
     write_json_atomic(Path("data/stats/tokenize.json"),
                       {"method": tp.method, "context_length": tp.context_length, **stats})

@@ -1,4 +1,4 @@
-"""Stage train: a GPT-2 trained on data/blocks -> models/trained; curves in dvclive/."""
+"""Stage train: a GPT-2 trained on data/tokenized -> models/trained; curves in dvclive/."""
 
 from hfpipe.io import atomic_dir, run_stage
 from hfpipe.params import load_params
@@ -16,7 +16,7 @@ def main() -> None:
     from hfpipe.train import train_causal_lm
 
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
-    blocks = load_from_disk("data/blocks")
+    blocks = load_from_disk("data/tokenized")
     eval_blocks = blocks["validation"]
     if params.evaluate.max_blocks:
         eval_blocks = eval_blocks.select(range(min(params.evaluate.max_blocks, len(eval_blocks))))

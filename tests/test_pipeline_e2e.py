@@ -18,12 +18,12 @@ from tests.e2e import dvc, git, make_repo_copy, stages_run
 pytestmark = pytest.mark.e2e
 
 TINY = {
-    "dataset": {"max_documents": 40, "max_bytes": 600_000, "validation_fraction": 0.15},
+    "dataset": {"max_documents": 40, "max_bytes": 3_000_000, "validation_fraction": 0.15},
     "tokenizer": {"vocab_size": 400},
     "tokenize": {"context_length": 32},
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
     "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3},
-    "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4},
+    "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4, "keytokens": ["(", "="]},
 }
 ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
 
@@ -36,10 +36,10 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_runs_every_stage_and_exports_a_loadable_model(repo):
     result = dvc(repo, "repro")
     assert stages_run(result.stdout) == ALL_STAGES
-    for path in ["data/filtered/dataset_dict.json", "models/tokenizer/tokenizer.json", "data/blocks/dataset_dict.json",
+    for path in ["data/filtered/dataset_dict.json", "models/tokenizer/tokenizer.json", "data/tokenized/dataset_dict.json",
                  "models/trained/model.safetensors", "models/export/model.safetensors", "models/export/README.md",
                  "dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv",
-                 "metrics/completions.md"]:
+                 "metrics/report/completions.md"]:
         assert (repo / path).exists(), path
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert metrics["perplexity"] < metrics["untrained_perplexity"]
@@ -85,13 +85,13 @@ def test_filter_keywords_change_reruns_everything(repo):
 
 def test_forced_reruns_give_byte_identical_metrics(repo):
     def snapshot() -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted((repo / "metrics").iterdir())}
+        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "metrics").rglob("*")) if p.is_file()}
 
     dvc(repo, "repro", "--force")
     first = snapshot()
     dvc(repo, "repro", "--force")
     assert snapshot() == first
-    assert set(first) == {"eval.json", "completions.md"}
+    assert set(first) == {"metrics/eval.json", "metrics/report/completions.md"}
 
 
 def test_bad_param_fails_with_one_line_and_leaves_no_half_written_output(repo):
@@ -104,7 +104,7 @@ def test_bad_param_fails_with_one_line_and_leaves_no_half_written_output(repo):
     assert errors == ["error: params.yaml: lr = -1: Input should be greater than 0"]
     assert "Traceback" not in result.stderr
     assert not (repo / "models/trained").exists()
-    assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (repo / "models").iterdir() if ".tmp-" in p.name]
 
 
 def test_filter_that_keeps_nothing_names_the_key(repo):
@@ -117,4 +117,4 @@ def test_filter_that_keeps_nothing_names_the_key(repo):
     assert re.search(r"^error: dataset.filter_keywords = \['zzz-no-such-keyword-zzz'\]: kept 0 of \d+ documents",
                      result.stderr, re.M)
     assert not (repo / "data/filtered").exists()
-    assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (repo / "data").iterdir() if ".tmp-" in p.name or "scratch" in p.name]
