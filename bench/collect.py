@@ -1,0 +1,51 @@
+"""Merge the benchmark result files into bench/results.json, with each target's value and goal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+PARTS = ["tokenize_results.json", "memory_results.json", "pipeline_results.json", "train_results.json",
+         "sentiment_results.json"]
+# (figure in the merged results, target, higher is better)
+TARGETS = {
+    "tokenize_vs_raw_tokenizer": ("tokenize.packing_vs_raw_tokenizer", 0.9, True),
+    "tokenize_vs_seed04_map": ("tokenize.packing_vs_seed04_map_speed", 1.0, True),
+    "fetch_memory_8x_vs_1x": ("memory.fetch_rss_ratio_8x_vs_1x", 1.5, False),
+    "tokenize_memory_8x_vs_1x": ("memory.tokenize_rss_ratio_8x_vs_1x", 1.5, False),
+    "classification_train_tokens_per_s_vs_seed": ("train.classification_speedup", 1.5, True),
+    "causal_lm_train_tokens_per_s_vs_seed04": ("train.causal_lm_speedup", 1.1, True),
+    "sentiment_sst2_dev_accuracy": ("sentiment.dev_accuracy", 0.85, True),
+}
+
+
+def lookup(results: dict, dotted: str):
+    node = results
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def main() -> None:
+    results: dict = {}
+    for name in PARTS:
+        path = BENCH / name
+        if path.is_file():
+            results[name.removesuffix("_results.json")] = json.loads(path.read_text())
+    targets = {}
+    for key, (dotted, goal, higher) in TARGETS.items():
+        value = lookup(results, dotted)
+        met = None if value is None else (value >= goal if higher else value <= goal)
+        targets[key] = {"value": value, "target": goal, "higher_is_better": higher, "met": met}
+    results["targets"] = targets
+    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for key, t in targets.items():
+        print(f"{key:44s} {t['value']!s:>10} target {'>=' if t['higher_is_better'] else '<='} {t['target']}"
+              f"  {'met' if t['met'] else 'NOT met' if t['met'] is False else 'not measured'}")
+
+
+if __name__ == "__main__":
+    main()
