@@ -98,6 +98,10 @@ def load_source(dp: DatasetParams, streaming: bool):
             builder, kwargs["data_files"] = kind, {"train": str(p)}
         elif (p / "dataset_dict.json").exists() or (p / "state.json").exists():
             return datasets.load_from_disk(str(p))
+        elif not dp.data_files and local_split_files(p):
+            # One load per split file: GLUE's test.tsv has other columns than train.tsv, which a
+            # single folder load refuses.
+            return _load_split_files(dp, local_split_files(p), streaming)
         else:
             builder = str(p)
         if builder == "csv" or (p.is_dir() and any(p.glob("*.tsv"))):
@@ -115,6 +119,48 @@ def load_source(dp: DatasetParams, streaming: bool):
     except Exception as err:  # datasets raises many types; the user needs the first line of any
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"dataset.path = {path!r}: could not load ({type(err).__name__}: {first})") from None
+
+
+SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
+               "test": "test"}
+
+
+def local_split_files(folder: Path) -> dict[str, list[Path]]:
+    """Files of a folder named by split (train.*, validation.* / valid.* / dev.*, test.*), by split.
+
+    A name like `train-00000-of-00002.parquet` counts too; files of unsupported types are ignored.
+    """
+    found: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or _local_kind(f) is None:
+            continue
+        stem = re.split(r"[.\-_]", f.name.lower(), maxsplit=1)[0]
+        if stem in SPLIT_NAMES:
+            found.setdefault(SPLIT_NAMES[stem], []).append(f)
+    return found
+
+
+def _load_split_files(dp: DatasetParams, files: dict[str, list[Path]], streaming: bool):
+    import datasets
+
+    out = {}
+    for split, paths in files.items():
+        kinds = {_local_kind(f) for f in paths}
+        if len(kinds) > 1:
+            raise PipelineError(f"dataset.path = {dp.path!r}: split {split!r} mixes file types "
+                                f"({', '.join(f.name for f in paths)}); keep one type per split")
+        kind = kinds.pop()
+        kwargs = _csv_options(dp, paths[0]) if kind == "csv" else {}
+        try:
+            out[split] = datasets.load_dataset(kind, data_files={split: [str(f) for f in paths]}, split=split,
+                                               streaming=streaming, **kwargs)
+        except Exception as err:  # unreadable or corrupt file: name it
+            first = (str(err.__cause__ or err).strip().splitlines() or [""])[0][:300]
+            if "corresponds to no data" in first:  # a header and no rows
+                raise PipelineError(f"dataset.path = {dp.path!r}: split {split!r} is empty (0 rows)") from None
+            raise PipelineError(f"dataset.path = {dp.path!r}: could not read {', '.join(f.name for f in paths)} "
+                                f"({type(err.__cause__ or err).__name__}: {first})") from None
+    return datasets.IterableDatasetDict(out) if streaming else datasets.DatasetDict(out)
 
 
 def _csv_options(dp: DatasetParams, p: Path) -> dict:
@@ -140,7 +186,9 @@ def iter_load_dataset_documents(dp: DatasetParams) -> Iterator[dict]:
             if dp.text_column not in row:  # streamed sources may not know their columns up front
                 raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                     f"columns are {sorted(row)}")
-            yield {"content": row[dp.text_column] or "", "source": str(row.get("repo_name") or row.get("path") or split)}
+            # The source is the split (the dataset is stats["path"]): per-repository counts of a
+            # Hub-scale corpus would not fit in the stats.
+            yield {"content": row[dp.text_column] or "", "source": split}
 
 
 def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, validation_fraction: float,
@@ -238,4 +286,137 @@ def fetch_code_corpus(dp: DatasetParams, out_dir: Path) -> dict:
     stats["fraction_kept"] = round(stats["kept"] / max(stats["seen"], 1), 6)
     # Which package releases the corpus came from: the data's provenance, pinned by requirements.txt.
     stats["documents_by_source"] = dict(sorted(sources.items()))
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification: text (+ text pair) and label columns -> train / validation (/ test) with a
+# ClassLabel "label" column. Later stages read only the standard columns text, text_pair, label.
+
+SPLIT_ORDER = ("train", "validation", "test")
+UNLABELLED = (None, -1, "", "-1")  # GLUE's test splits carry label -1 (or no label column at all)
+
+
+def _label_set(values: list, feature, label_names: list[str] | None) -> list[str]:
+    """The label names, in id order: the ClassLabel's, the params', or the sorted train values."""
+    from datasets import ClassLabel
+
+    if label_names:
+        if isinstance(feature, ClassLabel) and len(label_names) != feature.num_classes:
+            raise PipelineError(f"dataset.label_names = {label_names!r}: {len(label_names)} names for a label "
+                                f"column with {feature.num_classes} classes {feature.names}")
+        return list(label_names)
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    present = sorted({v for v in values if v not in UNLABELLED}, key=lambda v: (isinstance(v, str), v))
+    if present and all(isinstance(v, int) for v in present) and present == list(range(len(present))):
+        return [str(v) for v in present]  # 0..K-1: the ids are the values
+    return [str(v) for v in present]
+
+
+def encode_labels(values: list, feature, names: list[str], split: str, column: str,
+                  allow_unlabelled: bool) -> list[int]:
+    """Label values -> ids in `names`; a value outside the set is a one-line error naming it."""
+    from datasets import ClassLabel
+
+    index = {name: i for i, name in enumerate(names)}
+    ids, bad = [], []
+    for row, v in enumerate(values):
+        if v in UNLABELLED:
+            if not allow_unlabelled:
+                bad.append((row, v))
+            ids.append(-1)
+        elif isinstance(feature, ClassLabel) and isinstance(v, int):
+            ids.append(v) if 0 <= v < len(names) else bad.append((row, v))
+        elif isinstance(v, int) and not isinstance(v, bool) and str(v) not in index and 0 <= v < len(names):
+            ids.append(v)  # integer ids with names given in dataset.label_names
+        elif str(v) in index:
+            ids.append(index[str(v)])
+        else:
+            bad.append((row, v))
+    if bad:
+        shown = sorted({repr(v) for _, v in bad})[:5]
+        raise PipelineError(f"dataset.label_column = {column!r}: split {split!r} has {len(bad)} label(s) outside "
+                            f"the label set {names} ({', '.join(shown)}; first at row {bad[0][0]}); fix the data "
+                            f"or set dataset.label_names")
+    if allow_unlabelled and ids and any(i == -1 for i in ids) and not all(i == -1 for i in ids):
+        raise PipelineError(f"dataset.label_column = {column!r}: split {split!r} mixes labelled and unlabelled rows")
+    return ids
+
+
+def _require_columns(ds, split: str, columns: dict[str, str | None]) -> None:
+    for key, column in columns.items():
+        if column and column not in ds.column_names:
+            raise PipelineError(f"dataset.{key} = {column!r}: no such column in split {split!r}; "
+                                f"columns are {ds.column_names}")
+
+
+def classification_splits(dp: DatasetParams):
+    """Load, check and normalise a classification dataset -> (DatasetDict, label names, notes).
+
+    Columns become `text` (+ `text_pair`) and a ClassLabel `label` (-1 for an unlabelled test split).
+    """
+    import datasets
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    source = load_source(dp, streaming=False)
+    if isinstance(source, Dataset):
+        source = DatasetDict({"train": source})
+    known = {s: SPLIT_NAMES.get(s.lower(), s) for s in source}
+    if "train" not in known.values():
+        raise PipelineError(f"dataset.path = {dp.path!r}: no train split; splits are {sorted(source)}")
+    by_split = {canon: name for name, canon in known.items()}
+    raw = {split: source[by_split[split]] for split in SPLIT_ORDER if split in by_split}
+    for split, ds in raw.items():
+        if len(ds) == 0:
+            raise PipelineError(f"dataset.path = {dp.path!r}: split {split!r} is empty (0 rows)")
+    text_cols = {"text_column": dp.text_column, "text_pair_column": dp.text_pair_column}
+    for split, ds in raw.items():
+        _require_columns(ds, split, text_cols)
+        if split != "test":
+            _require_columns(ds, split, {"label_column": dp.label_column})
+    label_feature = raw["train"].features[dp.label_column]
+    names = _label_set(raw["train"][dp.label_column], label_feature, dp.label_names)
+    if len(names) < 2:
+        raise PipelineError(f"dataset.label_column = {dp.label_column!r}: the train split has {len(names)} "
+                            f"label value(s) {names}; a classifier needs at least 2")
+    features = {"text": datasets.Value("string")}
+    if dp.text_pair_column:
+        features["text_pair"] = datasets.Value("string")
+    features["label"] = ClassLabel(names=names)
+    out = {}
+    for split, ds in raw.items():  # labels checked on the source rows (row numbers as in the file)
+        has_labels = dp.label_column in ds.column_names
+        values = ds[dp.label_column] if has_labels else [None] * len(ds)
+        feature = ds.features[dp.label_column] if has_labels else None
+        columns = {"text": [t or "" for t in ds[dp.text_column]]}
+        if dp.text_pair_column:
+            columns["text_pair"] = [t or "" for t in ds[dp.text_pair_column]]
+        columns["label"] = encode_labels(values, feature, names, split, dp.label_column,
+                                         allow_unlabelled=split == "test")
+        out[split] = Dataset.from_dict(columns, features=datasets.Features(features))
+    notes = {}
+    if "validation" not in out:
+        parts = out["train"].train_test_split(test_size=dp.validation_split_fraction, seed=dp.seed)
+        out = {"train": parts["train"], "validation": parts["test"], **{k: v for k, v in out.items() if k == "test"}}
+        notes["validation_from"] = (f"train_test_split(test_size={dp.validation_split_fraction}, "
+                                    f"seed={dp.seed}) of the train split")
+    caps = {"train": dp.max_train_samples, "validation": dp.max_eval_samples, "test": dp.max_eval_samples}
+    for split, cap in caps.items():
+        if cap and split in out and len(out[split]) > cap:
+            out[split] = out[split].select(range(cap)).flatten_indices()
+    return DatasetDict(out), names, notes
+
+
+def fetch_classification(dp: DatasetParams, out_dir: Path) -> dict:
+    """The fetch stage for classification tasks: normalised splits saved to `out_dir`; returns stats."""
+    splits, names, notes = classification_splits(dp)
+    splits.save_to_disk(str(out_dir))
+    stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, "text_column": dp.text_column,
+                   "text_pair_column": dp.text_pair_column, "label_column": dp.label_column, "label_names": names,
+                   "seed": dp.seed, **notes, "split_rows": {s: len(ds) for s, ds in splits.items()}, "label_counts": {}}
+    for split, ds in splits.items():
+        counts = Counter(ds["label"])
+        stats["label_counts"][split] = ({"unlabelled": counts[-1]} if -1 in counts
+                                        else {names[i]: counts.get(i, 0) for i in range(len(names))})
     return stats

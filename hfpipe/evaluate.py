@@ -93,3 +93,143 @@ def completions_markdown(prompts: list[str], completions: list[str]) -> str:
         parts.append(f"## Prompt {i}\n\n```python\n{prompt}\u2588{completion}\n```\n")
     parts.append("(\u2588 marks where the prompt ends and the model's completion begins.)\n")
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification: accuracy / F1 / precision / recall through `evaluate` (modules shipped in
+# hfpipe/metrics), predictions tables and a confusion matrix for `dvc plots`.
+
+_METRIC_CACHE: dict = {}
+
+
+def load_metric(name: str):
+    """One of hfpipe/metrics' evaluate modules (offline; evaluate.load("accuracy") needs the Hub)."""
+    import evaluate
+
+    from hfpipe.metrics import metric_path
+
+    if name not in _METRIC_CACHE:
+        _METRIC_CACHE[name] = evaluate.load(metric_path(name))
+    return _METRIC_CACHE[name]
+
+
+def classification_metrics(predictions, references, num_labels: int) -> dict:
+    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro."""
+    predictions = [int(p) for p in predictions]
+    references = [int(r) for r in references]
+    average = {"average": "binary"} if num_labels == 2 else {"average": "macro", "labels": list(range(num_labels))}
+    out = dict(load_metric("accuracy").compute(predictions=predictions, references=references))
+    for name in ("f1", "precision", "recall"):
+        out.update(load_metric(name).compute(predictions=predictions, references=references, **average))
+    return {k: round(float(v), 6) for k, v in out.items()}
+
+
+def gpt2_label_classes(label_ids, label_tokens: list[int]):
+    """The class of each row of seed-05 labels (-100 everywhere but the label token); -1 if none."""
+    import numpy as np
+
+    label_ids = np.asarray(label_ids)
+    has = label_ids != -100
+    first = np.where(has.any(-1), has.argmax(-1), 0)
+    tokens = label_ids[np.arange(len(label_ids)), first]
+    lookup = {t: i for i, t in enumerate(label_tokens)}
+    return np.array([lookup.get(int(t), -1) if h else -1 for t, h in zip(tokens, has.any(-1))])
+
+
+def gpt2_label_logits(logits, labels, label_tokens: list[int]):
+    """Logits of the label tokens at the position that predicts the label (the EOS before it).
+
+    For Trainer's preprocess_logits_for_metrics: (batch, seq, vocab) -> (batch, n_labels).
+    """
+    import torch
+
+    has = labels != -100
+    position = (has.int().argmax(-1) - 1).clamp(min=0)
+    rows = torch.arange(logits.size(0), device=logits.device)
+    return logits[rows, position][:, label_tokens]
+
+
+def predict_classifier(model, dataset, collator, batch_size: int, task: str, label_tokens: list[int] | None = None):
+    """(predicted class ids, probability of the predicted class, class probabilities) for each row.
+
+    classification: softmax over the head's logits. gpt2-classifier: softmax over the label
+    tokens' logits at `label_position` (seed 05's evaluation).
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    columns = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in dataset.column_names
+                                                 and task == "classification" else [])
+    probs = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(dataset), batch_size), desc="predict", unit=" batch", mininterval=1.0):
+            rows = dataset[start: start + batch_size]
+            batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows["input_ids"]))])
+            logits = model(**{c: batch[c] for c in columns}).logits.float()
+            if task == "gpt2-classifier":
+                pos = torch.tensor(rows["label_position"])
+                logits = logits[torch.arange(len(pos)), pos][:, label_tokens]
+            probs.append(torch.softmax(logits, -1).numpy())
+    probs = np.concatenate(probs) if probs else np.zeros((0, 0))
+    predictions = probs.argmax(-1)
+    return predictions, probs[np.arange(len(predictions)), predictions], probs
+
+
+def predictions_table(dataset, predictions, probability, label_names: list[str]):
+    """A pandas DataFrame: text (, text_pair), label, prediction, probability (of the prediction)."""
+    import pandas as pd
+
+    table = {"text": dataset["text"]}
+    if "text_pair" in dataset.column_names:
+        table["text_pair"] = dataset["text_pair"]
+    table["label"] = [label_names[i] if i >= 0 else None for i in dataset["label"]]
+    table["prediction"] = [label_names[int(i)] for i in predictions]
+    table["probability"] = [round(float(p), 6) for p in probability]
+    return pd.DataFrame(table)
+
+
+def log_confusion_matrices(live_dir, splits: dict[str, tuple[list[int], list[int]]], label_names: list[str]) -> None:
+    """dvclive confusion matrices, one per split (`{live_dir}/plots/sklearn/confusion_matrix_{split}.json`,
+    with label names), for `dvc plots`. One Live session: a new one would clear the folder."""
+    from pathlib import Path
+
+    from dvclive import Live
+
+    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        for split, (labels, predictions) in splits.items():
+            live.log_sklearn_plot("confusion_matrix", [label_names[int(i)] for i in labels],
+                                  [label_names[int(i)] for i in predictions], name=f"confusion_matrix_{split}",
+                                  title=f"Confusion matrix ({split})", x_label="label", y_label="prediction")
+    empty_summary = Path(live_dir) / "metrics.json"  # dvclive's summary, empty here: not a metrics file
+    if empty_summary.is_file() and empty_summary.read_text().strip() == "{}":
+        empty_summary.unlink()
+
+
+def evaluate_classification(model, tokenizer, data, task: str, batch_size: int, report_dir,
+                            label_tokens: list[int] | None = None) -> dict:
+    """Metrics of the validation and (labelled) test splits; writes predictions_<split>.csv for
+    every evaluated split and the confusion matrices (dvclive) into `report_dir`."""
+    from pathlib import Path
+
+    from hfpipe.train import classification_collator
+
+    report_dir = Path(report_dir)
+    names = data["train"].features["label"].names
+    collator = classification_collator(tokenizer, task)
+    metrics: dict = {}
+    confusion = {}
+    for split in ("validation", "test"):
+        if split not in data:
+            continue
+        ds = data[split]
+        predictions, probability, _ = predict_classifier(model, ds, collator, batch_size, task, label_tokens)
+        predictions_table(ds, predictions, probability, names).to_csv(report_dir / f"predictions_{split}.csv",
+                                                                     index=False)
+        labels = ds["label"]
+        if min(labels) >= 0:  # GLUE-style test splits are unlabelled (-1): predictions only
+            metrics[split] = {**classification_metrics(predictions, labels, len(names)), "examples": len(ds)}
+            confusion[split] = (labels, predictions.tolist())
+    log_confusion_matrices(report_dir / "confusion", confusion, names)
+    return metrics

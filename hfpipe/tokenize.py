@@ -39,8 +39,10 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: in
 def load_pretrained_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
+    from hfpipe.modeling import resolve_name_or_path
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path, "tokenizer.name_or_path"))
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load ({type(err).__name__}: {first})") from None
@@ -49,9 +51,23 @@ def load_pretrained_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def iter_text_batches(dataset, column: str, batch_size: int) -> Iterator[list[str]]:
+# A tokenizer batch's memory grows with its tokens (the fast tokenizer keeps offsets and strings per
+# token), not its documents: batches are capped in characters too, so memory stays flat with data size.
+MAX_BATCH_CHARS = 2_000_000
+
+
+def iter_text_batches(dataset, column: str, batch_size: int, max_chars: int = MAX_BATCH_CHARS) -> Iterator[list[str]]:
+    """Lists of at most `batch_size` texts and (unless one text is longer) `max_chars` characters."""
     for batch in dataset.iter(batch_size=batch_size):
-        yield batch[column]
+        texts, chars = [], 0
+        for text in batch[column]:
+            if texts and chars + len(text) > max_chars:
+                yield texts
+                texts, chars = [], 0
+            texts.append(text)
+            chars += len(text)
+        if texts:
+            yield texts
 
 
 @dataclass
@@ -168,3 +184,121 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {s: st.as_dict() for s, st in stats.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification: sentences (or sentence pairs) -> token ids truncated to max_length, unpadded
+# (DataCollatorWithPadding pads each batch to its longest), with length statistics.
+
+GPT2_PAD_TOKEN = "[PAD]"  # seed 05's added pad token
+
+
+def add_pad_token(tokenizer) -> bool:
+    """Give a causal-LM tokenizer its own pad token (seed 05); True if one was added.
+
+    A pad equal to EOS would make the EOS that separates text from label look like padding.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return False
+    tokenizer.add_special_tokens({"pad_token": GPT2_PAD_TOKEN})
+    return True
+
+
+def length_stats(lengths: list[int], max_length: int, kept_tokens: int) -> dict:
+    """Token counts per example before truncation, and how many examples truncation cut."""
+    arr = np.asarray(lengths, dtype=np.int64)
+    truncated = int((arr > max_length).sum())
+    return {"examples": int(arr.size), "tokens": int(arr.sum()), "tokens_kept": int(kept_tokens),
+            "length_mean": round(float(arr.mean()), 3), "length_median": float(np.median(arr)),
+            "length_p95": round(float(np.percentile(arr, 95)), 3), "length_max": int(arr.max()),
+            "truncated": truncated, "truncation_rate": round(truncated / arr.size, 6)}
+
+
+def encode_classification(dataset, tokenizer, max_length: int, batch_size: int):
+    """input_ids / attention_mask (/ token_type_ids) for `text` (+ `text_pair`), truncated to
+    max_length; returns (dataset with the new columns, length stats of the split)."""
+    pair = "text_pair" in dataset.column_names
+    lengths: list[int] = []
+    kept = 0
+
+    def encode(batch):
+        nonlocal kept
+        args = (batch["text"], batch["text_pair"]) if pair else (batch["text"],)
+        full = tokenizer(*args, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        lengths.extend(len(ids) for ids in full)
+        out = tokenizer(*args, truncation=True, max_length=max_length)
+        kept += sum(len(ids) for ids in out["input_ids"])
+        return out
+
+    encoded = dataset.map(encode, batched=True, batch_size=batch_size, desc="tokenize",
+                          load_from_cache_file=False, keep_in_memory=True)  # no cache files in data/filtered
+    return encoded, length_stats(lengths, max_length, kept)
+
+
+def label_token_ids(tokenizer, label_names: list[str]) -> list[int]:
+    """Seed 05: each label is the first token of its name; the names must start with different tokens."""
+    ids = []
+    for name in label_names:
+        tokens = tokenizer(name, add_special_tokens=False)["input_ids"]
+        if not tokens:
+            raise PipelineError(f"dataset.label_names: label {name!r} encodes to no token")
+        ids.append(tokens[0])
+    if len(set(ids)) < len(ids):
+        shared = [n for n, i in zip(label_names, ids) if ids.count(i) > 1]
+        raise PipelineError(f"dataset.label_names = {label_names!r}: {shared} start with the same token "
+                            f"{tokenizer.convert_ids_to_tokens(ids[label_names.index(shared[0])])!r}; "
+                            f"choose names whose first tokens differ")
+    return ids
+
+
+def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_length: int, batch_size: int):
+    """Seed 05's format: text + EOS + label token; labels are -100 everywhere but the label token.
+
+    The text is cut to max_length - 2 tokens so EOS and the label always fit. `label_position` is
+    the EOS position, whose logits predict the label. An unlabelled row (label -1) ends at EOS.
+    Returns (dataset, length stats; lengths count text + EOS + label).
+    """
+    eos = tokenizer.eos_token_id
+    lengths: list[int] = []
+    kept = 0
+
+    def encode(batch):
+        nonlocal kept
+        texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        out = {"input_ids": [], "attention_mask": [], "labels": [], "label_position": []}
+        for ids, label in zip(texts, batch["label"]):
+            lengths.append(len(ids) + 2)
+            ids = ids[: max_length - 2] + [eos]
+            targets = [-100] * len(ids)
+            if label >= 0:
+                ids.append(label_tokens[label])
+                targets.append(label_tokens[label])
+            kept += len(ids)
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["labels"].append(targets)
+            out["label_position"].append(len(ids) - (2 if label >= 0 else 1))
+        return out
+
+    encoded = dataset.map(encode, batched=True, batch_size=batch_size, desc="tokenize",
+                          load_from_cache_file=False, keep_in_memory=True)  # no cache files in data/filtered
+    return encoded, length_stats(lengths, max_length, kept)
+
+
+def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch_size: int, out_dir: Path) -> dict:
+    """Encode every split of data/filtered for `task` and save_to_disk; returns the stats."""
+    from datasets import DatasetDict
+
+    names = splits["train"].features["label"].names
+    stats: dict = {"task": task, "max_length": max_length, "label_names": names}
+    if task == "gpt2-classifier":
+        tokens = label_token_ids(tokenizer, names)
+        stats["label_tokens"] = tokenizer.convert_ids_to_tokens(tokens)
+    out = {}
+    for split in splits:
+        if task == "gpt2-classifier":
+            out[split], stats[split] = encode_gpt2_classifier(splits[split], tokenizer, tokens, max_length, batch_size)
+        else:
+            out[split], stats[split] = encode_classification(splits[split], tokenizer, max_length, batch_size)
+    DatasetDict(out).save_to_disk(str(out_dir))
+    return stats

@@ -6,6 +6,8 @@ from hfpipe.params import load_params
 
 def main() -> None:
     params = load_params()
+    if params.task != "causal-lm":  # classification, gpt2-classifier
+        return evaluate_classification_stage(params)
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -34,6 +36,27 @@ def main() -> None:
     write_text_atomic("metrics/report/completions.md", completions_markdown(SEED_PROMPTS, completions))
     print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); "
           f"'import pandas as' -> {completions[-1]!r}")
+
+
+def evaluate_classification_stage(params) -> None:
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfpipe.evaluate import evaluate_classification
+    from hfpipe.io import atomic_dir
+    from hfpipe.tokenize import label_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained("models/trained")
+    data = load_from_disk("data/tokenized")
+    gpt2 = params.task == "gpt2-classifier"
+    model = (AutoModelForCausalLM if gpt2 else AutoModelForSequenceClassification).from_pretrained("models/trained")
+    tokens = label_token_ids(tokenizer, data["train"].features["label"].names) if gpt2 else None
+    with atomic_dir("metrics/report") as report:
+        metrics = evaluate_classification(model, tokenizer, data, params.task, params.evaluate.batch_size, report,
+                                          tokens)
+    write_json_atomic("metrics/eval.json", metrics)
+    for split, m in metrics.items():
+        print(f"{split}: accuracy {m['accuracy']}, F1 {m['f1']} ({m['examples']} examples)")
 
 
 if __name__ == "__main__":

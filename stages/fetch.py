@@ -8,6 +8,14 @@ from hfpipe.params import load_params
 
 def main() -> None:
     params = load_params()
+    if params.task != "causal-lm":  # classification, gpt2-classifier
+        from hfpipe.data import fetch_classification
+
+        with atomic_dir("data/filtered") as out:
+            stats = fetch_classification(params.dataset, out)
+        write_json_atomic(Path("data/stats/fetch.json"), stats)
+        print(f"rows {stats['split_rows']}; labels {stats['label_names']}")
+        return
     from hfpipe.data import fetch_code_corpus
 
     with atomic_dir("data/filtered") as out:

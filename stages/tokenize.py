@@ -16,6 +16,17 @@ def main() -> None:
     tp = params.tokenize
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     splits = load_from_disk("data/filtered")
+    if params.task != "causal-lm":  # classification, gpt2-classifier
+        from hfpipe.tokenize import tokenize_classification
+
+        with atomic_dir("data/tokenized") as out:
+            stats = tokenize_classification(splits, tokenizer, params.task, tp.max_length, tp.batch_size, out)
+        write_json_atomic(Path("data/stats/tokenize.json"), stats)
+        for split in splits:
+            s = stats[split]
+            print(f"{split}: {s['examples']} examples, mean length {s['length_mean']}, "
+                  f"{100 * s['truncation_rate']:.1f}% truncated at {tp.max_length}")
+        return
     with atomic_dir("data/tokenized") as out:
         stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out)
     write_json_atomic(Path("data/stats/tokenize.json"),

@@ -14,9 +14,14 @@ def main() -> None:
     if tp.name_or_path:
         tokenizer = load_pretrained_tokenizer(tp.name_or_path)
     else:
+        column = "content" if params.task == "causal-lm" else "text"
         train = load_from_disk("data/filtered")["train"]
-        texts = (text for batch in iter_text_batches(train, "content", 1000) for text in batch)
+        texts = (text for batch in iter_text_batches(train, column, 1000) for text in batch)
         tokenizer = train_bpe_tokenizer(texts, tp.vocab_size, tp.min_frequency)
+    if params.task == "gpt2-classifier":
+        from hfpipe.tokenize import add_pad_token
+
+        add_pad_token(tokenizer)  # seed 05: a pad token of its own (the model's embeddings grow to match)
     with atomic_dir("models/tokenizer") as out:
         tokenizer.save_pretrained(out)
     print(f"tokenizer: {len(tokenizer)} tokens")

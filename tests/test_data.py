@@ -193,8 +193,8 @@ def test_iter_load_dataset_documents_from_a_split_folder(tmp_path):
     write_jsonl(folder / "train.jsonl", [{"content": f"pandas {i}", "path": f"f{i}.py"} for i in range(3)])
     write_jsonl(folder / "validation.jsonl", [{"content": "sklearn 0", "path": "v.py"}])
     docs = list(iter_load_dataset_documents(DatasetParams(source="load_dataset", path=str(folder))))
-    assert docs == [{"content": "pandas 0", "source": "f0.py"}, {"content": "pandas 1", "source": "f1.py"},
-                    {"content": "pandas 2", "source": "f2.py"}, {"content": "sklearn 0", "source": "v.py"}]
+    assert docs == [{"content": "pandas 0", "source": "train"}, {"content": "pandas 1", "source": "train"},
+                    {"content": "pandas 2", "source": "train"}, {"content": "sklearn 0", "source": "validation"}]
 
 
 def test_iter_load_dataset_documents_missing_text_column(tmp_path):

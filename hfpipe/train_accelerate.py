@@ -1,0 +1,421 @@
+"""Training with a custom 🤗 Accelerate loop (seed 04's second half), logged through dvclive.
+
+The same code runs on one CPU, under `torchrun --nproc_per_node N` (gloo, MULTI_CPU) and on GPUs
+(DDP, or FSDP/DeepSpeed through `accelerate launch --config_file ...`): Accelerator() reads the
+environment. What is task-specific (the loss, the eval numbers) comes in as a `TaskFns`, so causal
+LM and classification share the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hfpipe.checkpoint import (CHECKPOINT_DIR, PREFIX, last_good_checkpoint, prune_checkpoints, remove_checkpoints,
+                               restore_dvclive, snapshot_dvclive, write_marker)
+from hfpipe.io import PipelineError, write_json_atomic
+from hfpipe.params import Params
+
+DVCLIVE_DIR = "dvclive"
+STATE_FILE = "loop_state.json"
+
+
+# ---------------------------------------------------------------- losses and eval numbers per task
+
+
+def keytoken_weighted_loss(labels, logits, keytoken_ids: list[int], alpha: float = 1.0):
+    """Seed 04's keytoken-weighted causal-LM loss, with weights that leave alpha 0 = the plain loss.
+
+    Each sequence's tokens are weighted by 1 + alpha * (number of keytokens among its labels), and
+    the weighted token losses are averaged over the (non-ignored) tokens. The seed used
+    alpha * (1 + count), which makes alpha a second learning rate and alpha 0 a zero loss.
+    `labels` are the input ids with ignored positions (padding) set to -100, as collators make them.
+    """
+    import torch
+
+    shift_labels = labels[..., 1:]
+    shift_logits = logits[..., :-1, :]
+    token_loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)).float(),
+                                                   shift_labels.reshape(-1), ignore_index=-100,
+                                                   reduction="none").view(shift_labels.shape)
+    valid = (shift_labels != -100).float()
+    if keytoken_ids:
+        keys = torch.tensor(keytoken_ids, device=labels.device)
+        counts = torch.isin(shift_labels, keys).float().sum(dim=1)
+    else:
+        counts = torch.zeros(labels.size(0), device=labels.device)
+    weights = (1.0 + alpha * counts).unsqueeze(1)
+    return (token_loss * valid * weights).sum() / valid.sum().clamp(min=1.0)
+
+
+def get_grouped_params(model, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: weight decay on weights, none on biases and normalisation layers.
+
+    Chosen by module type, not name: GPT-2's LayerNorms are called ln_1/ln_2/ln_f, which seed 04's
+    `"LayerNorm.weight" in name` test misses. (The Trainer groups the same way.)
+    """
+    import torch
+
+    no_decay: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)) \
+            or "norm" in type(module).__name__.lower()
+        for name, p in module.named_parameters(recurse=False):
+            if is_norm or name == "bias":
+                no_decay.add(id(p))
+    decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) in no_decay]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+@dataclass
+class TaskFns:
+    """What the loop needs to know about a task.
+
+    train_loss(batch, outputs) -> scalar loss tensor to minimise.
+    eval_stats(batch, outputs) -> dict of per-example tensors (gathered across processes).
+    eval_metrics(stats) -> dict of numbers (logged as eval/<name>), computed from all gathered stats.
+    """
+    train_loss: Callable
+    eval_stats: Callable
+    eval_metrics: Callable
+
+
+def causal_lm_task(keytoken_ids: list[int] | None = None, alpha: float = 0.0) -> TaskFns:
+    def train_loss(batch, outputs):
+        if alpha > 0:
+            return keytoken_weighted_loss(batch["labels"], outputs.logits, keytoken_ids or [], alpha)
+        return outputs.loss
+
+    def eval_stats(batch, outputs):
+        import torch
+
+        labels = batch["labels"][..., 1:]
+        logits = outputs.logits[..., :-1, :].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                                ignore_index=-100, reduction="none").view(labels.shape)
+        return {"nll_sum": nll.sum(dim=1).double(), "tokens": (labels != -100).sum(dim=1)}
+
+    def eval_metrics(stats):
+        loss = (stats["nll_sum"].sum() / stats["tokens"].sum().clamp(min=1)).item()
+        return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf")}
+
+    return TaskFns(train_loss, eval_stats, eval_metrics)
+
+
+def classification_task(num_labels: int, label_tokens: list[int] | None = None) -> TaskFns:
+    """Sequence classification: the model's own loss; loss, accuracy, F1, precision, recall
+    (hfpipe.evaluate.classification_metrics, as the Trainer backend reports them).
+
+    With label_tokens (gpt2-classifier, seed 05) the model is a causal LM whose labels are -100 except
+    the label token: the loss is the LM loss on that token, the prediction the argmax over the
+    label tokens' logits.
+    """
+
+    def train_loss(batch, outputs):
+        return outputs.loss
+
+    def eval_stats(batch, outputs):
+        import torch
+
+        labels = batch["labels"]
+        if label_tokens is None:
+            logits = outputs.logits.float()
+            loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+            return {"loss": loss.double(), "predictions": logits.argmax(-1), "labels": labels}
+        from hfpipe.evaluate import gpt2_label_logits
+
+        targets = labels[:, 1:]
+        logits = outputs.logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                                ignore_index=-100, reduction="none").view(targets.shape)
+        loss = nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
+        has = labels != -100
+        label_token = labels[torch.arange(labels.size(0)), has.int().argmax(-1)]
+        classes = torch.full_like(label_token, -1)
+        for i, token in enumerate(label_tokens):
+            classes[label_token == token] = i
+        predictions = gpt2_label_logits(outputs.logits, labels, label_tokens).argmax(-1)
+        return {"loss": loss.double(), "predictions": predictions, "labels": classes}
+
+    def eval_metrics(stats):
+        from hfpipe.evaluate import classification_metrics
+
+        metrics = classification_metrics(stats["predictions"].tolist(), stats["labels"].tolist(), num_labels)
+        return {"loss": stats["loss"].mean().item(), **metrics}
+
+    return TaskFns(train_loss, eval_stats, eval_metrics)
+
+
+def train_classifier_accelerate(params: Params, model, tokenizer, train_set, eval_set,
+                                label_tokens: list[int] | None = None, **loop_kwargs) -> AccelerateResult:
+    """The classification recipes on the Accelerate loop: the Trainer backend's collator and columns."""
+    from hfpipe.train import classification_collator, model_columns
+
+    names = train_set.features["label"].names
+    gpt2 = params.task == "gpt2-classifier"
+    return train_accelerate(params, model, train_set.select_columns(model_columns(train_set, params.task)),
+                            eval_set.select_columns(model_columns(eval_set, params.task)),
+                            classification_collator(tokenizer, params.task),
+                            classification_task(len(names), label_tokens if gpt2 else None), **loop_kwargs)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class LoopState:
+    """Where the loop is, saved with each checkpoint (the rest is in accelerator.save_state)."""
+    step: int = 0               # optimizer steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0   # micro-batches of `epoch` already consumed (per process)
+
+
+def _running_loss_file(checkpoint: Path, process_index: int) -> Path:
+    # Each process's loss sum since the last log: the first logged loss after a resume then
+    # averages the same micro-batches as an uninterrupted run's.
+    return checkpoint / f"running_loss_{process_index}.json"
+
+
+@dataclass
+class AccelerateResult:
+    model: object               # unwrapped, trained in place
+    is_main_process: bool
+    num_processes: int
+    step: int
+    eval_history: list[dict]
+    resumed_from: int | None
+
+
+def training_steps(batches_per_epoch: int, gradient_accumulation_steps: int, epochs: float, max_steps: int) -> int:
+    """Optimizer steps, as the Trainer counts them (a short last accumulation still steps)."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, math.ceil(epochs * math.ceil(batches_per_epoch / gradient_accumulation_steps)))
+
+
+def _rng_states() -> tuple:
+    import random
+
+    import numpy as np
+    import torch
+
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def _set_rng_states(states: tuple) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
+    if states[3] is not None:
+        torch.cuda.set_rng_state_all(states[3])
+
+
+def evaluate_loop(accelerator, model, eval_dl, task: TaskFns) -> dict:
+    """Eval numbers over the whole eval set, gathered across processes (duplicates from padding
+    the last batch to equal sizes are dropped by gather_for_metrics)."""
+    import torch
+
+    model.eval()
+    collected: dict[str, list] = {}
+    with torch.no_grad():
+        for batch in eval_dl:
+            stats = accelerator.gather_for_metrics(task.eval_stats(batch, model(**batch)))
+            for key, value in stats.items():
+                collected.setdefault(key, []).append(value.cpu())
+    model.train()
+    return task.eval_metrics({k: torch.cat(v) for k, v in collected.items()})
+
+
+def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, live_dir: Path,
+                     running: tuple[float, int]) -> Path:
+    """accelerator.save_state into a scratch folder, then the marker, then a rename: a kill at any
+    point leaves either the previous checkpoints or a complete new one."""
+    import shutil
+
+    final = root / f"{PREFIX}{state.step}"
+    tmp = root / f".tmp-{PREFIX}{state.step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # model (main process), optimizer, scheduler, each process's RNG
+    _running_loss_file(tmp, accelerator.process_index).write_text(json.dumps(list(running)))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / STATE_FILE, state.__dict__)
+        snapshot_dvclive(live_dir, tmp)
+        write_marker(tmp, marker)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        prune_checkpoints(root)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: TaskFns,
+                     marker_for_step: Callable[[int], dict] | None = None,
+                     resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
+                     live_dir: str | Path = DVCLIVE_DIR) -> AccelerateResult:
+    """Train `model` in place. Checkpoints every train.save_steps when marker_for_step is given
+    (it returns the marker for a step); resume_from is a complete checkpoint of this run."""
+    import torch
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from transformers import get_scheduler
+
+    tp = params.train
+    live_dir, checkpoint_root = Path(live_dir), Path(checkpoint_root)
+    if tp.threads:
+        torch.set_num_threads(tp.threads)
+    # The seedable sampler draws epoch e's order from seed + e on every process: the same shuffle
+    # everywhere (so the shards are disjoint) and after a resume.
+    # cpu=True on a machine without a GPU: without it Accelerator() ignores torchrun's environment
+    # (accelerate only picks MULTI_CPU/gloo when told it is on CPU) and every process trains alone.
+    has_gpu = (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+               or torch.backends.mps.is_available())
+    accelerator = Accelerator(cpu=not has_gpu, mixed_precision=tp.mixed_precision,
+                              gradient_accumulation_steps=tp.gradient_accumulation_steps,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=params.seed))
+    main = accelerator.is_main_process
+    set_seed(params.seed)
+
+    train_dl = DataLoader(train_dataset, batch_size=tp.batch_size, shuffle=True, collate_fn=collate_fn)
+    eval_dl = DataLoader(eval_dataset, batch_size=tp.eval_batch_size, collate_fn=collate_fn)
+    optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
+    model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
+    batches_per_epoch = len(train_dl)  # per process, after sharding
+    if batches_per_epoch < tp.gradient_accumulation_steps:
+        raise PipelineError(f"train.gradient_accumulation_steps = {tp.gradient_accumulation_steps}: exceeds the "
+                            f"{batches_per_epoch} batches per epoch of each process; use at most {batches_per_epoch}")
+    total = training_steps(batches_per_epoch, tp.gradient_accumulation_steps, tp.epochs, tp.max_steps)
+    # Not passed to prepare(): an AcceleratedScheduler steps once per process per optimizer step,
+    # which would make the schedule depend on the number of processes.
+    scheduler = get_scheduler(tp.lr_scheduler, optimizer, num_warmup_steps=math.ceil(tp.warmup_ratio * total),
+                              num_training_steps=total)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = LoopState()
+    running, running_n = torch.zeros((), dtype=torch.float64, device=accelerator.device), 0
+    restored_rng = None
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        restored_rng = _rng_states()
+        state = LoopState(**json.loads((Path(resume_from) / STATE_FILE).read_text()))
+        loss_sum, running_n = json.loads(_running_loss_file(Path(resume_from), accelerator.process_index).read_text())
+        running += loss_sum
+        if main:
+            restore_dvclive(Path(resume_from), live_dir)
+            print(f"resumed from {resume_from} at step {state.step} of {total} (epoch {state.epoch}, "
+                  f"batch {state.batches_in_epoch})", flush=True)
+    resumed_step = state.step if resume_from is not None else None
+    live = None
+    if main:
+        from dvclive import Live
+
+        # dvcyaml=False: dvc.yaml declares the plots; resume keeps the restored curves.
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume_from is not None)
+        live.log_params({"backend": "accelerate", "num_processes": accelerator.num_processes,
+                         "distributed_type": str(accelerator.distributed_type), **params.model_dump(mode="json")})
+
+    def log(step: int, metrics: dict) -> None:
+        if live is not None:
+            live.step = step  # the optimizer step, the x of every curve (as with the Trainer backend)
+            for key, value in metrics.items():
+                live.log_metric(key, value)
+            live.next_step()
+
+    model.train()
+    eval_history: list[dict] = []
+    seen = hashlib.sha256()  # a digest of the blocks this process trained on: shows the sharding
+    n_seen = 0
+    grad_norm = None
+    start = time.time()
+    while state.step < total:
+        train_dl.set_epoch(state.epoch)
+        loader = accelerator.skip_first_batches(train_dl, state.batches_in_epoch) if state.batches_in_epoch else train_dl
+        batches = iter(loader)
+        if restored_rng is not None:
+            # Starting a DataLoader iterator (at its first batch) draws from the global torch RNG;
+            # the uninterrupted run drew that at the epoch's start, before the checkpoint. Put the
+            # checkpoint's RNG state back after the draw, so dropout continues bit for bit.
+            first = next(batches, None)
+            _set_rng_states(restored_rng)
+            restored_rng = None
+            batches = itertools.chain([first], batches) if first is not None else iter(())
+        for batch in batches:
+            seen.update(batch["input_ids"].cpu().numpy().tobytes())
+            n_seen += 1
+            with accelerator.accumulate(model):
+                loss = task.train_loss(batch, model(**batch))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tp.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            state.batches_in_epoch += 1
+            running += loss.detach().double()
+            running_n += 1
+            if not accelerator.sync_gradients:
+                continue
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            scheduler.step()
+            state.step += 1
+            # A NaN/inf loss on any process must stop all of them at the same step (one stopping alone
+            # would leave the others waiting in the next collective): the flag is summed over processes.
+            # An inf gradient norm on a step fp16's loss scaler skipped is its normal overflow probe.
+            norm = float(grad_norm) if grad_norm is not None else 0.0
+            loss_bad = torch.tensor(0.0 if math.isfinite(loss.item()) else 1.0, device=accelerator.device)
+            if accelerator.num_processes > 1:
+                loss_bad = accelerator.reduce(loss_bad, reduction="sum")
+            scaler_skip = accelerator.scaler is not None and accelerator.optimizer_step_was_skipped
+            if loss_bad.item() > 0 or (not math.isfinite(norm) and not scaler_skip):
+                raise PipelineError(f"training loss is {loss.item()} (gradient norm {norm}) at step "
+                                    f"{state.step}; last good checkpoint: {last_good_checkpoint(checkpoint_root)}; "
+                                    "lower lr or check the data")
+            if state.step % tp.logging_steps == 0 or state.step == 1:
+                mean_loss = accelerator.reduce(running / running_n, reduction="mean").item()
+                running.zero_()
+                running_n = 0
+                log(state.step, {"loss": mean_loss, "learning_rate": lr, "grad_norm": norm,
+                                 "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch})
+            if state.step % tp.eval_steps == 0:
+                metrics = evaluate_loop(accelerator, model, eval_dl, task)
+                eval_history.append({"step": state.step, **metrics})
+                log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
+                if main:
+                    print(f"step {state.step}/{total}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()),
+                          flush=True)
+            if marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
+                path = _save_checkpoint(accelerator, checkpoint_root, state, marker_for_step(state.step), live_dir,
+                                        (running.item(), running_n))
+                if main:
+                    print(f"saved checkpoint {path}", flush=True)
+            if state.step >= total:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    accelerator.wait_for_everyone()
+    print(f"process {accelerator.process_index}/{accelerator.num_processes}: trained on {n_seen} batches "
+          f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
+    if live is not None:
+        live.end()
+    if main and marker_for_step is not None:
+        remove_checkpoints(checkpoint_root)  # finished: nothing left that another run could resume
+    accelerator.wait_for_everyone()
+    return AccelerateResult(accelerator.unwrap_model(model), main, accelerator.num_processes, state.step,
+                            eval_history, resumed_step)

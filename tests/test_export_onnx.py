@@ -1,0 +1,146 @@
+"""ONNX export and its checks, on the tiny GPT-2 of conftest and a tiny BERT classifier built here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hfpipe.export_onnx import (CheckBatch, card_section, check_onnx_export, export_and_check, export_onnx,
+                                insert_card_section, load_model, max_logit_difference, quantize_int8)
+from hfpipe.io import PipelineError
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tiny_model, tiny_tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lm-export")
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_onnx(lm_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm-onnx")
+    names = export_onnx(lm_dir, out / "model.onnx", "causal-lm")
+    quantize_int8(out / "model.onnx", out / "model.int8.onnx")
+    return out, names
+
+
+@pytest.fixture(scope="module")
+def lm_batch(tiny_blocks):
+    ids = np.asarray(tiny_blocks["input_ids"], dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 20:] = 0  # one padded row: padding positions are not compared
+    return CheckBatch({"input_ids": ids, "attention_mask": mask})
+
+
+def test_export_writes_one_self_contained_file_with_dynamic_batch_and_length(lm_onnx, lm_batch):
+    import onnx
+
+    from hfpipe.export_onnx import onnx_logits, onnx_session
+
+    out, names = lm_onnx
+    assert names == ["input_ids", "attention_mask"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx"]  # no external .data file
+    onnx.checker.check_model(str(out / "model.onnx"))
+    session = onnx_session(out / "model.onnx")
+    for rows, length in [(1, 5), (3, 32)]:
+        inputs = {k: v[:rows, :length] for k, v in lm_batch.inputs.items()}
+        assert onnx_logits(session, inputs).shape[:2] == (rows, length)
+
+
+def test_check_measures_a_tiny_fp32_difference_and_the_int8_loss_change(lm_dir, lm_onnx, lm_batch):
+    out, _ = lm_onnx
+    model = load_model(lm_dir, "causal-lm")
+    result = check_onnx_export(model, out / "model.onnx", out / "model.int8.onnx", lm_batch, 1e-3)
+    assert 0 < result["onnx_max_abs_logit_diff"] < 1e-4
+    assert result["examples"] == 8 and result["tokens"] == 8 * 31 - 12
+    assert result["int8_max_abs_logit_diff"] > result["onnx_max_abs_logit_diff"]
+    assert result["int8_loss_change"] == pytest.approx(result["int8_loss"] - result["pytorch_loss"], abs=1e-4)
+    # the PyTorch loss computed here is the model's own loss on unpadded rows
+    import torch
+
+    with torch.no_grad():
+        ids = torch.from_numpy(lm_batch.inputs["input_ids"][[0, 2, 3, 4, 5, 6, 7]])
+        own = float(model(input_ids=ids, labels=ids).loss)
+    assert result["pytorch_loss"] == pytest.approx(own, rel=0.05)
+    again = check_onnx_export(model, out / "model.onnx", out / "model.int8.onnx", lm_batch, 1e-3)
+    assert json.dumps(again) == json.dumps(result)  # deterministic: metrics/export.json is byte-identical
+
+
+def test_an_onnx_graph_that_disagrees_fails_with_the_measured_difference(lm_dir, lm_onnx, lm_batch, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    out, _ = lm_onnx
+    graph = onnx.load(str(out / "model.onnx"))
+    biggest = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    tampered = numpy_helper.to_array(biggest).copy()
+    tampered *= 1.01  # a 1% error in the largest weight (the embedding): what a broken export looks like
+    biggest.CopyFrom(numpy_helper.from_array(tampered, biggest.name))
+    onnx.save(graph, str(tmp_path / "bad.onnx"))
+    model = load_model(lm_dir, "causal-lm")
+    with pytest.raises(PipelineError, match=r"bad.onnx: ONNX logits differ from PyTorch by up to [\d.e-]+ on 8 "
+                                            r"validation examples \(export.onnx_tolerance 0.001\)") as err:
+        check_onnx_export(model, tmp_path / "bad.onnx", None, lm_batch, 1e-3)
+    measured = float(str(err.value).split("by up to ")[1].split()[0])
+    assert measured > 1e-3 and "\n" not in str(err.value)
+
+
+def test_max_logit_difference_ignores_padding_and_refuses_other_shapes():
+    a = np.zeros((1, 3, 4), dtype=np.float32)
+    b = a.copy()
+    b[0, 2] = 5.0  # a padded position
+    assert max_logit_difference(a, b, np.array([[1, 1, 0]])) == 0.0
+    assert max_logit_difference(a, b) == 5.0
+    with pytest.raises(PipelineError, match="shape"):
+        max_logit_difference(a, np.zeros((1, 3, 5), dtype=np.float32))
+
+
+def test_card_section_goes_before_limits_and_names_the_figures():
+    metrics = {"onnx": {"inputs": ["input_ids", "attention_mask"], "opset": 18, "examples": 32,
+                        "onnx_max_abs_logit_diff": 1.2e-05, "onnx_tolerance": 0.001, "pytorch_loss": 4.0,
+                        "pytorch_perplexity": 54.6, "int8_loss": 4.01, "int8_perplexity": 55.1,
+                        "int8_perplexity_change_pct": 0.9, "int8_max_abs_logit_diff": 0.4}}
+    card = insert_card_section("# m\n\n## Metrics\n\n## Limits\n\nsmall\n", card_section(metrics, "causal-lm"))
+    assert card.index("## ONNX (onnxruntime)") < card.index("## Limits")
+    assert "1.2e-05" in card and "perplexity 54.6 -> 55.1" in card and "ort.InferenceSession" in card
+
+
+def test_sequence_classifier_exports_with_token_type_ids_and_reports_accuracy(tmp_path, one_torch_thread):
+    """A BERT-style classifier (task classification): token_type_ids is an input; int8 changes accuracy."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import torch
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(60)])}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    model.save_pretrained(tmp_path / "export")
+    tok.save_pretrained(tmp_path / "export")
+    rng = np.random.default_rng(0)
+    rows = {"input_ids": [], "token_type_ids": [], "attention_mask": [], "label": []}
+    for i in range(12):
+        n = int(rng.integers(4, 12))
+        rows["input_ids"].append([2] + rng.integers(4, 64, n).tolist() + [3])
+        rows["token_type_ids"].append([0] * (n // 2 + 1) + [1] * (n - n // 2 + 1))
+        rows["attention_mask"].append([1] * (n + 2))
+        rows["label"].append(i % 2)
+    features = Features({"input_ids": Sequence(Value("int64")), "token_type_ids": Sequence(Value("int64")),
+                         "attention_mask": Sequence(Value("int64")), "label": ClassLabel(names=["neg", "pos"])})
+    split = Dataset.from_dict(rows, features=features)
+    DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "tokenized"))
+    figures = export_and_check(tmp_path / "export", tmp_path / "tokenized", "classification", 1e-3, 10, True)["onnx"]
+    assert figures["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert figures["examples"] == 10 and figures["onnx_max_abs_logit_diff"] < 1e-4
+    assert 0 <= figures["pytorch_accuracy"] <= 1 and 0 <= figures["int8_prediction_agreement"] <= 1
+    assert figures["int8_accuracy_change"] == pytest.approx(figures["int8_accuracy"] - figures["pytorch_accuracy"])
+    assert (tmp_path / "export/onnx/model.int8.onnx").is_file()

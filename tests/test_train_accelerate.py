@@ -1,0 +1,338 @@
+"""hfpipe.train_accelerate: the keytoken-weighted loss, grouped weight decay, and real short runs of
+the Accelerate loop (one process, in-process) against the Trainer backend on the same data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hfpipe.io import PipelineError
+from hfpipe.params import parse_params
+
+CONTEXT = 32
+MAX_STEPS, LOGGING_STEPS, EVAL_STEPS = 30, 5, 10
+PARAMS = {"seed": 0, "lr": 0.01,
+          "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},
+          "tokenize": {"context_length": CONTEXT},
+          "train": {"max_steps": MAX_STEPS, "batch_size": 8, "eval_batch_size": 8, "eval_steps": EVAL_STEPS,
+                    "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.1, "threads": 1, "save_steps": 4}}
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as fd:
+        return list(csv.DictReader(fd, delimiter="\t"))
+
+
+# ------------------------------------------------------------------------------ loss and params
+
+
+def test_keytoken_weighted_loss_with_alpha_0_is_the_plain_mean_loss(tiny_model, tiny_blocks):
+    import torch
+
+    from hfpipe.train_accelerate import keytoken_weighted_loss
+
+    ids = torch.tensor(tiny_blocks["input_ids"][:4], dtype=torch.long)
+    with torch.no_grad():
+        out = tiny_model(input_ids=ids, labels=ids)
+    keys = sorted(set(ids[0, 1:6].tolist()))  # tokens that do occur: alpha 0 must still ignore them
+    plain = keytoken_weighted_loss(ids, out.logits, keys, alpha=0.0)
+    assert plain.item() == pytest.approx(out.loss.item(), rel=1e-6)
+    assert keytoken_weighted_loss(ids, out.logits, [], alpha=3.0).item() == pytest.approx(out.loss.item(), rel=1e-6)
+
+
+def test_keytoken_weighted_loss_weights_each_sequence_by_its_keytoken_count():
+    import torch
+
+    from hfpipe.train_accelerate import keytoken_weighted_loss
+
+    torch.manual_seed(0)
+    labels = torch.tensor([[1, 2, 3, 2, 2], [1, 4, 4, 4, 4]])
+    logits = torch.randn(2, 5, 6)
+    token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1),
+                                                   reduction="none").view(2, 4)
+    # keytoken 2 occurs 3 times among sequence 0's targets, never in sequence 1's: weights 1 + 0.5 * count
+    expected = (token_loss[0].sum() * 2.5 + token_loss[1].sum() * 1.0) / 8
+    got = keytoken_weighted_loss(labels, logits, [2], alpha=0.5)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # ignored (-100) positions count neither as loss nor in the mean
+    padded = labels.clone()
+    padded[1, 3:] = -100
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float)
+    expected = (token_loss[0].sum() * 2.5 + (token_loss[1] * mask[1]).sum()) / 6
+    assert keytoken_weighted_loss(padded, logits, [2], alpha=0.5).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_grouped_params_exempt_biases_and_layernorms(tiny_tokenizer):
+    from hfpipe.modeling import build_causal_lm
+    from hfpipe.params import ModelParams
+    from hfpipe.train_accelerate import get_grouped_params
+
+    model = build_causal_lm(ModelParams(n_layer=1, n_head=2, n_embd=16), tiny_tokenizer, CONTEXT, seed=0)
+    decay, no_decay = get_grouped_params(model, 0.1)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert "transformer.ln_f.weight" in no_decay_names and "transformer.h.0.ln_1.weight" in no_decay_names
+    assert all(n.endswith("bias") or ".ln_" in n for n in no_decay_names)
+    assert "transformer.wte.weight" in decay_names and "transformer.h.0.attn.c_attn.weight" in decay_names
+    assert not decay_names & no_decay_names
+    assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))  # every param, once
+
+
+def test_training_steps_counts_like_the_trainer():
+    from hfpipe.train_accelerate import training_steps
+
+    assert training_steps(10, 1, 1.0, -1) == 10
+    assert training_steps(10, 4, 1.0, -1) == 3  # a short last accumulation still steps
+    assert training_steps(10, 4, 2.0, -1) == 6
+    assert training_steps(10, 4, 2.0, 7) == 7
+
+
+def test_classification_metrics_from_gathered_stats():
+    import torch
+
+    from hfpipe.train_accelerate import classification_task
+
+    task = classification_task(num_labels=2)
+    stats = {"loss": torch.tensor([0.5, 1.5, 1.0, 1.0], dtype=torch.float64),
+             "predictions": torch.tensor([1, 1, 0, 0]), "labels": torch.tensor([1, 0, 0, 1])}
+    m = task.eval_metrics(stats)
+    assert m["accuracy"] == 0.5 and m["loss"] == 1.0
+    assert m["f1"] == pytest.approx(0.5) and m["precision"] == pytest.approx(0.5)  # class 1: tp 1, fp 1, fn 1
+
+
+def test_gpt2_classifier_eval_reads_the_label_token():
+    import torch
+    from types import SimpleNamespace
+
+    from hfpipe.train_accelerate import classification_task
+
+    label_tokens = [7, 9]  # class 0 -> token 7, class 1 -> token 9
+    labels = torch.tensor([[-100, -100, 9, -100], [-100, 7, -100, -100]])
+    logits = torch.zeros(2, 4, 12)
+    logits[0, 1, 9] = 5.0  # row 0: position 1 predicts the label at 2; says token 9 (class 1): right
+    logits[1, 0, 9] = 5.0  # row 1: position 0 predicts the label at 1; says token 9 (class 1): wrong
+    stats = classification_task(2, label_tokens).eval_stats({"labels": labels}, SimpleNamespace(logits=logits))
+    assert stats["labels"].tolist() == [1, 0] and stats["predictions"].tolist() == [1, 1]
+    expected_row0 = torch.nn.functional.cross_entropy(logits[0, 1:2], torch.tensor([9])).item()
+    assert stats["loss"][0].item() == pytest.approx(expected_row0)
+
+
+def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, one_torch_thread):
+    """A tiny GPT-2 sequence classifier learns whether a line mentions plt, on the Accelerate loop."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hfpipe.train_accelerate import train_classifier_accelerate
+
+    texts = [f"{'plt.plot' if i % 2 else 'df.head'}(x{i % 7})" for i in range(96)]
+    enc = tiny_tokenizer(texts, truncation=True, max_length=16)
+    features = Features({"input_ids": Sequence(Value("int32")), "attention_mask": Sequence(Value("int8")),
+                         "label": ClassLabel(names=["other", "plot"])})
+    data = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                              "label": [i % 2 for i in range(96)]}, features=features)
+    params = parse_params({"task": "classification", "seed": 0, "lr": 0.01,
+                           "dataset": {"source": "load_dataset", "path": "x", "label_column": "label"},
+                           "model": {"name_or_path": "tiny", "from_scratch": True},
+                           "tokenizer": {"name_or_path": "tiny"},
+                           "train": {"backend": "accelerate", "max_steps": 24, "batch_size": 8, "eval_batch_size": 16,
+                                     "eval_steps": 12, "logging_steps": 6, "threads": 1}})
+    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_layer=1, n_head=2, n_embd=16, num_labels=2,
+                        pad_token_id=tiny_tokenizer.pad_token_id)
+    import torch
+
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(config)
+    result = train_classifier_accelerate(params, model, tiny_tokenizer, data.select(range(64)), data.select(range(64, 96)),
+                                         checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    last = result.eval_history[-1]
+    assert set(last) >= {"step", "loss", "accuracy", "f1", "precision", "recall"}
+    assert last["accuracy"] == 1.0 and last["loss"] < result.eval_history[0]["loss"]
+    assert (tmp_path / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def test_fp16_on_a_cpu_only_machine_fails_at_validation():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PipelineError) as err:
+        parse_params({"train": {"mixed_precision": "fp16"}})
+    assert str(err.value) == ("params.yaml: train.mixed_precision = 'fp16': fp16 needs a CUDA, XPU or MPS device "
+                              "and this machine has none; use bf16 or no")
+    assert parse_params({"train": {"mixed_precision": "bf16"}}).train.mixed_precision == "bf16"
+    assert parse_params({"train": {"mixed_precision": False}}).train.mixed_precision == "no"  # YAML's unquoted no
+
+
+def test_keytoken_loss_needs_the_accelerate_backend():
+    with pytest.raises(PipelineError, match="keytoken_alpha = 1.0: the keytoken-weighted loss needs train.backend"):
+        parse_params({"train": {"keytoken_alpha": 1.0}})
+    assert parse_params({"train": {"keytoken_alpha": 1.0, "backend": "accelerate"}}).train.keytoken_alpha == 1.0
+
+
+def test_gradient_accumulation_beyond_an_epoch_fails_with_the_numbers(tiny_tokenizer):
+    from hfpipe.train import check_training_inputs
+
+    params = parse_params({"train": {"batch_size": 8, "gradient_accumulation_steps": 5}})
+    with pytest.raises(PipelineError) as err:
+        check_training_inputs(params, tiny_tokenizer, n_train=30)  # 4 batches per epoch
+    assert str(err.value).startswith("train.gradient_accumulation_steps = 5: exceeds the 4 batches per epoch "
+                                     "(30 training examples / train.batch_size 8 / 1 process(es))")
+    params2 = parse_params({"train": {"batch_size": 8, "gradient_accumulation_steps": 2, "num_processes": 2}})
+    with pytest.raises(PipelineError, match="exceeds the 1 batches per epoch"):
+        check_training_inputs(params2, tiny_tokenizer, n_train=12)
+    assert check_training_inputs(params, tiny_tokenizer, n_train=40) == []  # 5 batches: fine
+
+
+def test_keytokens_none_of_which_is_a_single_token_are_named(tiny_tokenizer):
+    from hfpipe.train import check_training_inputs
+
+    params = parse_params({"train": {"backend": "accelerate", "keytoken_alpha": 1.0,
+                                     "keytokens": ["zqxjv", "wvkqz"]}})
+    printed: list[str] = []
+    with pytest.raises(PipelineError) as err:
+        check_training_inputs(params, tiny_tokenizer, n_train=100, log=printed.append)
+    assert str(err.value).startswith("train.keytokens = ['zqxjv', 'wvkqz']: none is a single token of the tokenizer "
+                                     "(Keyword has not single token: 'zqxjv', 'wvkqz')")
+    assert "Keyword has not single token: 'zqxjv'" in printed
+    # one single-token word is enough; the others are reported as the seed does
+    ok = parse_params({"train": {"backend": "accelerate", "keytoken_alpha": 1.0, "keytokens": ["=", "zqxjv"]}})
+    printed.clear()
+    ids = check_training_inputs(ok, tiny_tokenizer, n_train=100, log=printed.append)
+    assert tiny_tokenizer.convert_tokens_to_ids("=") in ids
+    assert set(ids) <= {tiny_tokenizer.convert_tokens_to_ids(t) for t in ("=", "\u0120=")}
+    assert "Keyword has not single token: 'zqxjv'" in printed
+
+
+# ------------------------------------------------------------------------------ real runs
+
+
+def _data(tokenizer):
+    from datasets import Dataset
+
+    text = "import pandas as pd\ndf = pd.frame(data)\nplt.plot(df, value)\n" * 60
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    blocks = [ids[i: i + CONTEXT] for i in range(0, len(ids) - CONTEXT + 1, CONTEXT)]
+    return Dataset.from_dict({"input_ids": blocks[:24]}), Dataset.from_dict({"input_ids": blocks[24:30]})
+
+
+def _run_accelerate(params, tokenizer, root: Path, task=None, marker=None):
+    from transformers import DataCollatorForLanguageModeling
+
+    from hfpipe.modeling import build_causal_lm
+    from hfpipe.train_accelerate import causal_lm_task, train_accelerate
+
+    train_blocks, eval_blocks = _data(tokenizer)
+    model = build_causal_lm(params.model, tokenizer, CONTEXT, params.seed)
+    return train_accelerate(params, model, train_blocks, eval_blocks, DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                            task or causal_lm_task(), marker_for_step=marker, checkpoint_root=root / "checkpoints",
+                            live_dir=root / "live")
+
+
+@pytest.fixture(scope="module")
+def accelerate_run(tiny_tokenizer, tmp_path_factory, one_torch_thread):
+    root = tmp_path_factory.mktemp("accelerate")
+    params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate"}})
+    from hfpipe.evaluate import causal_lm_metrics
+
+    result = _run_accelerate(params, tiny_tokenizer, root, marker=lambda step: {"step": step, "backend": "accelerate",
+                                                                                 "fingerprint": "t"})
+    return {"result": result, "root": root, "after": causal_lm_metrics(result.model, _data(tiny_tokenizer)[1], [], 8)}
+
+
+def test_accelerate_loop_trains_and_logs_like_the_trainer_backend(accelerate_run):
+    result, live = accelerate_run["result"], accelerate_run["root"] / "live"
+    assert result.step == MAX_STEPS and result.num_processes == 1 and result.is_main_process
+    evals = [e["loss"] for e in result.eval_history]
+    assert [e["step"] for e in result.eval_history] == [10, 20, 30]
+    assert evals[-1] < evals[0] and evals[0] < 5.5
+    # the eval loss the loop logs is the evaluate stage's token-level loss
+    assert evals[-1] == pytest.approx(accelerate_run["after"]["loss"], abs=1e-4)
+    assert result.eval_history[-1]["perplexity"] == pytest.approx(math.exp(evals[-1]), rel=1e-9)
+    # the same dvclive files as the Trainer backend, x = optimizer step
+    train_rows = read_tsv(live / "plots" / "metrics" / "loss.tsv")
+    assert [int(r["step"]) for r in train_rows] == [1, 5, 10, 15, 20, 25, 30]
+    eval_rows = read_tsv(live / "plots" / "metrics" / "eval" / "loss.tsv")
+    assert [int(r["step"]) for r in eval_rows] == [10, 20, 30]
+    assert [float(r["loss"]) for r in eval_rows] == pytest.approx(evals, rel=1e-9)
+    lrs = {int(r["step"]): float(r["learning_rate"]) for r in read_tsv(live / "plots" / "metrics" / "learning_rate.tsv")}
+    assert lrs[1] == 0.0 and max(lrs.values()) <= 0.01 and lrs[5] > lrs[10] > lrs[20] > lrs[30]  # warmup, cosine
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == MAX_STEPS and summary["eval"]["loss"] == pytest.approx(evals[-1])
+    assert not (live / "dvc.yaml").exists()
+    # checkpoints were written during the run (every 4 steps) and removed when it finished
+    checkpoints = accelerate_run["root"] / "checkpoints"
+    assert checkpoints.is_dir() and list(checkpoints.iterdir()) == []
+
+
+def test_backends_reach_validation_losses_within_5_percent(accelerate_run, tiny_tokenizer, tmp_path):
+    from hfpipe.evaluate import causal_lm_metrics
+    from hfpipe.modeling import build_causal_lm
+    from hfpipe.train import train_causal_lm
+
+    params = parse_params(PARAMS)
+    train_blocks, eval_blocks = _data(tiny_tokenizer)
+    model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
+    train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, tmp_path / "work", live_dir=tmp_path / "live")
+    trainer_loss = causal_lm_metrics(model, eval_blocks, [], 8)["loss"]
+    accelerate_loss = accelerate_run["after"]["loss"]
+    untrained = causal_lm_metrics(build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed), eval_blocks, [], 8)
+    assert accelerate_loss < untrained["loss"] - 1.0 and trainer_loss < untrained["loss"] - 1.0
+    print(f"validation loss: trainer {trainer_loss:.6f}, accelerate {accelerate_loss:.6f}")
+    assert abs(accelerate_loss - trainer_loss) / trainer_loss < 0.05
+
+
+def test_keytoken_weighted_training_runs_and_differs_from_plain(accelerate_run, tiny_tokenizer, tmp_path):
+    from hfpipe.train_accelerate import causal_lm_task
+
+    params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate", "keytoken_alpha": 1.0}})
+    keys = [tiny_tokenizer.convert_tokens_to_ids(t) for t in ["pd", "Ġpd"] if t in tiny_tokenizer.get_vocab()]
+    assert keys
+    result = _run_accelerate(params, tiny_tokenizer, tmp_path, task=causal_lm_task(keys, 1.0))
+    plain = accelerate_run["result"].eval_history[-1]["loss"]
+    weighted = result.eval_history[-1]["loss"]
+    assert weighted != plain and abs(weighted - plain) / plain < 0.5  # trains, differently
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_last_checkpoint(tiny_tokenizer, tmp_path):
+    from hfpipe.train_accelerate import TaskFns, causal_lm_task
+
+    # Fault injection: a loss that turns NaN from the 7th micro-batch on (as a diverging run would).
+    plain = causal_lm_task()
+    calls = {"n": 0}
+
+    def exploding_loss(batch, outputs):
+        calls["n"] += 1
+        loss = plain.train_loss(batch, outputs)
+        return loss * float("nan") if calls["n"] >= 7 else loss
+
+    params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate"}})
+    with pytest.raises(PipelineError) as err:
+        _run_accelerate(params, tiny_tokenizer, tmp_path, task=TaskFns(exploding_loss, plain.eval_stats, plain.eval_metrics),
+                        marker=lambda step: {"step": step, "fingerprint": "t", "backend": "accelerate"})
+    message = str(err.value)
+    assert message.startswith("training loss is nan (gradient norm nan) at step 7; last good checkpoint: ")
+    assert message.split("last good checkpoint: ")[1].startswith(str(tmp_path / "checkpoints" / "checkpoint-4"))
+
+
+def test_trainer_nan_guard_names_the_step(tmp_path):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from hfpipe.train import checkpoint_callbacks
+
+    _, guard = checkpoint_callbacks(None, tmp_path / "live", tmp_path / "checkpoints")
+    args = TrainingArguments(output_dir=str(tmp_path), logging_steps=5, report_to="none", use_cpu=True)
+    state = TrainerState()
+    state.global_step = 15
+    guard.on_log(args, state, TrainerControl(), logs={"loss": 2.5, "grad_norm": 1.0})  # finite: nothing
+    with pytest.raises(PipelineError, match=r"^training loss is inf at step 15 \(logged every 5 steps\); "
+                                            r"last good checkpoint: none"):
+        guard.on_log(args, state, TrainerControl(), logs={"loss": float("inf")})

@@ -1,0 +1,178 @@
+"""End-to-end: the real train stage killed with SIGKILL and resumed (both backends), and run with two
+processes (torchrun, gloo). One temporary copy of the repo; the tests run in order and build on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import dvc, env, git, make_repo_copy, run, stages_run
+from tests.test_pipeline_e2e import TINY
+
+pytestmark = pytest.mark.e2e
+
+MAX_STEPS, SAVE_STEPS = 80, 10
+TRAIN = {"max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "eval_steps": 20, "logging_steps": 5, "batch_size": 8,
+         "threads": 1}
+RESULTS: dict[str, dict] = {}  # what earlier tests measured, for later ones to compare
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    overrides = copy.deepcopy(TINY)
+    overrides["train"].update(TRAIN)
+    overrides["tokenize"]["max_length"] = 128  # read by the train stage's params (classification)
+    overrides["model"]["dropout"] = 0.1  # so resuming must also restore the RNG streams exactly
+    path = make_repo_copy(tmp_path_factory.mktemp("train-e2e") / "repo", "params.yaml", overrides)
+    dvc(path, "repro", "tokenize")
+    return path
+
+
+def set_train(repo: Path, **values) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def checkpoints(repo: Path) -> list[str]:
+    root = repo / "models" / "checkpoints"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str) -> None:
+    """Start cmd in its own process group; SIGKILL the whole group (dvc, the stage) as soon as a
+    complete checkpoint exists, as a crash or an OOM kill would."""
+    shutil.rmtree(repo / "models" / "trained", ignore_errors=True)  # as dvc does before running the stage
+    shutil.rmtree(repo / "dvclive", ignore_errors=True)
+    proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while not list((repo / "models" / "checkpoints").glob("checkpoint-*/hfpipe_checkpoint.json")):
+            assert proc.poll() is None, f"finished before the first checkpoint:\n{proc.stdout.read().decode()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (repo / "models" / "trained").exists()  # it did not get to the end
+
+
+def resumed_step(output: str) -> int:
+    found = re.findall(r"^resumed from models/checkpoints/checkpoint-(\d+) at step (\d+)", output, re.M)
+    assert len(found) == 1, output[-3000:]
+    assert found[0][0] == found[0][1]
+    return int(found[0][0])
+
+
+def test_accelerate_backend_killed_then_dvc_repro_resumes_to_identical_results(repo):
+    set_train(repo, backend="accelerate")
+    result = dvc(repo, "repro")
+    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
+    assert checkpoints(repo) == []  # a finished run leaves nothing to resume
+    full = {"weights": sha256(repo / "models/trained/model.safetensors"), "dvclive": tree(repo / "dvclive"),
+            "eval": json.loads((repo / "metrics/eval.json").read_text())}
+    RESULTS["accelerate-1"] = json.loads((repo / "dvclive/metrics.json").read_text())
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "accelerate run")
+
+    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
+    assert checkpoints(repo)
+    result = dvc(repo, "repro")
+    assert "train" in stages_run(result.stdout)
+    step = resumed_step(result.stdout)
+    assert SAVE_STEPS <= step < MAX_STEPS and step % SAVE_STEPS == 0
+    # bit-identical: the weights, and every curve and summary dvclive wrote
+    assert sha256(repo / "models/trained/model.safetensors") == full["weights"]
+    assert tree(repo / "dvclive") == full["dvclive"]
+    assert json.loads((repo / "metrics/eval.json").read_text()) == full["eval"]
+    assert checkpoints(repo) == []
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def test_trainer_backend_killed_then_rerun_resumes_to_identical_weights(repo):
+    set_train(repo, backend="trainer")
+    run(repo, sys.executable, "-m", "stages.train")
+    weights = sha256(repo / "models/trained/model.safetensors")
+    evals = (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text()
+    summary = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert checkpoints(repo) == []
+
+    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "stages.train")
+    result = run(repo, sys.executable, "-m", "stages.train")
+    step = resumed_step(result.stdout)
+    assert SAVE_STEPS <= step < MAX_STEPS
+    assert sha256(repo / "models/trained/model.safetensors") == weights
+    assert (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text() == evals
+    assert json.loads((repo / "dvclive/metrics.json").read_text())["eval"]["loss"] == summary["eval"]["loss"]
+    assert checkpoints(repo) == []
+    # and the two backends agree on this data
+    accelerate = RESULTS["accelerate-1"]["eval"]["loss"]
+    assert abs(summary["eval"]["loss"] - accelerate) / accelerate < 0.05
+
+
+def test_a_stale_checkpoint_of_another_model_config_is_refused_in_one_line(repo):
+    set_train(repo, backend="accelerate")
+    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "stages.train")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["n_embd"] = 16
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(repo, sys.executable, "-m", "stages.train", check=False)
+    assert result.returncode == 2
+    assert re.fullmatch(r"error: models/checkpoints/checkpoint-\d+: a resume checkpoint from a different model config "
+                        r"\(model.n_embd: 32 -> 16\); .*\n", result.stderr)
+    params["model"]["n_embd"] = 32
+    params["lr"] = params["lr"] * 2  # other params, same model: the stale checkpoint is ignored, then removed
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(repo, sys.executable, "-m", "stages.train")
+    assert "ignoring stale checkpoints in models/checkpoints (from a run with other params: lr: " in result.stdout
+    assert "resumed from" not in result.stdout and checkpoints(repo) == []
+    params["lr"] = params["lr"] / 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_two_processes_with_dvc_exp_run(repo):
+    """torchrun relaunch, gloo MULTI_CPU: sharded data, one writer, the 1-process loss at the same global batch."""
+    set_train(repo, backend="accelerate")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "accelerate again")
+    result = dvc(repo, "exp", "run", "-S", "train.num_processes=2", "-S", "train.batch_size=4")
+    out = result.stdout
+    assert stages_run(out) == {"train", "evaluate", "export"}
+    assert "relaunching as -m torch.distributed.run --standalone --nproc_per_node 2 -m stages.train" in out
+    shards = dict(re.findall(r"^process (\d)/2: trained on \d+ batches \(blocks digest (\w+)\)", out, re.M))
+    assert set(shards) == {"0", "1"}
+    assert shards["0"] != shards["1"]  # each process saw different blocks
+    assert len(re.findall(r"^process \d/2: trained on 80 batches", out, re.M)) == 2
+    # only the main process reports, checkpoints and logs: one line per checkpoint, one row per step
+    saved = re.findall(r"^saved checkpoint models/checkpoints/checkpoint-(\d+)$", out, re.M)
+    assert saved == [str(s) for s in range(SAVE_STEPS, MAX_STEPS, SAVE_STEPS)]
+    steps = [line.split("\t")[0] for line in (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps), key=int)
+    assert checkpoints(repo) == [] and (repo / "models/trained/model.safetensors").is_file()
+    summary = json.loads((repo / "dvclive/metrics.json").read_text())
+    one = RESULTS["accelerate-1"]["eval"]["loss"]
+    two = summary["eval"]["loss"]
+    print(f"eval loss: 1 process x batch 8 = {one:.6f}; 2 processes x batch 4 = {two:.6f}")
+    assert abs(two - one) / one < 0.02
