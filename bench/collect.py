@@ -7,7 +7,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 PARTS = ["tokenize_results.json", "memory_results.json", "pipeline_results.json", "train_results.json",
-         "sentiment_results.json"]
+         "sentiment_results.json", "latency_results.json", "latency_1thread_results.json"]
 # (figure in the merged results, target, higher is better)
 TARGETS = {
     "tokenize_vs_raw_tokenizer": ("tokenize.packing_vs_raw_tokenizer", 0.9, True),
@@ -17,6 +17,7 @@ TARGETS = {
     "classification_train_tokens_per_s_vs_seed": ("train.classification_speedup", 1.5, True),
     "causal_lm_train_tokens_per_s_vs_seed04": ("train.causal_lm_speedup", 1.1, True),
     "sentiment_sst2_dev_accuracy": ("sentiment.dev_accuracy", 0.85, True),
+    "onnx_int8_batch32_speedup_vs_pytorch_1thread": ("latency_1thread.batch_32.onnx_int8.speedup_p50_vs_pytorch", 1.2, True),
 }
 
 

@@ -190,9 +190,13 @@ def predictions_table(dataset, predictions, probability, label_names: list[str])
     return pd.DataFrame(table)
 
 
-def log_confusion_matrices(live_dir, splits: dict[str, tuple[list[int], list[int]]], label_names: list[str]) -> None:
+def log_confusion_matrices(live_dir, splits: dict[str, tuple[list[int], list[int]]], label_names: list[str],
+                           scores: dict[str, tuple[list[int], list[float]]] | None = None) -> None:
     """dvclive confusion matrices, one per split (`{live_dir}/plots/sklearn/confusion_matrix_{split}.json`,
-    with label names), for `dvc plots`. One Live session: a new one would clear the folder."""
+    with label names), for `dvc plots`. One Live session: a new one would clear the folder.
+
+    `scores` (binary tasks): per split, the labels and the probability of label 1; each becomes a
+    precision-recall curve (`precision_recall_{split}.json`, label 1 as the positive class)."""
     from pathlib import Path
 
     from dvclive import Live
@@ -202,6 +206,10 @@ def log_confusion_matrices(live_dir, splits: dict[str, tuple[list[int], list[int
             live.log_sklearn_plot("confusion_matrix", [label_names[int(i)] for i in labels],
                                   [label_names[int(i)] for i in predictions], name=f"confusion_matrix_{split}",
                                   title=f"Confusion matrix ({split})", x_label="label", y_label="prediction")
+        for split, (labels, positive) in (scores or {}).items():
+            live.log_sklearn_plot("precision_recall", [int(i) for i in labels], [float(p) for p in positive],
+                                  name=f"precision_recall_{split}",
+                                  title=f"Precision-recall ({split}, positive: {label_names[1]})")
     empty_summary = Path(live_dir) / "metrics.json"  # dvclive's summary, empty here: not a metrics file
     if empty_summary.is_file() and empty_summary.read_text().strip() == "{}":
         empty_summary.unlink()
@@ -220,16 +228,19 @@ def evaluate_classification(model, tokenizer, data, task: str, batch_size: int, 
     collator = classification_collator(tokenizer, task)
     metrics: dict = {}
     confusion = {}
+    scores: dict = {}
     for split in ("validation", "test"):
         if split not in data:
             continue
         ds = data[split]
-        predictions, probability, _ = predict_classifier(model, ds, collator, batch_size, task, label_tokens)
+        predictions, probability, probs = predict_classifier(model, ds, collator, batch_size, task, label_tokens)
         predictions_table(ds, predictions, probability, names).to_csv(report_dir / f"predictions_{split}.csv",
                                                                      index=False)
         labels = ds["label"]
         if min(labels) >= 0:  # GLUE-style test splits are unlabelled (-1): predictions only
             metrics[split] = {**classification_metrics(predictions, labels, len(names)), "examples": len(ds)}
             confusion[split] = (labels, predictions.tolist())
-    log_confusion_matrices(report_dir / "confusion", confusion, names)
+            if len(names) == 2:  # a precision-recall curve needs a positive class
+                scores[split] = (labels, probs[:, 1].tolist())
+    log_confusion_matrices(report_dir / "confusion", confusion, names, scores)
     return metrics

@@ -8,8 +8,8 @@ go to metrics/export.json: the largest absolute logit difference (fp32 must stay
 `export.onnx_tolerance`, else a PipelineError names the measured value) and the change of the
 task's metric under int8 (loss/perplexity for a causal LM, accuracy for a classifier).
 
-Every number is deterministic for the same inputs: one intra-op thread for the checks and values
-rounded, so `dvc repro --force` reproduces metrics/export.json byte for byte.
+Every number is deterministic for the same inputs on one machine: onnxruntime runs the checks on
+one intra-op thread and the values are rounded, so `dvc repro --force` reproduces metrics/export.json byte for byte.
 """
 
 from __future__ import annotations
@@ -107,11 +107,20 @@ def export_onnx(model_dir: Path, out_path: Path, task: str) -> list[str]:
         example["token_type_ids"] = torch.zeros(2, seq, dtype=torch.long)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    import logging
+    import warnings
+
+    # The exporter logs "torchvision is not installed" per vision op and warns about its own
+    # internals; none of it is about this model. Real failures still raise.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
-        torch.onnx.export(logits_module(model), tuple(example[n] for n in names), str(out_path),
-                          input_names=names, output_names=["logits"], opset_version=OPSET, dynamo=True,
-                          external_data=False, verbose=False,
-                          dynamic_shapes={n: {0: batch, 1: length} for n in names})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            torch.onnx.export(logits_module(model), tuple(example[n] for n in names), str(out_path),
+                              input_names=names, output_names=["logits"], opset_version=OPSET, dynamo=True,
+                              external_data=False, verbose=False,
+                              dynamic_shapes={n: {0: batch, 1: length} for n in names})
     except Exception as err:  # the exporter's errors are pages long: keep the first line
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"{model_dir}: ONNX export failed ({type(err).__name__}: {first}); "
@@ -125,8 +134,20 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    import onnx
+
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": a hint for static quantization
-    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    # The quantizer re-runs ONNX shape inference, which refuses some intermediate shapes the torch
+    # exporter records (seen on BERT's classifier head: "(32) vs (2)"); they are only annotations,
+    # so quantize a copy without them.
+    model = onnx.load(str(onnx_path))
+    del model.graph.value_info[:]
+    plain = out_path.with_name(out_path.name + ".plain.onnx")
+    try:
+        onnx.save(model, str(plain))
+        quantize_dynamic(str(plain), str(out_path), weight_type=QuantType.QInt8)
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def onnx_session(onnx_path: Path, threads: int = 1):
@@ -223,10 +244,12 @@ def _rounded(x: float, digits: int = 6) -> float:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else x
 
 
-def check_onnx_export(model, fp32_path: Path, int8_path: Path | None, batch: CheckBatch, tolerance: float) -> dict:
+def check_onnx_export(model, fp32_path: Path, int8_path: Path | None, batch: CheckBatch, tolerance: float,
+                      label: str | None = None) -> dict:
     """Compare PyTorch with the fp32 ONNX model (and the int8 one) on `batch`.
 
-    Raises PipelineError when the fp32 ONNX logits differ by `tolerance` or more."""
+    Raises PipelineError when the fp32 ONNX logits differ by `tolerance` or more (the message
+    names the file as `label`, default its path)."""
     sessions = {"onnx": onnx_session(fp32_path)}
     if int8_path is not None:
         sessions["int8"] = onnx_session(int8_path)
@@ -253,7 +276,7 @@ def check_onnx_export(model, fp32_path: Path, int8_path: Path | None, batch: Che
                 if name != "pytorch":
                     agree[name] += int((predicted == _task_scores(ref, part).argmax(-1)).sum())
     if not max_diff["onnx"] < tolerance:
-        raise PipelineError(f"{fp32_path}: ONNX logits differ from PyTorch by up to {max_diff['onnx']:.3g} on "
+        raise PipelineError(f"{label or fp32_path}: ONNX logits differ from PyTorch by up to {max_diff['onnx']:.3g} on "
                             f"{len(batch)} validation examples (export.onnx_tolerance {tolerance:g}); "
                             f"the exported graph does not compute what the model computes")
     result: dict = {"examples": len(batch), "onnx_max_abs_logit_diff": _rounded(max_diff["onnx"], 3),
@@ -282,7 +305,7 @@ def check_onnx_export(model, fp32_path: Path, int8_path: Path | None, batch: Che
 
 
 def export_and_check(export_dir: Path, data_dir: Path, task: str, tolerance: float, n_examples: int,
-                     int8: bool) -> dict:
+                     int8: bool, final_dir: str | None = None) -> dict:
     """ONNX (+ int8) files in `export_dir/onnx/` for the saved model in `export_dir`, checked on
     validation examples; returns the figures for metrics/export.json."""
     from transformers import AutoTokenizer
@@ -295,7 +318,8 @@ def export_and_check(export_dir: Path, data_dir: Path, task: str, tolerance: flo
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     batch = check_examples(data_dir, task, n_examples, tokenizer)
     model = load_model(export_dir, task)
-    result = check_onnx_export(model, fp32_path, int8_path, batch, tolerance)
+    label = f"{final_dir}/{ONNX_DIR}/{FP32_FILE}" if final_dir else None  # export_dir may be a scratch folder
+    result = check_onnx_export(model, fp32_path, int8_path, batch, tolerance, label)
     return {"onnx": {"inputs": names, "opset": OPSET, **result}}
 
 

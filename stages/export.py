@@ -15,7 +15,7 @@ def export_onnx_into(out: Path, params: Params) -> dict:
     from hfpipe.export_onnx import card_section, export_and_check, insert_card_section
 
     figures = export_and_check(out, Path("data/tokenized"), params.task, params.export.onnx_tolerance,
-                               params.export.check_examples, params.export.quantize_int8)
+                               params.export.check_examples, params.export.quantize_int8, "models/export")
     card = out / "README.md"
     card.write_text(insert_card_section(card.read_text(), card_section(figures, params.task)))
     return figures

@@ -111,3 +111,18 @@ def tiny_blocks(tiny_tokenizer, synthetic_docs):
     blocks = [ids[i: i + CONTEXT] for i in range(0, 8 * CONTEXT, CONTEXT)]
     assert all(len(b) == CONTEXT for b in blocks)
     return Dataset.from_dict({"input_ids": blocks})
+
+
+@pytest.fixture(scope="session")
+def tiny_default_repo(tmp_path_factory) -> Path:
+    """A temporary git+DVC copy of the repo on tests/test_pipeline_e2e.py's TINY config of the
+    default recipe, after one `dvc repro`, committed (dvc.lock included). Shared by the e2e modules
+    that only read it (plots, sweep) so they pay for one repro; a test that changes a file puts it back."""
+    from tests.e2e import dvc, git, make_repo_copy
+    from tests.test_pipeline_e2e import TINY
+
+    repo = make_repo_copy(tmp_path_factory.mktemp("tiny-default") / "repo", "params.yaml", TINY)
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny default run")
+    return repo

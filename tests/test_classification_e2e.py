@@ -101,6 +101,10 @@ def test_sentiment_recipe(tmp_path):
     assert clf("a wonderful , charming film .")[0]["label"] == "pos"
     assert clf("the plot is dull and tedious .")[0]["label"] == "neg"
     assert "Labels: 0 = neg, 1 = pos" in (repo / "models/export/README.md").read_text()
+    onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]  # BERT-style: token_type_ids too
+    assert onnx["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and onnx["onnx_max_abs_logit_diff"] < 1e-3
+    assert 0 <= onnx["int8_prediction_agreement"] <= 1 and (repo / "models/export/onnx/model.int8.onnx").is_file()
+    print(f"sentiment onnx: {onnx}")
     assert_lr_experiment_reruns_train_evaluate_export(repo, 5e-5)
 
 

@@ -71,6 +71,16 @@ def test_confusion_matrices_for_dvc_plots(tmp_path):
     assert not (tmp_path / "c/metrics.json").exists()
 
 
+def test_precision_recall_curves_for_binary_tasks(tmp_path):
+    log_confusion_matrices(tmp_path / "c", {"validation": ([0, 1, 1, 0], [0, 1, 1, 1])}, ["neg", "pos"],
+                           {"validation": ([0, 1, 1, 0], [0.1, 0.8, 0.6, 0.7])})
+    curve = json.loads((tmp_path / "c/plots/sklearn/precision_recall_validation.json").read_text())
+    points = [(c["threshold"], c["precision"], c["recall"]) for c in curve["precision_recall"]]
+    # thresholds 0.1, 0.6, 0.7, 0.8: predicting pos at >= t
+    assert points == [(0.1, 0.5, 1.0), (0.6, 2 / 3, 1.0), (0.7, 0.5, 0.5), (0.8, 1.0, 0.5)]
+    assert (tmp_path / "c/plots/sklearn/confusion_matrix_validation.json").is_file()  # same Live session
+
+
 def test_predict_classifier_equals_the_models_softmax(one_torch_thread):
     import torch
     from datasets import ClassLabel, Dataset, Features, Value

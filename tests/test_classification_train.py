@@ -102,9 +102,14 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
     for path, column in plots["Accuracy"]["y"].items():
         rows = (tmp_path / path).read_text().splitlines()
         assert rows[0].split("\t") == ["step", column] and [r.split("\t")[0] for r in rows[1:]] == ["2", "4", "6"]
-    confusion = [name for name in plots if name.startswith("metrics/report/")]
+    confusion = [name for name in plots if name.startswith("metrics/report/") and "confusion_matrix" in name]
     assert len(confusion) == 2
     for name in confusion:
         assert plots[name]["template"] == "confusion"
         rows = __import__("json").loads((tmp_path / name).read_text())
         assert len(rows) == 8 and set(rows[0]) == {plots[name]["x"], plots[name]["y"]}
+    curves = [name for name in plots if name.startswith("metrics/report/") and "precision_recall" in name]
+    assert len(curves) == 2  # binary task: a precision-recall curve per labelled split
+    for name in curves:
+        points = __import__("json").loads((tmp_path / name).read_text())["precision_recall"]
+        assert points and set(points[0]) >= {plots[name]["x"], plots[name]["y"]}

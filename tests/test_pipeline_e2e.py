@@ -39,8 +39,11 @@ def test_repro_runs_every_stage_and_exports_a_loadable_model(repo):
     for path in ["data/filtered/dataset_dict.json", "models/tokenizer/tokenizer.json", "data/tokenized/dataset_dict.json",
                  "models/trained/model.safetensors", "models/export/model.safetensors", "models/export/README.md",
                  "dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv",
-                 "metrics/report/completions.md"]:
+                 "metrics/report/completions.md", "models/export/onnx/model.onnx", "models/export/onnx/model.int8.onnx"]:
         assert (repo / path).exists(), path
+    onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]
+    assert onnx["onnx_max_abs_logit_diff"] < 1e-3 and 0 < onnx["examples"] <= 32  # export.check_examples
+    assert "int8_perplexity_change_pct" in onnx and "## ONNX (onnxruntime)" in (repo / "models/export/README.md").read_text()
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert metrics["perplexity"] < metrics["untrained_perplexity"]
     fetch = json.loads((repo / "data/stats/fetch.json").read_text())
@@ -91,7 +94,23 @@ def test_forced_reruns_give_byte_identical_metrics(repo):
     first = snapshot()
     dvc(repo, "repro", "--force")
     assert snapshot() == first
-    assert set(first) == {"metrics/eval.json", "metrics/report/completions.md"}
+    assert set(first) == {"metrics/eval.json", "metrics/export.json", "metrics/report/completions.md"}
+
+
+def test_onnx_export_beyond_tolerance_fails_the_stage_with_the_measured_difference(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["export"]["onnx_tolerance"] = 1e-9  # below float32 rounding: the check must refuse the export
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0 and stages_run(result.stdout) == {"export"}
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert re.fullmatch(r"error: models/export/onnx/model.onnx: ONNX logits differ from PyTorch by up to "
+                        r"(\d[\d.e+-]*) on \d+ validation examples \(export.onnx_tolerance 1e-09\); .*", errors[0])
+    assert not (repo / "models/export").exists()
+    assert not [p for p in (repo / "models").iterdir() if ".tmp-" in p.name]
+    params["export"]["onnx_tolerance"] = 0.001
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_bad_param_fails_with_one_line_and_leaves_no_half_written_output(repo):

@@ -161,10 +161,11 @@ def test_two_processes_with_dvc_exp_run(repo):
     out = result.stdout
     assert stages_run(out) == {"train", "evaluate", "export"}
     assert "relaunching as -m torch.distributed.run --standalone --nproc_per_node 2 -m stages.train" in out
-    shards = dict(re.findall(r"^process (\d)/2: trained on \d+ batches \(blocks digest (\w+)\)", out, re.M))
+    # not anchored at line starts: the two processes share the pipe with progress bars ("\r", no newline)
+    shards = dict(re.findall(r"process (\d)/2: trained on \d+ batches \(blocks digest (\w+)\)", out))
     assert set(shards) == {"0", "1"}
     assert shards["0"] != shards["1"]  # each process saw different blocks
-    assert len(re.findall(r"^process \d/2: trained on 80 batches", out, re.M)) == 2
+    assert len(re.findall(r"process \d/2: trained on 80 batches", out)) == 2
     # only the main process reports, checkpoints and logs: one line per checkpoint, one row per step
     saved = re.findall(r"^saved checkpoint models/checkpoints/checkpoint-(\d+)$", out, re.M)
     assert saved == [str(s) for s in range(SAVE_STEPS, MAX_STEPS, SAVE_STEPS)]

@@ -1,0 +1,139 @@
+"""End-to-end: `dvc plots show` of a tiny default-recipe run, rendered in a real headless Chromium.
+
+The pipeline runs under real `dvc` in a temporary copy of the repo (tests/e2e.py), then:
+`dvc plots show --json` must have data for every plot the task draws (hfpipe.plots), and
+`dvc plots show -o DIR` (with hfpipe.plots' offline template: vega from npm instead of a CDN this
+machine cannot reach) must draw each of them in Debian's chromium: a small script, added to the
+page by the test only, switches vega-embed to its SVG renderer and counts the data marks (lines,
+points, cells) each plot drew; `--dump-dom` reads the counts back. A screenshot of the page is
+saved (the path is printed; set HFPIPE_SCREENSHOT to copy it somewhere).
+
+Skipped only when chromium is not installed (.ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hfpipe.io import PipelineError
+from hfpipe.plots import (VEGA_CACHE, check_plot_data, offline_template, required_plots, vega_scripts)
+from tests.e2e import ROOT, dvc, run
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Test-only: SVG renderer (so marks are DOM nodes), then per plot div the number of data marks
+# (paths and rects of mark groups outside axes, legends and titles) and any error, in <pre id="plot-check">.
+CHECK_JS = """
+(function () {
+  const embed = window.vegaEmbed, pending = [], errors = [];
+  window.addEventListener("error", (e) => errors.push(String(e.message)));
+  window.vegaEmbed = function (el, spec, opts) {
+    const p = embed(el, spec, Object.assign({}, opts, { renderer: "svg" }));
+    pending.push(p.then(() => null, (err) => el + ": " + err));
+    return p;
+  };
+  window.addEventListener("load", () => {
+    Promise.all(pending).then((failures) => {
+      const plots = {};
+      document.querySelectorAll("body > div[id]").forEach((div) => {
+        let marks = 0;
+        div.querySelectorAll("svg g.role-mark").forEach((g) => {
+          if (g.closest(".role-axis, .role-legend, .role-title")) return;
+          marks += Array.from(g.children).filter((c) => c.tagName === "path" || c.tagName === "rect").length;
+        });
+        plots[div.id] = marks;
+      });
+      const pre = document.createElement("pre");
+      pre.id = "plot-check";
+      pre.textContent = JSON.stringify({ plots: plots, errors: errors.concat(failures.filter(Boolean)) });
+      document.body.appendChild(pre);
+    });
+  });
+})();
+"""
+
+
+def div_id(plot_id: str) -> str:
+    """The id dvc-render gives a plot's <div> (non-word characters become '_')."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", plot_id)
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
+                              text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def repo(request) -> Path:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
+    return request.getfixturevalue("tiny_default_repo")  # conftest: TINY default recipe after dvc repro
+
+
+def test_every_plot_of_the_default_recipe_draws_in_chromium(repo, tmp_path):
+    show = json.loads(dvc(repo, "plots", "show", "--json").stdout)
+    required = required_plots("causal-lm")
+    check_plot_data(show, required)  # raises, naming the plot and file, if any is missing
+    loss_rows = [row for item in show["data"]["Loss"] for row in item["content"]["data"]["values"]]
+    assert len({row["filename"] for row in loss_rows}) == 2 and len(loss_rows) >= 4 + 2  # train and eval curves
+
+    bundles = vega_scripts(ROOT / VEGA_CACHE)  # npm, once per machine (.dvc/tmp is git-ignored)
+    out = tmp_path / "dvc_plots"
+    out.mkdir()
+    for bundle in bundles:
+        shutil.copy2(bundle, out / bundle.name)
+    (out / "check.js").write_text(CHECK_JS)
+    template = tmp_path / "template.html"
+    template.write_text(offline_template([b.name for b in bundles] + ["check.js"]))
+    dvc(repo, "plots", "show", "-o", str(out), "--html-template", str(template))
+    html = (out / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in html  # nothing left to fetch from the internet
+
+    dom = chromium("--virtual-time-budget=15000", "--dump-dom", (out / "index.html").as_uri())
+    found = re.search(r'<pre id="plot-check">(.*?)</pre>', dom.stdout, re.S)
+    assert found, f"the page never finished rendering:\n{dom.stdout[-2000:]}\n{dom.stderr[-2000:]}"
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    assert result["errors"] == []
+    drawn = result["plots"]
+    assert set(drawn) == {div_id(p) for p in show["data"]}  # one div per declared plot
+    for plot in required:
+        assert drawn[div_id(plot)] > 0, f"plot {plot!r} drew no marks: {drawn}"
+    # the classification plots of the same dvc.yaml have no data here: empty axes, which the count tells apart
+    assert drawn[div_id("Accuracy")] == 0
+
+    shot = tmp_path / "plots.png"
+    chromium("--virtual-time-budget=15000", "--window-size=1100,1500", f"--screenshot={shot}", (out / "index.html").as_uri())
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    if os.environ.get("HFPIPE_SCREENSHOT"):
+        shutil.copy2(shot, os.environ["HFPIPE_SCREENSHOT"])
+    print(f"screenshot: {shot}")
+
+
+def test_a_plot_whose_data_file_is_missing_is_named_in_one_error(repo):
+    data = repo / "dvclive/plots/metrics/eval/loss.tsv"
+    kept = data.read_bytes()
+    data.unlink()
+    try:
+        result = run(repo, sys.executable, "-m", "hfpipe.plots", "--check-only", check=False)
+    finally:
+        data.write_bytes(kept)  # the repo is shared with other e2e modules
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: plot 'Loss': dvclive/plots/metrics/eval/loss.tsv is missing (written by the train stage); "
+        "run dvc repro first"]
+    with pytest.raises(PipelineError, match="not declared in dvc.yaml"):
+        check_plot_data({"data": {"Loss": []}}, ["Loss", "Learning rate"])
