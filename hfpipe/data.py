@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from hfpipe.io import PipelineError
+from hfpipe.io import PipelineError, save_dataset_dict
 from hfpipe.params import DatasetParams
 
 # Files above this size are mostly generated tables or vendored bundles, not code people write.
@@ -255,7 +255,7 @@ def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, colum
             writers[split].finalize()
             writers[split].close()
         dd = DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in sorted(writers)})
-        dd.save_to_disk(str(out_dir))
+        save_dataset_dict(dd, out_dir)
         return {s: len(dd[s]) for s in dd}
     finally:
         import shutil
@@ -411,7 +411,7 @@ def classification_splits(dp: DatasetParams):
 def fetch_classification(dp: DatasetParams, out_dir: Path) -> dict:
     """The fetch stage for classification tasks: normalised splits saved to `out_dir`; returns stats."""
     splits, names, notes = classification_splits(dp)
-    splits.save_to_disk(str(out_dir))
+    save_dataset_dict(splits, out_dir)
     stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, "text_column": dp.text_column,
                    "text_pair_column": dp.text_pair_column, "label_column": dp.label_column, "label_names": names,
                    "seed": dp.seed, **notes, "split_rows": {s: len(ds) for s, ds in splits.items()}, "label_counts": {}}

@@ -69,6 +69,30 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
+def save_dataset_dict(splits, out_dir: str | Path) -> None:
+    """DatasetDict.save_to_disk with content-derived fingerprints.
+
+    A dataset built from a scratch file gets a fingerprint from that file's (random) path, which
+    save_to_disk writes into state.json: the same data would then hash differently for DVC on
+    every run and make every downstream stage rerun. A hash of the Arrow files is stable and still
+    changes whenever the data does (datasets keys its caches on it).
+    """
+    import hashlib
+
+    out_dir = Path(out_dir)
+    splits.save_to_disk(str(out_dir))
+    for split in splits:
+        digest = hashlib.blake2b(digest_size=8)
+        for arrow in sorted((out_dir / split).glob("*.arrow")):
+            with arrow.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+        state_file = out_dir / split / "state.json"
+        state = json.loads(state_file.read_text())
+        state["_fingerprint"] = digest.hexdigest()
+        state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

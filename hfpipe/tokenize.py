@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hfpipe.io import PipelineError
+from hfpipe.io import PipelineError, save_dataset_dict
 
 EOS_TOKEN = "<|endoftext|>"
 # A pad token distinct from EOS: DataCollatorForLanguageModeling masks pad positions out of the
@@ -180,7 +180,7 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
                 raise PipelineError(f"tokenize.context_length = {block_size}: the {split} split "
                                     f"({stats[split].tokens} tokens) gives no full block; lower "
                                     f"tokenize.context_length or fetch more data")
-        DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in splits}).save_to_disk(str(out_dir))
+        save_dataset_dict(DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in splits}), out_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {s: st.as_dict() for s, st in stats.items()}
@@ -300,5 +300,5 @@ def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch
             out[split], stats[split] = encode_gpt2_classifier(splits[split], tokenizer, tokens, max_length, batch_size)
         else:
             out[split], stats[split] = encode_classification(splits[split], tokenizer, max_length, batch_size)
-    DatasetDict(out).save_to_disk(str(out_dir))
+    save_dataset_dict(DatasetDict(out), out_dir)
     return stats

@@ -152,3 +152,34 @@ def test_read_json_missing_and_corrupt(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(PipelineError, match="corrupt JSON"):
         read_json(bad)
+
+
+def test_save_dataset_dict_gives_identical_bytes_for_identical_data_from_different_scratch_files(tmp_path):
+    """DVC hashes output folders: the same data must give the same files, whatever scratch path made it."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    from hfpipe.io import save_dataset_dict
+
+    features = Features({"content": Value("string")})
+
+    def build(scratch_name: str, out_name: str, rows: list[str]) -> dict[str, bytes]:
+        scratch = tmp_path / scratch_name
+        scratch.mkdir()
+        writer = ArrowWriter(features=features, path=str(scratch / "train.arrow"))
+        writer.write_table(pa.table({"content": rows}))
+        writer.finalize()
+        writer.close()
+        save_dataset_dict(DatasetDict({"train": Dataset.from_file(str(scratch / "train.arrow"))}), tmp_path / out_name)
+        out = tmp_path / out_name
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = build("a", "out1", ["import pandas", "import seaborn"])
+    second = build("b", "out2", ["import pandas", "import seaborn"])
+    other = build("c", "out3", ["import pandas", "import sklearn"])
+    assert first == second
+    assert first["train/state.json"] != other["train/state.json"]
+    from datasets import load_from_disk
+
+    assert load_from_disk(str(tmp_path / "out2"))["train"]["content"] == ["import pandas", "import seaborn"]

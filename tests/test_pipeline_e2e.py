@@ -102,7 +102,7 @@ def test_onnx_export_beyond_tolerance_fails_the_stage_with_the_measured_differen
     params["export"]["onnx_tolerance"] = 1e-9  # below float32 rounding: the check must refuse the export
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = dvc(repo, "repro", check=False)
-    assert result.returncode != 0 and stages_run(result.stdout) == {"export"}
+    assert result.returncode != 0 and "export" in stages_run(result.stdout)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert re.fullmatch(r"error: models/export/onnx/model.onnx: ONNX logits differ from PyTorch by up to "
