@@ -21,15 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.e2e import dvc, env, git, make_repo_copy  # noqa: E402
+from tests.test_pipeline_e2e import TINY  # noqa: E402  (the e2e tests' tiny config)
 
-TINY = {
-    "dataset": {"max_documents": 40, "max_bytes": 3_000_000, "validation_fraction": 0.15},
-    "tokenizer": {"vocab_size": 400},
-    "tokenize": {"context_length": 32},
-    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
-    "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3},
-    "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4, "keytokens": ["(", "="]},
-}
 # What each stage imports before it does real work (the heavy libraries it needs, nothing else).
 STAGE_IMPORTS = {
     "fetch": "import stages.fetch, hfpipe.data, datasets",
