@@ -1,7 +1,8 @@
 """Benchmark: tokenize-and-chunk throughput against the raw fast tokenizer and seed 04's
 `Dataset.map` overflow method, and tokens kept by packing against overflow, on the code corpus and
 on a short-document corpus (SST-2 sentences from ../shared/data when present, else the code
-corpus's lines).
+corpus's lines). Also the whole tokenize step (`tokenize_and_chunk`: sharded output, stats) with
+`tokenize.num_proc` 2 against 1 on the code corpus (worker start-up included).
 
 Run after `dvc repro` (it reads data/filtered and models/tokenizer):
     python bench/tokenize_throughput.py
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +70,9 @@ def main() -> None:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hfpipe.tokenize import chunk_split, iter_text_batches
+    from datasets import DatasetDict
+
+    from hfpipe.tokenize import chunk_split, iter_text_batches, tokenize_and_chunk
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     train = load_from_disk(args.data)["train"]
@@ -94,6 +99,18 @@ def main() -> None:
                                                                   str(Path(tmp) / "seed04.arrow")))
         seed_blocks = len(seed04_map_overflow(train, tokenizer, args.context_length, str(Path(tmp) / "seed04b.arrow")))
 
+        def with_processes(n: int):
+            def run() -> None:
+                out = Path(tmp) / f"num_proc_{n}"
+                results[f"num_proc_{n}"] = tokenize_and_chunk(DatasetDict({"train": train}), tokenizer,
+                                                              args.context_length, "packing", args.batch_size, out,
+                                                              num_proc=n)["train"]
+                shutil.rmtree(out)
+            return run
+
+        t_proc = {n: best_of(args.repeats, with_processes(n)) for n in (1, 2)}
+        assert results["num_proc_2"]["blocks"] == results["num_proc_1"]["blocks"] == results["packing"].blocks
+
         short_name, short = short_documents(train, Path(args.sst2))
         short_stats = {}
         for method in ("packing", "overflow"):
@@ -113,6 +130,10 @@ def main() -> None:
         "seed04_map_overflow_tokens_per_s": round(pack.tokens / t_seed),
         "packing_vs_seed04_map_speed": round(t_seed / t_pack, 3),
         "seed04_map_blocks": seed_blocks,
+        "num_proc_1_tokens_per_s": round(pack.tokens / t_proc[1]),
+        "num_proc_2_tokens_per_s": round(pack.tokens / t_proc[2]),
+        "num_proc_2_vs_1_speed": round(t_proc[1] / t_proc[2], 3),
+        "cpu_count": os.cpu_count(),
         "packing_tokens_kept_pct": round(pack.tokens_kept_pct, 2),
         "overflow_tokens_kept_pct": round(over.tokens_kept_pct, 2),
         "packing_blocks": pack.blocks,

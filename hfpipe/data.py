@@ -193,20 +193,28 @@ def iter_load_dataset_documents(dp: DatasetParams) -> Iterator[dict]:
 
 def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, validation_fraction: float,
                      max_documents: int | None, max_bytes: int | None, stats: dict) -> Iterator[tuple[str, dict]]:
-    """Keep keyword matches, drop exact duplicates, cap, and route each to 'train' or 'validation'."""
+    """Keep keyword matches, drop exact duplicates, cap, and route each to 'train' or 'validation'.
+
+    Streams: one document at a time, and it stops pulling from `docs` as soon as a cap is reached.
+    The only state that grows is the set of 16-byte hashes of the kept documents (about 100 bytes
+    each with Python's overhead: ~60 MB for 600,000 kept documents), needed to drop duplicates.
+    A progress bar (stderr) shows the documents seen, kept and dropped as duplicates.
+    """
     from tqdm.auto import tqdm
 
     seen_hashes: set[bytes] = set()
     kept_bytes = 0
-    with tqdm(docs, desc="fetch/filter", unit=" docs", mininterval=1.0) as bar:
-        for doc in bar:
+    with tqdm(desc="fetch/filter", unit=" docs", mininterval=1.0) as bar:
+        for doc in docs:
             stats["seen"] += 1
+            bar.update()
             text = doc["content"]
             if not text or not any_keyword_in_string(text, keywords):
                 continue
             digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             if digest in seen_hashes:
                 stats["duplicates"] += 1
+                bar.set_postfix_str(f"kept={stats['kept']}, duplicates={stats['duplicates']}", refresh=False)
                 continue
             seen_hashes.add(digest)
             size = len(text.encode("utf-8", "surrogatepass"))
@@ -220,22 +228,27 @@ def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, valid
             stats["sources"][doc["source"]] += 1
             split = "validation" if hash_fraction(text, seed) < validation_fraction else "train"
             stats["split_documents"][split] += 1
-            bar.set_postfix(kept=stats["kept"], refresh=False)
+            bar.set_postfix_str(f"kept={stats['kept']}, duplicates={stats['duplicates']}", refresh=False)
             yield split, doc
             if max_documents is not None and stats["kept"] >= max_documents:
                 break
 
 
-def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, columns: list[str]) -> dict[str, int]:
-    """Stream (split, row) pairs into one Arrow file per split, then save_to_disk a DatasetDict."""
+def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, columns: list[str],
+                          max_shard_size: int | str = "500MB") -> dict[str, int]:
+    """Stream (split, row) pairs into a DatasetDict folder `datasets.load_from_disk` reads.
+
+    Each split is written straight to its shards (`data-0000i-of-0000N.arrow`, at most
+    `max_shard_size` of data each) in batches of WRITE_BATCH rows: nothing holds the corpus.
+    """
     import pyarrow as pa
-    from datasets import Dataset, DatasetDict, Features, Value
-    from datasets.arrow_writer import ArrowWriter
+    from datasets import Features, Value
+
+    from hfpipe.io import ShardedArrowWriter, finish_split, write_dataset_dict_json
 
     features = Features({c: Value("string") for c in columns})
-    scratch = out_dir.parent / f".{out_dir.name}.arrow-scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    writers: dict[str, ArrowWriter] = {}
+    out_dir = Path(out_dir)
+    writers: dict[str, ShardedArrowWriter] = {}
     buffers: dict[str, list[dict]] = {}
     try:
         def flush(split: str) -> None:
@@ -245,22 +258,22 @@ def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, colum
 
         for split, row in rows:
             if split not in writers:
-                writers[split] = ArrowWriter(features=features, path=str(scratch / f"{split}.arrow"))
+                writers[split] = ShardedArrowWriter(out_dir / split, features, max_shard_size)
                 buffers[split] = []
             buffers[split].append({c: row[c] for c in columns})
             if len(buffers[split]) >= WRITE_BATCH:
                 flush(split)
         for split in writers:
             flush(split)
-            writers[split].finalize()
             writers[split].close()
-        dd = DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in sorted(writers)})
-        save_dataset_dict(dd, out_dir)
-        return {s: len(dd[s]) for s in dd}
-    finally:
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for split in sorted(writers):
+        finish_split(out_dir / split, writers[split].shards, features)
+    write_dataset_dict_json(out_dir, sorted(writers))
+    return {s: writers[s].rows for s in sorted(writers)}
 
 
 def fetch_code_corpus(dp: DatasetParams, out_dir: Path) -> dict:
@@ -273,7 +286,7 @@ def fetch_code_corpus(dp: DatasetParams, out_dir: Path) -> dict:
             else iter_load_dataset_documents(dp))
     rows = filter_documents(docs, dp.filter_keywords, seed, dp.validation_fraction, dp.max_documents,
                             dp.max_bytes, stats)
-    counts = write_document_splits(rows, out_dir, ["content", "source"])
+    counts = write_document_splits(rows, out_dir, ["content", "source"], dp.max_shard_size)
     if stats["kept"] == 0:
         raise PipelineError(f"dataset.filter_keywords = {dp.filter_keywords!r}: kept 0 of {stats['seen']} documents; "
                             f"use keywords that occur in the corpus (e.g. pandas, sklearn)")
@@ -411,7 +424,7 @@ def classification_splits(dp: DatasetParams):
 def fetch_classification(dp: DatasetParams, out_dir: Path) -> dict:
     """The fetch stage for classification tasks: normalised splits saved to `out_dir`; returns stats."""
     splits, names, notes = classification_splits(dp)
-    save_dataset_dict(splits, out_dir)
+    save_dataset_dict(splits, out_dir, dp.max_shard_size)
     stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, "text_column": dp.text_column,
                    "text_pair_column": dp.text_pair_column, "label_column": dp.label_column, "label_names": names,
                    "seed": dp.seed, **notes, "split_rows": {s: len(ds) for s, ds in splits.items()}, "label_counts": {}}

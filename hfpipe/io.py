@@ -1,9 +1,11 @@
-"""Stage plumbing: one-line errors, and outputs that appear whole or not at all."""
+"""Stage plumbing: one-line errors, outputs that appear whole or not at all, and Arrow datasets
+written as shards straight from a stream, with content-derived fingerprints."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -69,28 +71,194 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def save_dataset_dict(splits, out_dir: str | Path) -> None:
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([KMGT]I?B|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a size string as datasets' save_to_disk takes it: "500MB" (10**6),
+    "64MiB" (2**20), "1GB", "2000" (bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match:
+        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()])
+        if size > 0:
+            return size
+    raise ValueError("must be a positive number of bytes or a size such as 500MB, 1GB or 64MiB")
+
+
+def dataset_fingerprint(split_dir: str | Path) -> str:
+    """A hash of a saved split's Arrow files, in shard order: the same data, the same fingerprint."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for arrow in sorted(Path(split_dir).glob("*.arrow")):
+        with arrow.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_dataset_dict(splits, out_dir: str | Path, max_shard_size: int | str | None = None) -> None:
     """DatasetDict.save_to_disk with content-derived fingerprints.
 
     A dataset built from a scratch file gets a fingerprint from that file's (random) path, which
     save_to_disk writes into state.json: the same data would then hash differently for DVC on
     every run and make every downstream stage rerun. A hash of the Arrow files is stable and still
     changes whenever the data does (datasets keys its caches on it).
+    For data that is already in memory or on disk; a stream of rows goes through ShardedArrowWriter.
     """
-    import hashlib
-
     out_dir = Path(out_dir)
-    splits.save_to_disk(str(out_dir))
+    splits.save_to_disk(str(out_dir), max_shard_size=None if max_shard_size is None else parse_size(max_shard_size))
     for split in splits:
-        digest = hashlib.blake2b(digest_size=8)
-        for arrow in sorted((out_dir / split).glob("*.arrow")):
-            with arrow.open("rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
         state_file = out_dir / split / "state.json"
         state = json.loads(state_file.read_text())
-        state["_fingerprint"] = digest.hexdigest()
+        state["_fingerprint"] = dataset_fingerprint(out_dir / split)
         state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
+
+
+class ShardedArrowWriter:
+    """Streams Arrow tables into shard files of at most `max_shard_size` bytes of data each.
+
+    Rows are regrouped into record batches as save_to_disk writes them (1,000 rows, fewer when rows
+    are large: at most 100 MB or max_shard_size per batch), and a new shard starts when the next batch
+    would take the current one past max_shard_size (only a single batch larger than that makes a
+    bigger shard). Memory holds one pending batch, never the data. Shards are named
+    `<prefix>-00000.arrow`, ... while writing; finish_split gives them save_to_disk's names.
+    """
+
+    def __init__(self, folder: str | Path, features, max_shard_size: int | str, prefix: str = "part"):
+        from datasets import config
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.features = features
+        self.prefix = prefix
+        self.max_shard_size = parse_size(max_shard_size)
+        self.batch_rows = config.DEFAULT_MAX_BATCH_SIZE
+        self.batch_bytes = min(parse_size(config.MAX_ROW_GROUP_SIZE), self.max_shard_size)
+        self.shards: list[Path] = []
+        self.rows = 0
+        self._pending: list = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._writer = None
+        self._shard_bytes = 0
+
+    def write_table(self, table) -> None:
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        # only once the next batch is decided: batch_rows rows, or more bytes than one batch holds
+        while self._pending_rows >= self.batch_rows or self._pending_bytes > self.batch_bytes:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        """Write the next batch: the longest run of pending rows with at most batch_rows rows and
+        batch_bytes bytes (at least one row). It depends on the rows only, not on how the caller
+        cut them into tables, so the same rows always give the same files."""
+        import pyarrow as pa
+
+        table = pa.concat_tables(self._pending).combine_chunks()
+        n = min(table.num_rows, self.batch_rows)
+        if table.slice(0, n).nbytes > self.batch_bytes:  # binary search: bytes grow with rows
+            low, high = 1, n  # the answer is in [low, high]; row 1 always goes
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if table.slice(0, mid).nbytes <= self.batch_bytes else (low, mid - 1)
+            n = low
+        # a compact copy: buffers sized to the batch, as save_to_disk writes them (a slice would
+        # write its parent's buffer padding and change the file's bytes)
+        batch = pa.Table.from_arrays([pa.concat_arrays([column.chunk(0).slice(0, n)]) for column in table.columns],
+                                     schema=table.schema)
+        rest = table.slice(n)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows, self._pending_bytes = rest.num_rows, rest.nbytes if rest.num_rows else 0
+        if self._writer is not None and self._shard_bytes + batch.nbytes > self.max_shard_size:
+            self._close_shard()
+        if self._writer is None:
+            self._open_shard()
+        self._writer.write_table(batch)
+        self._shard_bytes += batch.nbytes
+        self.rows += batch.num_rows
+
+    def _open_shard(self) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        path = self.folder / f"{self.prefix}-{len(self.shards):05d}.arrow"
+        self.shards.append(path)
+        # as save_to_disk opens its writers (same schema metadata, same record batches)
+        self._writer = ArrowWriter(features=self.features, path=str(path), embed_local_files=True)
+        self._shard_bytes = 0
+
+    def _close_shard(self) -> None:
+        try:
+            self._writer.finalize()
+        finally:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> list[Path]:
+        """Write what is pending and finish the last shard; returns the shard files in order."""
+        while self._pending_rows:
+            self._write_batch()
+        if self._writer is not None:
+            self._close_shard()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> "ShardedArrowWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def finish_split(split_dir: str | Path, parts: list[Path], features) -> None:
+    """Turn shard files (in order) into a folder `datasets.load_from_disk` reads as one dataset.
+
+    The files are renamed to `data-00000-of-0000N.arrow`, ... in `split_dir`, and state.json /
+    dataset_info.json are written as save_to_disk writes them, with a content-derived fingerprint
+    (see save_dataset_dict). No part at all gives one empty shard.
+    """
+    from datasets import DatasetInfo
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.utils.py_utils import asdict
+
+    split_dir = Path(split_dir)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    if not parts:
+        empty = split_dir / ".empty.arrow"
+        writer = ArrowWriter(features=features, path=str(empty), embed_local_files=True)
+        writer.finalize()
+        writer.close()
+        parts = [empty]
+    names = [f"data-{i:05d}-of-{len(parts):05d}.arrow" for i in range(len(parts))]
+    for part, name in zip(parts, names):
+        os.replace(part, split_dir / name)
+    state = {"_data_files": [{"filename": name} for name in names], "_fingerprint": dataset_fingerprint(split_dir),
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+             "_split": None}
+    (split_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = asdict(DatasetInfo(features=features))
+    (split_dir / "dataset_info.json").write_text(json.dumps({key: info[key] for key in sorted(info)}, indent=2))
+
+
+def write_dataset_dict_json(out_dir: str | Path, splits: list[str]) -> None:
+    """dataset_dict.json as DatasetDict.save_to_disk writes it (the split folders are written apart)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

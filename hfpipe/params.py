@@ -13,11 +13,16 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hfpipe.io import PipelineError
+from hfpipe.io import PipelineError, parse_size
 
 PARAMS_FILE = "params.yaml"
 
 Task = Literal["causal-lm", "classification", "gpt2-classifier"]
+
+
+def _check_size(value: int | str) -> int | str:
+    parse_size(value)  # raises ValueError with the accepted forms
+    return value
 
 
 class _Section(BaseModel):
@@ -52,6 +57,14 @@ class DatasetParams(_Section):
     max_eval_samples: int | None = Field(None, gt=0)   # caps validation and test (classification)
     # Classification data without a validation split: a seeded train_test_split makes one (seed 02: 0.3).
     validation_split_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    # data/filtered is written as Arrow shards of at most this much data each (bytes, or "500MB",
+    # "1GB", "64MiB" as datasets' save_to_disk takes it), streamed one shard after another.
+    max_shard_size: int | str = "500MB"
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: int | str) -> int | str:
+        return _check_size(value)
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DatasetParams":
@@ -73,6 +86,17 @@ class TokenizeParams(_Section):
     method: Literal["packing", "overflow"] = "packing"
     batch_size: int = Field(1000, ge=1)
     max_length: int = Field(128, ge=8)  # classification: truncation length
+    # Causal LM: N > 1 tokenizes and packs N contiguous ranges of each split in N processes (each
+    # writes its own shards); the ranges' leftover tails are packed together at the end, so the
+    # blocks and tokens kept are the same as with 1 process.
+    num_proc: int = Field(1, ge=1)
+    # data/tokenized is written as Arrow shards of at most this much data each (see dataset.max_shard_size).
+    max_shard_size: int | str = "500MB"
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: int | str) -> int | str:
+        return _check_size(value)
 
 
 class ModelParams(_Section):
@@ -111,10 +135,16 @@ class TrainParams(_Section):
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
-    # Classification: evaluate (and checkpoint, when keeping the best) every `eval_steps` or every epoch.
+    # Classification: evaluate every `eval_steps` or at the end of every epoch (both backends). With
+    # load_best_model_at_end the weights with the best metric_for_best_model are the ones saved
+    # (Trainer: it checkpoints at each evaluation then; accelerate: the best weights ride in each checkpoint).
     eval_strategy: Literal["steps", "epoch"] = "steps"
     load_best_model_at_end: bool = False
     metric_for_best_model: Literal["accuracy", "f1", "precision", "recall", "loss"] | None = None
+    # Classification: batches of examples of similar length (less padding; transformers'
+    # LengthGroupedSampler, reshuffled each epoch from seed + epoch). No effect on causal-lm's
+    # packed blocks, which all have the same length.
+    group_by_length: bool = False
     # Mixed precision (both backends): fp16 needs a GPU; bf16 also runs (slowly) on CPUs.
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
@@ -209,9 +239,6 @@ class Params(_Section):
         if self.train.keytoken_alpha > 0 and self.train.backend != "accelerate":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              "needs train.backend: accelerate")
-        if self.train.backend == "accelerate" and (self.train.load_best_model_at_end or self.train.eval_strategy != "steps"):
-            raise ValueError("train.backend accelerate evaluates every train.eval_steps and keeps the last model; "
-                             "use train.eval_strategy: steps and train.load_best_model_at_end: false, or backend trainer")
         if self.train.keytoken_alpha > 0 and self.task != "causal-lm":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              f"is for task causal-lm, not {self.task}")

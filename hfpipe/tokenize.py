@@ -4,12 +4,20 @@ Packing concatenates every document of a split, each followed by EOS, and cuts t
 `context_length` blocks, carrying the remainder from one batch to the next: at most one partial
 block per split is dropped. The seed's overflow method (`return_overflowing_tokens`, keep only
 full chunks) drops every document's tail; it is kept as `tokenize.method: overflow` to compare.
+
+With `num_proc` N > 1 each split is cut into N contiguous ranges of documents, tokenized and packed
+by N processes that each write their own Arrow shards; each range's leftover tail (less than one
+block) comes back to the parent, and the tails are packed together into a last shard. So the
+number of blocks and tokens kept are exactly those of one process (still at most one partial block
+dropped per split); only the blocks that straddle a range boundary are arranged differently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +93,17 @@ class ChunkStats:
     def as_dict(self) -> dict:
         return {**asdict(self), "tokens_kept_pct": round(self.tokens_kept_pct, 4)}
 
+    def add(self, other: "ChunkStats") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
 
 def pack_into_blocks(id_batches: Iterable[list[list[int]]], eos_id: int, block_size: int,
-                     stats: ChunkStats) -> Iterator[np.ndarray]:
-    """Concatenate documents (each + EOS) across batches and yield (n, block_size) int32 arrays."""
+                     stats: ChunkStats, carry_out: list | None = None) -> Iterator[np.ndarray]:
+    """Concatenate documents (each + EOS) across batches and yield (n, block_size) int32 arrays.
+
+    The final remainder (less than one block) is dropped, or appended to `carry_out` if given.
+    """
     carry = np.empty(0, dtype=np.int32)
     for ids in id_batches:
         n_tokens = sum(len(x) for x in ids)
@@ -109,6 +124,8 @@ def pack_into_blocks(id_batches: Iterable[list[list[int]]], eos_id: int, block_s
             stats.tokens_in_blocks += n_blocks * block_size
             yield flat[: n_blocks * block_size].reshape(n_blocks, block_size)
         carry = flat[n_blocks * block_size:].copy()
+    if carry_out is not None:
+        carry_out.append(carry)
 
 
 def overflow_blocks(tokenizer, text_batches: Iterable[list[str]], block_size: int,
@@ -133,56 +150,212 @@ def token_id_batches(tokenizer, text_batches: Iterable[list[str]]) -> Iterator[l
         yield tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
 
+def block_features(block_size: int):
+    from datasets import Features, List, Value
+
+    return Features({"input_ids": List(Value("int32"), length=block_size)})
+
+
+def blocks_table(arr: np.ndarray, block_size: int):
+    """(n, block_size) int32 array -> an Arrow table of fixed-size int32 lists."""
+    import pyarrow as pa
+
+    column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=pa.int32()), block_size)
+    return pa.table({"input_ids": column}, schema=block_features(block_size).arrow_schema)
+
+
 def write_blocks(blocks: Iterable[np.ndarray], path: Path, block_size: int) -> None:
     """Stream block arrays into one Arrow file (fixed-size int32 lists), never the whole split in memory."""
-    import pyarrow as pa
-    from datasets import Features, List, Value
     from datasets.arrow_writer import ArrowWriter
 
-    features = Features({"input_ids": List(Value("int32"), length=block_size)})
-    writer = ArrowWriter(features=features, path=str(path))
+    writer = ArrowWriter(features=block_features(block_size), path=str(path))
     try:
         for arr in blocks:
-            column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=pa.int32()), block_size)
-            writer.write_table(pa.table({"input_ids": column}, schema=features.arrow_schema))
+            writer.write_table(blocks_table(arr, block_size))
         writer.finalize()
     finally:
         writer.close()
 
 
+def _counted(batches: Iterable[list[str]], progress: Callable[[int], object]) -> Iterator[list[str]]:
+    for texts in batches:
+        yield texts
+        progress(len(texts))
+
+
+def block_stream(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
+                 stats: ChunkStats, carry_out: list | None = None,
+                 progress: Callable[[int], object] | None = None) -> Iterator[np.ndarray]:
+    """The blocks of a dataset's documents, batch by batch (see pack_into_blocks / overflow_blocks)."""
+    texts = iter_text_batches(dataset, column, batch_size)
+    if progress is not None:
+        texts = _counted(texts, progress)
+    if method == "packing":
+        return pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, block_size, stats,
+                                carry_out)
+    return overflow_blocks(tokenizer, texts, block_size, stats)
+
+
 def chunk_split(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
                 path: Path) -> ChunkStats:
+    """One dataset's blocks into one Arrow file (the benchmark's unit of work)."""
     stats = ChunkStats()
-    texts = iter_text_batches(dataset, column, batch_size)
-    if method == "packing":
-        blocks = pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, block_size, stats)
-    else:
-        blocks = overflow_blocks(tokenizer, texts, block_size, stats)
-    write_blocks(blocks, path, block_size)
+    write_blocks(block_stream(dataset, tokenizer, column, block_size, method, batch_size, stats), path, block_size)
     return stats
 
 
+def chunk_range(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int, folder: Path,
+                prefix: str, max_shard_size: int | str,
+                progress: Callable[[int], object] | None = None) -> tuple[ChunkStats, np.ndarray, list[Path]]:
+    """Chunk one contiguous range of a split into Arrow shards `folder/<prefix>-*.arrow`.
+
+    Returns the stats, the packing remainder (less than one block; empty for overflow), which the
+    caller packs with the other ranges' remainders, and the shard files in order.
+    """
+    from hfpipe.io import ShardedArrowWriter
+
+    stats = ChunkStats()
+    carry: list[np.ndarray] = []
+    with ShardedArrowWriter(folder, block_features(block_size), max_shard_size, prefix) as writer:
+        for arr in block_stream(dataset, tokenizer, column, block_size, method, batch_size, stats, carry, progress):
+            writer.write_table(blocks_table(arr, block_size))
+    tail = carry[0] if carry else np.empty(0, dtype=np.int32)
+    return stats, tail, writer.shards
+
+
+# Worker processes (tokenize.num_proc > 1): the tokenizer and the progress queue, set once per process.
+_WORKER: dict = {}
+
+
+def _init_worker(tokenizer, progress_queue) -> None:
+    _WORKER["tokenizer"], _WORKER["queue"] = tokenizer, progress_queue
+
+
+def _chunk_range_in_worker(task: dict) -> tuple[ChunkStats, np.ndarray, list[Path]]:
+    return chunk_range(tokenizer=_WORKER["tokenizer"], progress=_WORKER["queue"].put, **task)
+
+
+@contextmanager
+def _single_threaded_tokenizers() -> Iterator[None]:
+    """TOKENIZERS_PARALLELISM=false for the worker processes started inside the block.
+
+    N processes each running the Rust tokenizer's thread pool would oversubscribe the cores, and a
+    process forked after the parent used that pool deadlocks in it (tokenizers only warns and turns
+    it off when the variable is unset): workers encode on one thread each, whatever the variable
+    says; the parent's own value (for num_proc 1) is restored afterwards.
+    """
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+
+
+def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list[tuple]:
+    """chunk_range for every task, in this process (num_proc 1) or in a pool of num_proc processes;
+    results in task order, with one progress bar of documents tokenized."""
+    from queue import Empty
+
+    from tqdm.auto import tqdm
+
+    if num_proc == 1:
+        with tqdm(total=total, desc="tokenize", unit=" docs", mininterval=1.0) as bar:
+            return [chunk_range(tokenizer=tokenizer, progress=bar.update, **task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # fork: workers start at once and inherit the tokenizer; spawn where there is no fork (the
+    # tokenizer and each task's dataset range are pickled: a memory-mapped range pickles as its path).
+    # A process pool that notices a dead worker (killed for memory, say) instead of waiting forever.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    queue = ctx.Queue()
+    pool = ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init_worker, initargs=(tokenizer, queue))
+    try:
+        with _single_threaded_tokenizers():  # the workers start at the first submit
+            futures = [pool.submit(_chunk_range_in_worker, task) for task in tasks]
+        with tqdm(total=total, desc=f"tokenize ({num_proc} processes)", unit=" docs", mininterval=1.0) as bar:
+            while not all(f.done() for f in futures):
+                try:
+                    bar.update(queue.get(timeout=0.2))
+                except Empty:
+                    pass
+            try:
+                results = [f.result() for f in futures]  # re-raises a worker's exception
+            except BrokenProcessPool as err:
+                raise PipelineError(f"tokenize.num_proc = {num_proc}: a worker process died ({err}); if it ran "
+                                    f"out of memory, lower tokenize.num_proc or tokenize.batch_size") from None
+            bar.update(total - bar.n)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
 def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_size: int, out_dir: Path,
-                       column: str = "content") -> dict[str, dict]:
-    """Chunk every split of a DatasetDict and save_to_disk the blocks; returns per-split stats."""
+                       column: str = "content", num_proc: int = 1,
+                       max_shard_size: int | str = "500MB") -> dict[str, dict]:
+    """Chunk every split of a DatasetDict into `out_dir` (a folder `datasets.load_from_disk` reads);
+    returns per-split stats.
+
+    Blocks are streamed into Arrow shards of at most `max_shard_size` each. With `num_proc` N > 1,
+    N processes each chunk a contiguous range of every split into shards of their own; the ranges'
+    packing remainders are then packed together into one more shard (see the module docstring).
+    Deterministic for a given N; N = 1 runs in this process.
+    """
     import shutil
 
-    from datasets import Dataset, DatasetDict
+    from hfpipe.io import ShardedArrowWriter, finish_split, write_dataset_dict_json
 
-    scratch = out_dir.parent / f".{out_dir.name}.arrow-scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    features = block_features(block_size)
+    tasks: list[dict] = []
+    for split in splits:
+        dataset = splits[split]
+        n = max(1, min(num_proc, len(dataset)))
+        for i in range(n):
+            tasks.append({"dataset": dataset.shard(num_shards=n, index=i, contiguous=True) if n > 1 else dataset,
+                          "column": column, "block_size": block_size, "method": method, "batch_size": batch_size,
+                          "folder": out_dir / split, "prefix": f"part-{i:05d}", "max_shard_size": max_shard_size})
     try:
-        stats = {}
+        results = _run_ranges(tasks, tokenizer, num_proc, sum(len(splits[s]) for s in splits))
+        stats: dict[str, ChunkStats] = {}
+        split_shards: dict[str, list[Path]] = {}
         for split in splits:
-            stats[split] = chunk_split(splits[split], tokenizer, column, block_size, method, batch_size,
-                                       scratch / f"{split}.arrow")
+            mine = [r for task, r in zip(tasks, results) if task["folder"] == out_dir / split]
+            stats[split] = ChunkStats()
+            shards: list[Path] = []
+            for part_stats, _, part_shards in mine:
+                stats[split].add(part_stats)
+                shards += part_shards
+            tail = np.concatenate([t for _, t, _ in mine])  # in range order; one range: less than a block
+            n_blocks = len(tail) // block_size
+            if n_blocks:
+                with ShardedArrowWriter(out_dir / split, features, max_shard_size, "tail") as writer:
+                    writer.write_table(blocks_table(tail[: n_blocks * block_size].reshape(n_blocks, block_size),
+                                                    block_size))
+                shards += writer.shards
+                stats[split].blocks += n_blocks
+                stats[split].tokens_in_blocks += n_blocks * block_size
             if stats[split].blocks == 0:
                 raise PipelineError(f"tokenize.context_length = {block_size}: the {split} split "
                                     f"({stats[split].tokens} tokens) gives no full block; lower "
                                     f"tokenize.context_length or fetch more data")
-        save_dataset_dict(DatasetDict({s: Dataset.from_file(str(scratch / f"{s}.arrow")) for s in splits}), out_dir)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            split_shards[split] = shards
+        for split in splits:
+            finish_split(out_dir / split, split_shards[split], features)
+        write_dataset_dict_json(out_dir, list(splits))
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            for split in splits:
+                shutil.rmtree(out_dir / split, ignore_errors=True)
+        raise
     return {s: st.as_dict() for s, st in stats.items()}
 
 
@@ -285,7 +458,8 @@ def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_leng
     return encoded, length_stats(lengths, max_length, kept)
 
 
-def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch_size: int, out_dir: Path) -> dict:
+def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch_size: int, out_dir: Path,
+                            max_shard_size: int | str | None = None) -> dict:
     """Encode every split of data/filtered for `task` and save_to_disk; returns the stats."""
     from datasets import DatasetDict
 
@@ -300,5 +474,5 @@ def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch
             out[split], stats[split] = encode_gpt2_classifier(splits[split], tokenizer, tokens, max_length, batch_size)
         else:
             out[split], stats[split] = encode_classification(splits[split], tokenizer, max_length, batch_size)
-    save_dataset_dict(DatasetDict(out), out_dir)
+    save_dataset_dict(DatasetDict(out), out_dir, max_shard_size)
     return stats

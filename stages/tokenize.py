@@ -20,7 +20,8 @@ def main() -> None:
         from hfpipe.tokenize import tokenize_classification
 
         with atomic_dir("data/tokenized") as out:
-            stats = tokenize_classification(splits, tokenizer, params.task, tp.max_length, tp.batch_size, out)
+            stats = tokenize_classification(splits, tokenizer, params.task, tp.max_length, tp.batch_size, out,
+                                            tp.max_shard_size)
         write_json_atomic(Path("data/stats/tokenize.json"), stats)
         for split in splits:
             s = stats[split]
@@ -28,7 +29,10 @@ def main() -> None:
                   f"{100 * s['truncation_rate']:.1f}% truncated at {tp.max_length}")
         return
     with atomic_dir("data/tokenized") as out:
-        stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out)
+        stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out,
+                                   num_proc=tp.num_proc, max_shard_size=tp.max_shard_size)
+    # num_proc is not recorded: it changes how blocks straddling range boundaries are arranged, never
+    # the counts below (the stats are sums over the processes plus the packed remainders).
     write_json_atomic(Path("data/stats/tokenize.json"),
                       {"method": tp.method, "context_length": tp.context_length, **stats})
     for split, s in stats.items():

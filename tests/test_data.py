@@ -275,3 +275,118 @@ def test_fetch_empty_validation_split_is_a_pipeline_error(tmp_path):
     dp = DatasetParams(source="load_dataset", path=str(path))
     with pytest.raises(PipelineError, match=r"^the validation split is empty \(1 documents kept\)"):
         fetch_code_corpus(dp, tmp_path / "out")
+
+
+# --- Hub-scale path: a streamed Hub dataset, offline ------------------------------------------------
+
+HUB_ID = "transformersbook/codeparrot-train"
+
+
+def hub_like_stream(monkeypatch, texts: list[str]) -> dict:
+    """Make datasets.load_dataset return a streamed IterableDatasetDict over `texts` (codeparrot's
+    columns), built from a local generator, as the Hub would for HUB_ID with streaming=True.
+    Returns a record of the calls and of how many rows the generator has yielded."""
+    import datasets
+
+    record: dict = {"calls": [], "pulled": 0}
+
+    def rows():
+        for i, text in enumerate(texts):
+            record["pulled"] += 1
+            yield {"repo_name": f"user/repo{i % 7}", "path": f"src/file_{i}.py", "content": text,
+                   "license": "mit", "size": str(len(text))}
+
+    def fake_load_dataset(path, name=None, *, streaming=False, **kwargs):
+        record["calls"].append({"path": path, "name": name, "streaming": streaming, **kwargs})
+        if path != HUB_ID or not streaming:
+            raise AssertionError(f"unexpected load_dataset({path!r}, streaming={streaming})")
+        return datasets.IterableDatasetDict({"train": datasets.IterableDataset.from_generator(rows)})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    return record
+
+
+def hub_texts() -> list[str]:
+    texts = []
+    for i in range(600):
+        if i % 3 == 0:
+            texts.append(f"import numpy as np\nx{i} = np.zeros({i})\n")           # no keyword
+        elif i % 10 == 1:
+            texts.append("import pandas as pd\ndf = pd.read_csv('a.csv')\n")     # the same file again and again
+        else:
+            texts.append(f"import pandas as pd\nfrom sklearn.svm import SVC\nmodel_{i} = SVC(C={i})\n"
+                         + "# pad\n" * (i % 9))
+    return texts
+
+
+def test_fetch_streams_a_hub_dataset_filters_dedupes_splits_and_shards(monkeypatch, tmp_path, capsys):
+    from datasets import load_from_disk
+
+    texts = hub_texts()
+    record = hub_like_stream(monkeypatch, texts)
+    dp = DatasetParams(source="load_dataset", path=HUB_ID, streaming=True, validation_fraction=0.2,
+                       max_shard_size="3KB")
+    out = tmp_path / "filtered"
+    stats = fetch_code_corpus(dp, out)
+
+    assert record["calls"] == [{"path": HUB_ID, "name": None, "streaming": True}]
+    assert record["pulled"] == len(texts) == stats["seen"] == 600
+    keyword = [t for t in texts if any_keyword_in_string(t, KEYWORDS)]
+    unique = list(dict.fromkeys(keyword))
+    assert stats["kept"] == len(unique) == 361  # 200 without a keyword, 40 copies of one file
+    assert stats["duplicates"] == len(keyword) - len(unique) == 39
+    assert stats["bytes"] == sum(len(t.encode()) for t in unique)
+    assert stats["documents_by_source"] == {"train": len(unique)}  # Hub stats count by split, not by repo
+    expected = {"train": [t for t in unique if hash_fraction(t, 0) >= 0.2],
+                "validation": [t for t in unique if hash_fraction(t, 0) < 0.2]}
+    assert stats["split_documents"] == {s: len(v) for s, v in expected.items()}
+    dd = load_from_disk(str(out))
+    for split, want in expected.items():
+        assert dd[split]["content"][:] == want  # stream order kept within each split
+        shards = sorted(p.name for p in (out / split).glob("*.arrow"))
+        assert len(shards) >= (3 if split == "train" else 2), shards  # 3KB shards: sharded
+        assert shards == [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
+    # the progress bar reports documents seen and kept
+    err = capsys.readouterr().err
+    assert "fetch/filter" in err and "600 docs" in err and f"kept={stats['kept']}, duplicates=39" in err
+
+
+def test_fetch_streaming_stops_pulling_at_max_documents(monkeypatch, tmp_path):
+    texts = hub_texts() * 1000  # 600,000 rows: only the first few may be read
+    record = hub_like_stream(monkeypatch, texts)
+    dp = DatasetParams(source="load_dataset", path=HUB_ID, validation_fraction=0.3, max_documents=25)
+    stats = fetch_code_corpus(dp, tmp_path / "out")
+    assert stats["kept"] == 25
+    assert record["pulled"] == stats["seen"] < 50  # stopped right after the 25th kept document
+
+    record = hub_like_stream(monkeypatch, texts)
+    dp = DatasetParams(source="load_dataset", path=HUB_ID, validation_fraction=0.3, max_bytes=2000)
+    stats = fetch_code_corpus(dp, tmp_path / "out2")
+    assert 0 < stats["bytes"] <= 2000
+    assert record["pulled"] == stats["seen"] < 100
+
+
+def test_write_document_splits_tiny_shards_keep_order(tmp_path):
+    from datasets import load_from_disk
+
+    rows = [("train" if i % 4 else "validation", {"content": f"import pandas  # {i}" + "x" * (i % 40), "source": "s"})
+            for i in range(3000)]
+    out = tmp_path / "filtered"
+    counts = write_document_splits(iter(rows), out, ["content", "source"], max_shard_size=5000)
+    assert counts == {"train": 2250, "validation": 750}
+    dd = load_from_disk(str(out))
+    for split in ("train", "validation"):
+        assert dd[split]["content"][:] == [r["content"] for s, r in rows if s == split]
+        assert len(list((out / split).glob("data-*.arrow"))) > 5
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_dict.json", "train", "validation"]
+
+
+def test_max_shard_size_param_is_checked():
+    from hfpipe.params import parse_params
+
+    assert DatasetParams().max_shard_size == "500MB"
+    assert parse_params({"dataset": {"max_shard_size": 1000}}).dataset.max_shard_size == 1000
+    with pytest.raises(PipelineError) as info:
+        parse_params({"dataset": {"max_shard_size": "5 parsecs"}})
+    assert str(info.value) == ("params.yaml: dataset.max_shard_size = '5 parsecs': must be a positive number of "
+                               "bytes or a size such as 500MB, 1GB or 64MiB")

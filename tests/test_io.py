@@ -183,3 +183,112 @@ def test_save_dataset_dict_gives_identical_bytes_for_identical_data_from_differe
     from datasets import load_from_disk
 
     assert load_from_disk(str(tmp_path / "out2"))["train"]["content"] == ["import pandas", "import seaborn"]
+
+
+# --- sizes, sharded Arrow writing ---------------------------------------------------------------------
+
+def test_parse_size_accepts_bytes_and_save_to_disk_strings():
+    from hfpipe.io import parse_size
+
+    assert parse_size(2000) == 2000
+    assert parse_size("500MB") == 500 * 10**6
+    assert parse_size("64MiB") == 64 * 2**20
+    assert parse_size("1gb") == 10**9
+    assert parse_size("1.5 KB") == 1500
+    assert parse_size("2000") == 2000
+    for bad in (0, -5, "", "MB", "5XB", "-1MB", True, 1.5, None):
+        with pytest.raises(ValueError, match="positive number of bytes or a size such as 500MB"):
+            parse_size(bad)
+
+
+def _write_sharded(out, rows: list[dict], features, max_shard_size, table_rows: int = 256):
+    """rows -> a one-split DatasetDict folder through ShardedArrowWriter, in tables of table_rows rows."""
+    import pyarrow as pa
+
+    from hfpipe.io import ShardedArrowWriter, finish_split, write_dataset_dict_json
+
+    with ShardedArrowWriter(out / "train", features, max_shard_size) as writer:
+        for i in range(0, len(rows), table_rows):
+            writer.write_table(pa.Table.from_pylist(rows[i: i + table_rows], schema=features.arrow_schema))
+    finish_split(out / "train", writer.shards, features)
+    write_dataset_dict_json(out, ["train"])
+    return writer
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_sharded_writer_tiny_shards_read_back_as_one_dataset_in_order(tmp_path):
+    from datasets import Features, Value, load_from_disk
+
+    features = Features({"content": Value("string"), "source": Value("string")})
+    rows = [{"content": f"import pandas as pd  # {i} " + "x" * (i % 50), "source": f"s{i % 3}"} for i in range(1500)]
+    writer = _write_sharded(tmp_path / "a", rows, features, max_shard_size=8000, table_rows=97)
+    names = sorted(p.name for p in (tmp_path / "a" / "train").iterdir())
+    n = len(writer.shards)
+    assert n > 10
+    assert names == [f"data-{i:05d}-of-{n:05d}.arrow" for i in range(n)] + ["dataset_info.json", "state.json"]
+    assert writer.rows == 1500
+    dd = load_from_disk(str(tmp_path / "a"))
+    assert list(dd) == ["train"]
+    assert dd["train"]["content"][:] == [r["content"] for r in rows]  # every row, in order
+    assert dd["train"]["source"][:] == [r["source"] for r in rows]
+    # each shard holds at most max_shard_size bytes of data
+    import pyarrow as pa
+
+    for i in range(n):
+        with pa.memory_map(str(tmp_path / "a" / "train" / f"data-{i:05d}-of-{n:05d}.arrow")) as source:
+            assert 0 < pa.ipc.open_stream(source).read_all().nbytes <= 8000
+    # identical data -> identical files (fingerprint included); other data -> another fingerprint
+    _write_sharded(tmp_path / "b", rows, features, max_shard_size=8000, table_rows=500)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    rows[700]["content"] += "!"
+    _write_sharded(tmp_path / "c", rows, features, max_shard_size=8000)
+    state = (tmp_path / "c" / "train" / "state.json").read_text()
+    assert json.loads(state)["_fingerprint"] != json.loads(_files(tmp_path / "a")["train/state.json"])["_fingerprint"]
+
+
+def test_sharded_writer_matches_save_to_disk_byte_for_byte_below_the_shard_size(tmp_path):
+    """Under max_shard_size the streamed folder is exactly what save_to_disk made of a scratch file
+    (so existing DVC outputs keep their hashes): same record batches, names, state and info."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, Features, List, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    from hfpipe.io import save_dataset_dict
+
+    cases = [(Features({"content": Value("string"), "source": Value("string")}),
+              [{"content": f"import pandas  # {i}" * (1 + i % 7), "source": f"pkg=={i % 5}"} for i in range(2600)]),
+             (Features({"input_ids": List(Value("int32"), length=8)}),
+              [{"input_ids": list(range(i, i + 8))} for i in range(2345)])]
+    for k, (features, rows) in enumerate(cases):
+        scratch = tmp_path / f"scratch{k}.arrow"
+        writer = ArrowWriter(features=features, path=str(scratch))
+        for i in range(0, len(rows), 256):
+            writer.write_table(pa.Table.from_pylist(rows[i: i + 256], schema=features.arrow_schema))
+        writer.finalize()
+        writer.close()
+        save_dataset_dict(DatasetDict({"train": Dataset.from_file(str(scratch))}), tmp_path / f"old{k}")
+        _write_sharded(tmp_path / f"new{k}", rows, features, "500MB", table_rows=333)
+        assert _files(tmp_path / f"new{k}") == _files(tmp_path / f"old{k}")
+
+
+def test_sharded_writer_with_no_rows_gives_one_empty_shard(tmp_path):
+    from datasets import Features, Value, load_from_disk
+
+    features = Features({"content": Value("string")})
+    _write_sharded(tmp_path / "out", [], features, "500MB")
+    dd = load_from_disk(str(tmp_path / "out"))
+    assert len(dd["train"]) == 0 and dd["train"].column_names == ["content"]
+
+
+def test_save_dataset_dict_max_shard_size(tmp_path):
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    from hfpipe.io import save_dataset_dict
+
+    texts = [f"text {i} " * 20 for i in range(500)]
+    save_dataset_dict(DatasetDict({"train": Dataset.from_dict({"text": texts})}), tmp_path / "out", "20KB")
+    assert len(list((tmp_path / "out" / "train").glob("data-*.arrow"))) > 1
+    assert load_from_disk(str(tmp_path / "out"))["train"]["text"][:] == texts

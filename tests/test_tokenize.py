@@ -225,3 +225,148 @@ def test_tokenize_and_chunk_no_full_block_is_a_pipeline_error(tiny_tokenizer, sy
     assert str(info.value) == (f"tokenize.context_length = {CONTEXT}: the validation split ({n} tokens) gives no "
                                f"full block; lower tokenize.context_length or fetch more data")
     assert list(tmp_path.iterdir()) == []  # no output, no scratch
+
+
+# --- num_proc and sharded output -------------------------------------------------------------------------
+
+def packed_stream(tokenizer, texts) -> list[int]:
+    return [t for ids in doc_ids(tokenizer, texts) for t in ids + [tokenizer.eos_token_id]]
+
+
+def cut(stream: list[int]) -> tuple[list[list[int]], list[int]]:
+    n = len(stream) // CONTEXT
+    return [stream[i * CONTEXT: (i + 1) * CONTEXT] for i in range(n)], stream[n * CONTEXT:]
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tokenize_and_chunk_num_proc_2_keeps_every_block_and_the_counts(tiny_tokenizer, splits, tmp_path):
+    """Two processes pack two contiguous ranges of each split; their remainders are packed together
+    last. Same documents, tokens, blocks and tokens kept as one process; the blocks are the ranges'
+    own blocks in order, then the remainders' blocks."""
+    from datasets import load_from_disk
+
+    one = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 16, tmp_path / "one")
+    two = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 16, tmp_path / "two", num_proc=2)
+    assert two == one  # stats: sums over the processes + the remainders' blocks
+    blocks_one = load_from_disk(str(tmp_path / "one"))
+    blocks_two = load_from_disk(str(tmp_path / "two"))
+    remainder_blocks = 0
+    for split in splits:
+        texts = splits[split]["content"]
+        half = (len(texts) + 1) // 2  # Dataset.shard(2, contiguous=True): the first range gets the odd one
+        full0, tail0 = cut(packed_stream(tiny_tokenizer, texts[:half]))
+        full1, tail1 = cut(packed_stream(tiny_tokenizer, texts[half:]))
+        tails, _ = cut(tail0 + tail1)
+        got = blocks_two[split]["input_ids"][:]
+        assert got == full0 + full1 + tails
+        assert blocks_one[split]["input_ids"][:len(full0)] == full0  # the first range's blocks are one process's
+        assert len(got) == len(blocks_one[split]) == one[split]["blocks"]
+        assert one[split]["tokens_chunked"] - one[split]["tokens_in_blocks"] < CONTEXT  # one partial block at most
+        shards = sorted(p.name for p in (tmp_path / "two" / split).glob("*.arrow"))
+        n = 3 if tails else 2  # range 0, range 1, the remainders' blocks (if they make one)
+        assert shards == [f"data-{i:05d}-of-{n:05d}.arrow" for i in range(n)]
+        remainder_blocks += len(tails)
+    assert remainder_blocks  # the remainders made a block somewhere: that path is exercised
+    # deterministic: a second run writes the same bytes
+    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 50, tmp_path / "again", num_proc=2)
+    assert folder_bytes(tmp_path / "again") == folder_bytes(tmp_path / "two")
+
+
+def test_tokenize_and_chunk_num_proc_overflow_gives_the_same_blocks(tiny_tokenizer, splits, tmp_path):
+    from datasets import load_from_disk
+
+    texts = ["\n".join(splits["train"]["content"][i: i + 4]) for i in range(0, 200, 4)]
+    from datasets import Dataset, DatasetDict
+
+    long_docs = DatasetDict({"train": Dataset.from_dict({"content": texts}),
+                             "validation": Dataset.from_dict({"content": texts[:9]})})
+    one = tokenize_and_chunk(long_docs, tiny_tokenizer, CONTEXT, "overflow", 8, tmp_path / "one")
+    three = tokenize_and_chunk(long_docs, tiny_tokenizer, CONTEXT, "overflow", 8, tmp_path / "three", num_proc=3)
+    assert three == one
+    for split in long_docs:
+        assert load_from_disk(str(tmp_path / "three"))[split]["input_ids"][:] == \
+            load_from_disk(str(tmp_path / "one"))[split]["input_ids"][:]
+
+
+def test_tokenize_and_chunk_tiny_shards_read_back_in_order(tiny_tokenizer, splits, tmp_path):
+    from datasets import load_from_disk
+
+    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "big")
+    stats = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "small",
+                               max_shard_size=20 * CONTEXT * 4)  # 20 blocks of int32
+    big, small = load_from_disk(str(tmp_path / "big")), load_from_disk(str(tmp_path / "small"))
+    for split in splits:
+        shards = sorted((tmp_path / "small" / split).glob("*.arrow"))
+        assert len(shards) == -(-stats[split]["blocks"] // 20) > 1
+        assert small[split]["input_ids"][:] == big[split]["input_ids"][:]
+    assert len(list((tmp_path / "big" / "train").glob("*.arrow"))) == 1
+
+
+def test_tokenize_and_chunk_more_processes_than_documents(tiny_tokenizer, splits, synthetic_docs, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    few = DatasetDict({"train": splits["train"], "validation": Dataset.from_dict({"content": synthetic_docs[:3]})})
+    one = tokenize_and_chunk(few, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "one")
+    many = tokenize_and_chunk(few, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "many", num_proc=5)
+    assert many == one
+
+
+def test_num_proc_workers_run_single_threaded_and_the_setting_is_restored(tiny_tokenizer, splits, tmp_path,
+                                                                          monkeypatch):
+    import os
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "a", num_proc=2)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "b", num_proc=2)
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+
+
+def test_tokenize_params_num_proc_and_max_shard_size():
+    from hfpipe.params import TokenizeParams, parse_params
+
+    assert (TokenizeParams().num_proc, TokenizeParams().max_shard_size) == (1, "500MB")
+    assert parse_params({"tokenize": {"num_proc": 8, "max_shard_size": "1GB"}}).tokenize.num_proc == 8
+    for raw, message in [({"num_proc": 0},
+                          "params.yaml: tokenize.num_proc = 0: Input should be greater than or equal to 1"),
+                         ({"max_shard_size": "0MB"}, "params.yaml: tokenize.max_shard_size = '0MB': must be a positive "
+                                                     "number of bytes or a size such as 500MB, 1GB or 64MiB")]:
+        with pytest.raises(PipelineError) as info:
+            parse_params({"tokenize": raw})
+        assert str(info.value) == message
+
+
+def test_num_proc_with_spawn_where_there_is_no_fork(tiny_tokenizer, splits, tmp_path, monkeypatch):
+    """Where fork is missing (Windows) the workers are spawned: the tokenizer and each range are
+    pickled to them. Same files as with fork."""
+    import multiprocessing
+
+    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "fork", num_proc=2)
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "spawn", num_proc=2)
+    assert folder_bytes(tmp_path / "spawn") == folder_bytes(tmp_path / "fork")
+
+
+def test_num_proc_a_worker_that_dies_is_a_one_line_error_not_a_hang(tiny_tokenizer, splits, tmp_path, monkeypatch):
+    import os
+
+    import hfpipe.tokenize as tokenize_module
+
+    parent = os.getpid()
+    real = tokenize_module.chunk_range
+
+    def dies_in_a_worker(**kwargs):
+        if os.getpid() != parent and kwargs["prefix"] == "part-00001":
+            os._exit(9)  # as the kernel's OOM killer would end it
+        return real(**kwargs)
+
+    monkeypatch.setattr(tokenize_module, "chunk_range", dies_in_a_worker)  # forked workers inherit it
+    with pytest.raises(PipelineError) as info:
+        tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "out", num_proc=2)
+    assert str(info.value).startswith("tokenize.num_proc = 2: a worker process died (")
+    assert str(info.value).endswith("lower tokenize.num_proc or tokenize.batch_size")
+    assert list(tmp_path.iterdir()) == []  # no half-written output
