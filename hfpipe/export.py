@@ -10,12 +10,14 @@ from hfpipe.io import PipelineError
 from hfpipe.params import Params
 
 
-def model_card(params: Params, data_stats: dict, chunk_stats: dict, metrics: dict, n_params: int,
-               pipeline_task: str) -> str:
-    """README.md for the exported model: what it is, the data it saw, params, metrics, usage, limits."""
-    kept = {k: v for k, v in data_stats.items() if k != "documents_by_source"}
-    sources = data_stats.get("documents_by_source", {})
-    source_lines = "\n".join(f"- {name}: {count} documents" for name, count in sources.items())
+def _json_block(data) -> str:
+    return f"```json\n{json.dumps(data, indent=2)}\n```"
+
+
+def render_model_card(params: Params, pipeline_task: str, summary: str, usage: str, data: str, metrics: dict,
+                      metrics_title: str, limits: str) -> str:
+    """The model card layout both kinds of model share: front matter, summary, usage, data,
+    params, metrics, limits."""
     return f"""---
 library_name: transformers
 pipeline_tag: {pipeline_task}
@@ -24,49 +26,56 @@ tags: [dvc, {params.task}]
 
 # {params.task} model trained by the hfpipe DVC pipeline
 
-A {n_params / 1e6:.2f}M-parameter {"GPT-2 trained from scratch" if params.model.from_scratch else params.model.name_or_path}
-(task `{params.task}`), produced by `dvc repro` from this repository's `params.yaml`.
+{summary}
 
 ## How to load it
 
-```python
-from transformers import pipeline
-pipe = pipeline("{pipeline_task}", model="models/export")
-print(pipe("import pandas as", max_new_tokens=16, do_sample=False)[0]["generated_text"])
-```
+{usage}
 
 ## Data
 
-```json
-{json.dumps(kept, indent=2)}
-```
-
-Tokenize-and-chunk (`{params.tokenize.method}`, context {params.tokenize.context_length}):
-
-```json
-{json.dumps(chunk_stats, indent=2)}
-```
-
-{"Documents by source package:" if source_lines else ""}
-{source_lines}
+{data}
 
 ## Params
 
-```json
-{json.dumps(params.model_dump(), indent=2)}
-```
+{_json_block(params.model_dump())}
 
-## Metrics (validation split)
+## {metrics_title}
 
-```json
-{json.dumps(metrics, indent=2)}
-```
+{_json_block(metrics)}
 
 ## Limits
 
-Trained on a small corpus for minutes on a CPU: it completes common idioms of the data-science
-stack (imports, DataFrame calls) and is not a general code model. Do not use its output unreviewed.
+{limits}
 """
+
+
+def model_card(params: Params, data_stats: dict, chunk_stats: dict, metrics: dict, n_params: int,
+               pipeline_task: str) -> str:
+    """README.md for the exported causal LM: what it is, the data it saw, params, metrics, usage, limits."""
+    kept = {k: v for k, v in data_stats.items() if k != "documents_by_source"}
+    sources = data_stats.get("documents_by_source", {})
+    source_lines = "\n".join(f"- {name}: {count} documents" for name, count in sources.items())
+    what = "GPT-2 trained from scratch" if params.model.from_scratch else params.model.name_or_path
+    usage = f"""```python
+from transformers import pipeline
+pipe = pipeline("{pipeline_task}", model="models/export")
+print(pipe("import pandas as", max_new_tokens=16, do_sample=False)[0]["generated_text"])
+```"""
+    data = f"""{_json_block(kept)}
+
+Tokenize-and-chunk (`{params.tokenize.method}`, context {params.tokenize.context_length}):
+
+{_json_block(chunk_stats)}"""
+    if source_lines:
+        data += f"\n\nDocuments by source package:\n{source_lines}"
+    return render_model_card(
+        params, pipeline_task,
+        summary=f"A {n_params / 1e6:.2f}M-parameter {what}\n(task `{params.task}`), produced by `dvc repro` "
+                "from this repository's `params.yaml`.",
+        usage=usage, data=data, metrics=metrics, metrics_title="Metrics (validation split)",
+        limits="Trained on a small corpus for minutes on a CPU: it completes common idioms of the data-science\n"
+               "stack (imports, DataFrame calls) and is not a general code model. Do not use its output unreviewed.")
 
 
 def export_causal_lm(model_dir: Path, out_dir: Path, params: Params, data_stats: dict, chunk_stats: dict,
@@ -120,50 +129,18 @@ clf = pipeline("text-classification", model="models/export")
 print(clf({example}))
 ```"""
         what = f"sequence classifier fine-tuned from {params.model.name_or_path}"
-    return f"""---
-library_name: transformers
-pipeline_tag: {pipeline_task}
-tags: [dvc, {params.task}]
----
-
-# {params.task} model trained by the hfpipe DVC pipeline
-
-A {n_params / 1e6:.2f}M-parameter {what}, produced by `dvc repro` from this repository's
-`params.yaml`. Labels: {", ".join(f"{i} = {name}" for i, name in enumerate(label_names))}.
-
-## How to load it
-
-{usage}
-
-## Data
-
-```json
-{json.dumps(data_stats, indent=2)}
-```
+    data = f"""{_json_block(data_stats)}
 
 Tokenization (`max_length` {params.tokenize.max_length}):
 
-```json
-{json.dumps(tokenize_stats, indent=2)}
-```
-
-## Params
-
-```json
-{json.dumps(params.model_dump(), indent=2)}
-```
-
-## Metrics
-
-```json
-{json.dumps(metrics, indent=2)}
-```
-
-## Limits
-
-Fine-tuned briefly on the data above; check the metrics and the predictions tables
-(`metrics/report/`) before relying on it, and expect it to do worse on text unlike its training data.
-"""
+{_json_block(tokenize_stats)}"""
+    return render_model_card(
+        params, pipeline_task,
+        summary=f"A {n_params / 1e6:.2f}M-parameter {what}, produced by `dvc repro` from this repository's\n"
+                f"`params.yaml`. Labels: {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.",
+        usage=usage, data=data, metrics=metrics, metrics_title="Metrics",
+        limits="Fine-tuned briefly on the data above; check the metrics and the predictions tables\n"
+               "(`metrics/report/`) before relying on it, and expect it to do worse on text unlike its training data.")
 
 
 def export_classifier(model_dir: Path, out_dir: Path, params: Params, data_stats: dict, tokenize_stats: dict,
