@@ -2,7 +2,8 @@
 
 Layout (a `persist: true` DVC output, so `dvc repro` does not delete it before rerunning train):
 
-    models/checkpoints/checkpoint-<step>/      one per save, the newest KEEP are kept
+    models/checkpoints/checkpoint-<step>/      one per save, the newest KEEP are kept (and the Trainer's best
+                                               one with load_best_model_at_end)
         ...                                    backend files (Trainer or accelerator.save_state)
         dvclive/                               the curves up to <step>: dvc removes dvclive/ before a rerun
         hfpipe_checkpoint.json                 the marker, written last: step + run fingerprint
@@ -48,17 +49,45 @@ def run_definition(params: Params) -> dict:
 
 
 def data_fingerprint(paths: list[str | Path]) -> str:
-    """sha256 of the files under `paths` (names and bytes): the tokenized data and the tokenizer."""
+    """sha256 of the files under `paths` (names and contents): the tokenized data and the tokenizer.
+
+    The Arrow files of a saved dataset are not read: hfpipe.io.save_dataset_dict (and the tokenize
+    stage's sharded writer) put a hash of their bytes into the split's state.json as its
+    `_fingerprint`, and state.json is hashed in full, so different data still gives a different
+    fingerprint while a start costs a few small files, not a pass over gigabytes. An Arrow file
+    counts as covered when its folder's state.json lists it and has a `_fingerprint`; its name and
+    size are hashed. Any other file (the tokenizer, dataset_info.json, an Arrow file of a folder
+    without such a state.json) is hashed byte for byte.
+    """
     digest = hashlib.sha256()
     for root in paths:
         root = Path(root)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        covered: dict[Path, set[str]] = {}
         for f in files:
-            digest.update(str(f.relative_to(root.parent)).encode())
+            digest.update(str(f.relative_to(root.parent)).encode() + b"\0")
+            if f.suffix == ".arrow":
+                if f.parent not in covered:
+                    covered[f.parent] = _fingerprinted_files(f.parent)
+                if f.name in covered[f.parent]:
+                    digest.update(f"size {f.stat().st_size}\0".encode())
+                    continue
             with open(f, "rb") as fd:
                 for chunk in iter(lambda: fd.read(1 << 20), b""):
                     digest.update(chunk)
+            digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _fingerprinted_files(split_dir: Path) -> set[str]:
+    """The data files a saved split's state.json lists, when it carries a fingerprint (else none)."""
+    try:
+        state = json.loads((split_dir / "state.json").read_text())
+        if not state.get("_fingerprint"):
+            return set()
+        return {entry["filename"] for entry in state.get("_data_files", [])}
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
 
 
 def run_fingerprint(params: Params, data_hash: str) -> str:
@@ -165,9 +194,13 @@ def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: P
     return None
 
 
-def prune_checkpoints(root: Path = CHECKPOINT_DIR, keep: int = KEEP) -> None:
+def prune_checkpoints(root: Path = CHECKPOINT_DIR, keep: int = KEEP, protect: str | Path | None = None) -> None:
+    """Delete all but the newest `keep` complete checkpoints, and never `protect` (the Trainer's
+    best checkpoint with load_best_model_at_end: it reloads it at the end, also after a resume)."""
+    protected = Path(protect).resolve() if protect else None
     for old in complete_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protected is None or old.resolve() != protected:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_checkpoints(root: Path = CHECKPOINT_DIR) -> None:

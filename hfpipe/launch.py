@@ -8,7 +8,13 @@ process this is; the stage then just trains: Accelerator() / the Trainer pick it
 from __future__ import annotations
 
 import os
+import signal
 import sys
+
+# exec_torchrun puts the launcher's PID (the stage's own: exec keeps it) here, so that a worker can
+# tell that the launcher it was started by is gone.
+LAUNCHER_PID_ENV = "HFPIPE_LAUNCHER_PID"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def world_size() -> int:
@@ -41,5 +47,35 @@ def exec_torchrun(num_processes: int, module: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     env = dict(os.environ)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; set here to silence its warning
     os.execve(cmd[0], cmd, env)
+
+
+def exit_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Make the kernel send `sig` to this process when its parent dies; exit at once if it already has.
+
+    torchrun starts its workers in sessions of their own, so a SIGKILL of the stage (the torchrun
+    process, as a crash, an OOM kill or `kill -9` of dvc's process group does it) would leave them
+    training, holding the machine and writing checkpoints. Called by each worker of a multi-process
+    run at stage start (Linux: prctl(PR_SET_PDEATHSIG) through ctypes; a no-op returning False
+    elsewhere). The parent counts as gone when it is no longer the launcher that exec_torchrun named
+    in HFPIPE_LAUNCHER_PID (or, under another launcher, when this process was handed to PID 1).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    # Checked after prctl: a parent that dies from here on triggers the signal; one that died
+    # before (while this process was starting) is caught here.
+    expected = os.environ.get(LAUNCHER_PID_ENV)
+    parent = os.getppid()
+    if parent == 1 or (expected and expected.isdigit() and parent != int(expected)):
+        print(f"process {os.getpid()}: the launcher (parent) is gone; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+    return ok

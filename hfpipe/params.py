@@ -239,6 +239,13 @@ class Params(_Section):
         if self.train.keytoken_alpha > 0 and self.train.backend != "accelerate":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              "needs train.backend: accelerate")
+        if self.train.load_best_model_at_end and not self.train.metric_for_best_model:
+            raise ValueError("train.load_best_model_at_end needs train.metric_for_best_model "
+                             "(accuracy, f1, precision, recall or loss)")
+        if (self.train.load_best_model_at_end and self.task == "causal-lm"
+                and self.train.metric_for_best_model != "loss"):
+            raise ValueError(f"train.metric_for_best_model = {self.train.metric_for_best_model!r}: the causal LM's "
+                             "evaluation reports loss and perplexity; use loss")
         if self.train.keytoken_alpha > 0 and self.task != "causal-lm":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              f"is for task causal-lm, not {self.task}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data
 from hfpipe.io import atomic_dir
 from hfpipe.params import Params
 
@@ -72,9 +73,13 @@ def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
                 self.live.step = state.global_step
             super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
+    from hfpipe import launch
+
     # dvcyaml=False: dvc.yaml is written by hand and declares the plots itself. resume: keep the
-    # curves restored from a checkpoint and append to them.
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
+    # curves restored from a checkpoint and append to them. Only the main process of a
+    # multi-process run writes dvclive/ (the others get a callback without a Live, which logs nothing).
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume) \
+        if launch.rank() == 0 else None
     return GlobalStepDVCLiveCallback(live=live)
 
 
@@ -101,7 +106,9 @@ def checkpoint_callbacks(marker_for_step, live_dir: str | Path, checkpoint_dir: 
                 path = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
                 snapshot_dvclive(Path(live_dir), path)
                 write_marker(path, marker_for_step(state.global_step))
-                prune_checkpoints(Path(args.output_dir))
+                # never the best checkpoint (load_best_model_at_end reloads it at the end, also
+                # after a resume); the Trainer's own rotation (save_total_limit) is off when we mark
+                prune_checkpoints(Path(args.output_dir), protect=state.best_model_checkpoint)
                 print(f"saved checkpoint {path}", flush=True)
 
     class NaNGuardCallback(TrainerCallback):
@@ -125,33 +132,50 @@ def train_causal_lm(params: Params, model, tokenizer, train_blocks, eval_blocks,
     With marker_for_step (step -> marker dict, see hfpipe.checkpoint), checkpoints go to work_dir
     every train.save_steps and are deleted once training finishes; resume_from continues one
     (model, optimizer, scheduler, RNG and data position: Trainer's resume_from_checkpoint).
+    (train.group_by_length does not apply: packed blocks all have the same length.)
     """
-    from transformers import DataCollatorForLanguageModeling, Trainer
+    from transformers import DataCollatorForLanguageModeling
+
+    overrides = evaluation_overrides(params, checkpointing=marker_for_step is not None)
+    return run_trainer(params, work_dir, overrides, live_dir=live_dir, marker_for_step=marker_for_step,
+                       resume_from=resume_from, model=model,
+                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                       train_dataset=train_blocks, eval_dataset=eval_blocks, processing_class=tokenizer)
+
+
+def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str | Path = DVCLIVE_DIR,
+                marker_for_step=None, resume_from: Path | None = None, trainer_class=None,
+                extra_callbacks: tuple = (), **trainer_kwargs):
+    """Build a Trainer (dvclive + checkpoint callbacks), train it, resuming from `resume_from`, and
+    delete the checkpoints once it has finished (marker-driven runs); returns the trainer.
+
+    Shared by the causal LM and the classification tasks. Only the main process restores and
+    writes dvclive/ and deletes checkpoints; every process has finished (and, with
+    load_best_model_at_end, reloaded the best checkpoint) before they are deleted.
+    """
+    from transformers import Trainer
+
+    from hfpipe import launch
+    from hfpipe.checkpoint import checkpoint_step, remove_checkpoints, restore_dvclive
 
     set_threads(params.train.threads)
     saving = marker_for_step is not None
-    overrides = dict(save_strategy="steps", save_steps=params.train.save_steps) if saving else {}
-    if resume_from is not None:
-        from hfpipe.checkpoint import restore_dvclive
-
+    main = launch.rank() == 0
+    if resume_from is not None and main:
         restore_dvclive(Path(resume_from), Path(live_dir))
-    trainer = Trainer(
-        model=model,
+    trainer = (trainer_class or Trainer)(
         args=training_arguments(params, work_dir, **overrides),
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        train_dataset=train_blocks,
-        eval_dataset=eval_blocks,
-        processing_class=tokenizer,
         callbacks=[dvclive_callback(live_dir, resume=resume_from is not None),
-                   *checkpoint_callbacks(marker_for_step, live_dir, Path(work_dir))],
+                   *checkpoint_callbacks(marker_for_step, live_dir, Path(work_dir)), *extra_callbacks],
+        **trainer_kwargs,
     )
     if resume_from is not None and trainer.is_world_process_zero():
-        print(f"resumed from {resume_from} at step {int(Path(resume_from).name.split('-')[-1])}", flush=True)
+        print(f"resumed from {resume_from} at step {checkpoint_step(Path(resume_from))}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
-    if saving and trainer.is_world_process_zero():
-        from hfpipe.checkpoint import remove_checkpoints
-
-        remove_checkpoints(Path(work_dir))  # finished: nothing left that another run could resume
+    if saving:
+        trainer.accelerator.wait_for_everyone()  # the others may still be reading the best checkpoint
+        if trainer.is_world_process_zero():
+            remove_checkpoints(Path(work_dir))  # finished: nothing left that another run could resume
     return trainer
 
 
@@ -185,16 +209,99 @@ def check_training_inputs(params: Params, tokenizer, n_train: int, log=print) ->
 # ---------------------------------------------------------------------------------------------
 # Classification (seeds 01/02/03) and GPT-2 as a classifier (seed 05).
 
-def classification_overrides(params: Params) -> dict:
-    """TrainingArguments for classification: eval every epoch or every eval_steps; with
-    load_best_model_at_end, checkpoints at each evaluation so the best can be reloaded."""
+def evaluation_overrides(params: Params, checkpointing: bool = False) -> dict:
+    """TrainingArguments for evaluating and saving (every task): eval every epoch or every eval_steps.
+
+    checkpointing (the train stage: resumable checkpoints in models/checkpoints): save every
+    train.save_steps. With load_best_model_at_end the Trainer must checkpoint at each evaluation
+    instead (it reloads the best one at the end), so train.save_steps is then not used; the best
+    checkpoint is kept by our pruning (hfpipe.checkpoint.prune_checkpoints(protect=...)), not by
+    save_total_limit, whose rotation runs before our marker is written and could leave no complete
+    checkpoint but the best. Without checkpointing (a direct call), save_total_limit=2 (best +
+    newest) bounds the Trainer's own checkpoints.
+    """
     tp = params.train
     overrides: dict = dict(eval_strategy=tp.eval_strategy)
+    if checkpointing:
+        overrides.update(save_strategy="steps", save_steps=tp.save_steps)
     if tp.load_best_model_at_end:
-        overrides.update(save_strategy=tp.eval_strategy, save_steps=tp.eval_steps, save_total_limit=2,
+        overrides.update(save_strategy=tp.eval_strategy, save_steps=tp.eval_steps,
                          load_best_model_at_end=True, metric_for_best_model=tp.metric_for_best_model,
                          greater_is_better=tp.metric_for_best_model != "loss")
+        if not checkpointing:
+            overrides["save_total_limit"] = 2
     return overrides
+
+
+def classification_overrides(params: Params, checkpointing: bool = False) -> dict:
+    """evaluation_overrides, and group_by_length: batches of similar lengths (length_grouped_trainer)."""
+    overrides = evaluation_overrides(params, checkpointing)
+    if params.train.group_by_length:
+        overrides["train_sampling_strategy"] = "group_by_length"
+    return overrides
+
+
+def example_lengths(dataset, column: str = "input_ids") -> list[int]:
+    """Token count of each example, read from the Arrow column (no Python pass over the token ids)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.select_columns([column]).with_format("arrow")[:][column]).to_pylist()
+
+
+def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int):
+    """transformers' LengthGroupedSampler (shuffle, then sort by length within mega-batches of 50
+    batches, so each batch holds examples of similar length and pads little), drawing each epoch's
+    shuffle from its own generator seeded with seed + epoch (set_epoch).
+
+    The stock sampler draws from the global torch RNG when an epoch starts, so the order of an
+    epoch after the first depends on every random number drawn before it; a run resumed in that
+    epoch would see other batches. Seeded by epoch, every process of a multi-process run draws the
+    same order (so accelerate's shards are disjoint) and a resumed run the same as an uninterrupted one.
+    """
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self):
+            super().__init__(batch_size, lengths=list(lengths))
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+    return EpochSeededLengthGroupedSampler()
+
+
+def length_grouped_trainer(params: Params):
+    """(Trainer subclass, [callback]) for train.group_by_length: the Trainer's group_by_length
+    sampler replaced by length_grouped_sampler, and a callback that sets its epoch.
+
+    The Trainer calls set_epoch on its dataloader, which does not reach a sampler wrapped twice
+    (a resumed multi-process run: accelerate's SkipBatchSampler around its BatchSamplerShard), so
+    the callback sets it from the state at each epoch start (a resumed run: the checkpoint's epoch).
+    """
+    from transformers import Trainer, TrainerCallback
+
+    holder: dict = {}
+    batch = params.train.batch_size * params.train.gradient_accumulation_steps  # as the Trainer's own
+
+    class LengthGroupedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            holder["sampler"] = length_grouped_sampler(example_lengths(dataset), batch, params.seed)
+            return holder["sampler"]
+
+    class SamplerEpochCallback(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if "sampler" in holder:
+                holder["sampler"].set_epoch(int(round(state.epoch or 0.0, 6)))
+
+    return LengthGroupedTrainer, [SamplerEpochCallback()]
 
 
 def classifier_compute_metrics(num_labels: int, label_tokens: list[int] | None = None):
@@ -236,31 +343,29 @@ def model_columns(dataset, task: str) -> list[str]:
 
 
 def train_classifier(params: Params, model, tokenizer, train_set, eval_set, work_dir: Path,
-                     label_tokens: list[int] | None = None, live_dir: str | Path = DVCLIVE_DIR):
+                     label_tokens: list[int] | None = None, live_dir: str | Path = DVCLIVE_DIR,
+                     marker_for_step=None, resume_from: Path | None = None):
     """Trainer for `classification` and `gpt2-classifier`; returns the trainer (best model loaded
-    when train.load_best_model_at_end)."""
+    when train.load_best_model_at_end). marker_for_step / resume_from: as train_causal_lm."""
     from functools import partial
-
-    from transformers import Trainer
 
     from hfpipe.evaluate import gpt2_label_logits
 
-    set_threads(params.train.threads)
     names = train_set.features["label"].names
     gpt2 = params.task == "gpt2-classifier"
-    trainer = Trainer(
+    trainer_class, extra_callbacks = length_grouped_trainer(params) if params.train.group_by_length else (None, [])
+    return run_trainer(
+        params, work_dir, classification_overrides(params, checkpointing=marker_for_step is not None),
+        live_dir=live_dir, marker_for_step=marker_for_step, resume_from=resume_from,
+        trainer_class=trainer_class, extra_callbacks=tuple(extra_callbacks),
         model=model,
-        args=training_arguments(params, work_dir, **classification_overrides(params)),
         data_collator=classification_collator(tokenizer, params.task),
         train_dataset=train_set.select_columns(model_columns(train_set, params.task)),
         eval_dataset=eval_set.select_columns(model_columns(eval_set, params.task)),
         processing_class=tokenizer,
         compute_metrics=classifier_compute_metrics(len(names), label_tokens if gpt2 else None),
         preprocess_logits_for_metrics=partial(gpt2_label_logits, label_tokens=label_tokens) if gpt2 else None,
-        callbacks=[dvclive_callback(live_dir)],
     )
-    trainer.train()
-    return trainer
 
 
 def build_classification_model(params: Params, tokenizer, label_names: list[str]):
@@ -279,35 +384,97 @@ def build_classification_model(params: Params, tokenizer, label_names: list[str]
 
 
 def run_train_stage(params: Params) -> None:
-    """The train stage: data/tokenized + models/tokenizer -> models/trained (dvclive/ curves,
-    resumable checkpoints in models/checkpoints for the causal LM)."""
-    if params.task != "causal-lm":  # classification, gpt2-classifier
-        return train_classification_stage(params)
-    from hfpipe.modeling import check_context_length
-
-    check_context_length(params.model, params.tokenize.context_length)
+    """The train stage: data/tokenized + models/tokenizer -> models/trained, for every task and
+    both backends (dvclive/ curves, resumable checkpoints in models/checkpoints)."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
     from hfpipe import launch
-    from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data
-    from hfpipe.modeling import build_causal_lm, count_parameters
+    from hfpipe.modeling import check_context_length, count_parameters
 
     if launch.in_distributed_run() and params.train.num_processes != launch.world_size():
         # started by an outside launcher (torchrun / accelerate launch): the real process count counts
         params = params.model_copy(update={"train": params.train.model_copy(
             update={"num_processes": launch.world_size()})})
-    main_process = launch.rank() == 0
+    log = print if launch.rank() == 0 else _quiet
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
-    blocks = load_from_disk("data/tokenized")
-    eval_blocks = blocks["validation"]
-    if params.evaluate.max_blocks:
-        eval_blocks = eval_blocks.select(range(min(params.evaluate.max_blocks, len(eval_blocks))))
-    keytokens = check_training_inputs(params, tokenizer, len(blocks["train"]), log=print if main_process else _quiet)
+    data = load_from_disk("data/tokenized")
     backend = params.train.backend
+
+    if params.task == "causal-lm":
+        check_context_length(params.model, params.tokenize.context_length)
+        train_set, eval_set = data["train"], data["validation"]
+        if params.evaluate.max_blocks:
+            eval_set = eval_set.select(range(min(params.evaluate.max_blocks, len(eval_set))))
+        keytokens = check_training_inputs(params, tokenizer, len(train_set), log=log)
+
+        def build_model():
+            from hfpipe.modeling import build_causal_lm
+
+            model = build_causal_lm(params.model, tokenizer, params.tokenize.context_length, params.seed)
+            log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training blocks; "
+                f"backend {backend}, {params.train.num_processes} process(es)")
+            return model
+
+        def train(model, resume_from, marker_for_step):
+            if backend == "accelerate":
+                from transformers import DataCollatorForLanguageModeling
+
+                from hfpipe.train_accelerate import causal_lm_task, train_accelerate
+
+                result = train_accelerate(params, model, train_set, eval_set,
+                                          DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                                          causal_lm_task(keytokens, params.train.keytoken_alpha),
+                                          marker_for_step=marker_for_step, resume_from=resume_from)
+                return result.model.save_pretrained
+            trainer = train_causal_lm(params, model, tokenizer, train_set, eval_set, CHECKPOINT_DIR,
+                                      marker_for_step=marker_for_step, resume_from=resume_from)
+            return lambda out: trainer.save_model(str(out))
+    else:  # classification, gpt2-classifier
+        from hfpipe.tokenize import label_token_ids
+
+        check_context_length(params.model, params.tokenize.max_length, key="tokenize.max_length")
+        train_set, eval_set = data["train"], data["validation"]
+        names = train_set.features["label"].names
+        tokens = label_token_ids(tokenizer, names) if params.task == "gpt2-classifier" else None
+        check_training_inputs(params, tokenizer, len(train_set), log=log)
+
+        def build_model():
+            model = build_classification_model(params, tokenizer, names)
+            log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training examples; "
+                f"labels {names}; backend {backend}, {params.train.num_processes} process(es)")
+            return model
+
+        def train(model, resume_from, marker_for_step):
+            if backend == "accelerate":
+                from hfpipe.train_accelerate import train_classifier_accelerate
+
+                result = train_classifier_accelerate(params, model, tokenizer, train_set, eval_set, tokens,
+                                                     marker_for_step=marker_for_step, resume_from=resume_from)
+                return result.model.save_pretrained
+            trainer = train_classifier(params, model, tokenizer, train_set, eval_set, CHECKPOINT_DIR, tokens,
+                                       marker_for_step=marker_for_step, resume_from=resume_from)
+            return lambda out: trainer.save_model(str(out))
+
+    train_resumable(params, tokenizer, build_model, train, log=log)
+
+
+def train_resumable(params: Params, tokenizer, build_model, train, log=print) -> None:
+    """What every task and backend shares: find the checkpoint to resume (hfpipe.checkpoint: same
+    params and data, complete), relaunch under torchrun for train.num_processes > 1, build the model,
+    train it (`train(model, resume_from, marker_for_step) -> save(folder)`, checkpointing into
+    models/checkpoints and emptying it when done) and save the model with the tokenizer to
+    models/trained on the main process only.
+
+    Everything that can refuse the run (params, data, a checkpoint of another model config) runs
+    before the relaunch, in one process, so it fails with one line.
+    """
+    from hfpipe import launch
+
+    backend = params.train.backend
+    main = launch.rank() == 0
     data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
-    resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main_process,
-                                    log=print if main_process else _quiet)
+    resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main, log=log)
     CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)  # a DVC output: must exist even when empty
     if params.train.num_processes > 1 and not launch.in_distributed_run():
         launch.exec_torchrun(params.train.num_processes, "stages.train")  # does not return
@@ -315,68 +482,12 @@ def run_train_stage(params: Params) -> None:
     def marker_for_step(step: int) -> dict:
         return marker_data(params, data_hash, step, backend)
 
-    model = build_causal_lm(params.model, tokenizer, params.tokenize.context_length, params.seed)
-    if main_process:
-        print(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(blocks['train'])} training blocks; "
-              f"backend {backend}, {params.train.num_processes} process(es)")
-    resume_path = resume.path if resume else None
-    if backend == "accelerate":
-        from transformers import DataCollatorForLanguageModeling
-
-        from hfpipe.train_accelerate import causal_lm_task, train_accelerate
-
-        result = train_accelerate(params, model, blocks["train"], eval_blocks,
-                                  DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                                  causal_lm_task(keytokens, params.train.keytoken_alpha),
-                                  marker_for_step=marker_for_step, resume_from=resume_path)
-        if result.is_main_process:
-            with atomic_dir("models/trained") as out:
-                result.model.save_pretrained(out)
-                tokenizer.save_pretrained(out)
-        return
-    trainer = train_causal_lm(params, model, tokenizer, blocks["train"], eval_blocks, CHECKPOINT_DIR,
-                              marker_for_step=marker_for_step, resume_from=resume_path)
-    if trainer.is_world_process_zero():
+    save = train(build_model(), resume.path if resume else None, marker_for_step)
+    if main:
         with atomic_dir("models/trained") as out:
-            trainer.save_model(str(out))
+            save(out)
             tokenizer.save_pretrained(out)
 
 
 def _quiet(*args, **kwargs) -> None:
     """Other processes of a multi-process run: the main one reports."""
-
-
-def train_classification_stage(params: Params) -> None:
-    from datasets import load_from_disk
-    from transformers import AutoTokenizer
-
-    from hfpipe.modeling import count_parameters
-    from hfpipe.tokenize import label_token_ids
-
-    tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
-    data = load_from_disk("data/tokenized")
-    names = data["train"].features["label"].names
-    tokens = label_token_ids(tokenizer, names) if params.task == "gpt2-classifier" else None
-    model = build_classification_model(params, tokenizer, names)
-    print(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(data['train'])} training examples; "
-          f"labels {names}")
-    if params.train.backend == "accelerate":
-        from hfpipe.train_accelerate import train_classifier_accelerate
-
-        result = train_classifier_accelerate(params, model, tokenizer, data["train"], data["validation"], tokens)
-        if result.is_main_process:
-            with atomic_dir("models/trained") as out:
-                result.model.save_pretrained(out)
-                tokenizer.save_pretrained(out)
-        Path("models/checkpoints").mkdir(parents=True, exist_ok=True)
-        return
-    with atomic_dir("models/trained") as out:
-        trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], out / "work", tokens)
-        trainer.save_model(str(out))
-        tokenizer.save_pretrained(out)
-        import shutil
-
-        shutil.rmtree(out / "work", ignore_errors=True)
-    # dvc.yaml declares models/checkpoints (the resumable LM runs' persist output); classification
-    # runs are short and keep their evaluation checkpoints in the scratch folder above.
-    Path("models/checkpoints").mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfpipe.checkpoint import (CHECKPOINT_DIR, PREFIX, last_good_checkpoint, prune_checkpoints, remove_checkpoints,
-                               restore_dvclive, snapshot_dvclive, write_marker)
+from hfpipe.checkpoint import (CHECKPOINT_DIR, PREFIX, complete_checkpoints, last_good_checkpoint, prune_checkpoints,
+                               remove_checkpoints, restore_dvclive, snapshot_dvclive, write_marker)
 from hfpipe.io import PipelineError, write_json_atomic
 from hfpipe.params import Params
 
 DVCLIVE_DIR = "dvclive"
 STATE_FILE = "loop_state.json"
+BEST_FILE = "best_model.safetensors"  # load_best_model_at_end: the best weights so far, in each checkpoint
 
 
 # ---------------------------------------------------------------- losses and eval numbers per task
@@ -155,11 +156,14 @@ def classification_task(num_labels: int, label_tokens: list[int] | None = None) 
 
 def train_classifier_accelerate(params: Params, model, tokenizer, train_set, eval_set,
                                 label_tokens: list[int] | None = None, **loop_kwargs) -> AccelerateResult:
-    """The classification recipes on the Accelerate loop: the Trainer backend's collator and columns."""
-    from hfpipe.train import classification_collator, model_columns
+    """The classification recipes on the Accelerate loop: the Trainer backend's collator and columns
+    (and, with train.group_by_length, its length-grouped batches)."""
+    from hfpipe.train import classification_collator, example_lengths, model_columns
 
     names = train_set.features["label"].names
     gpt2 = params.task == "gpt2-classifier"
+    if params.train.group_by_length:
+        loop_kwargs.setdefault("lengths", example_lengths(train_set))
     return train_accelerate(params, model, train_set.select_columns(model_columns(train_set, params.task)),
                             eval_set.select_columns(model_columns(eval_set, params.task)),
                             classification_collator(tokenizer, params.task),
@@ -175,6 +179,8 @@ class LoopState:
     step: int = 0               # optimizer steps done
     epoch: int = 0
     batches_in_epoch: int = 0   # micro-batches of `epoch` already consumed (per process)
+    best_step: int | None = None     # load_best_model_at_end: the evaluation with the best metric so far
+    best_metric: float | None = None
 
 
 def _running_loss_file(checkpoint: Path, process_index: int) -> Path:
@@ -185,7 +191,7 @@ def _running_loss_file(checkpoint: Path, process_index: int) -> Path:
 
 @dataclass
 class AccelerateResult:
-    model: object               # unwrapped, trained in place
+    model: object               # unwrapped, trained in place (main process: the best one with load_best_model_at_end)
     is_main_process: bool
     num_processes: int
     step: int
@@ -239,10 +245,29 @@ def evaluate_loop(accelerator, model, eval_dl, task: TaskFns) -> dict:
     return task.eval_metrics({k: torch.cat(v) for k, v in collected.items()})
 
 
+def _save_best(best_state: dict, state: LoopState, root: Path, folder: Path) -> None:
+    """The best weights into a checkpoint being written: a hard link to the previous checkpoint's
+    file when the best has not changed since (no second copy on disk), else written out."""
+    import os
+
+    from safetensors.torch import save_file
+
+    previous = complete_checkpoints(root)[-1:]
+    if previous and (previous[0] / BEST_FILE).is_file():
+        try:
+            if json.loads((previous[0] / STATE_FILE).read_text()).get("best_step") == state.best_step:
+                os.link(previous[0] / BEST_FILE, folder / BEST_FILE)
+                return
+        except (OSError, ValueError):
+            pass
+    save_file(best_state, str(folder / BEST_FILE))
+
+
 def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, live_dir: Path,
-                     running: tuple[float, int]) -> Path:
+                     running: tuple[float, int], best_state: dict | None = None) -> Path:
     """accelerator.save_state into a scratch folder, then the marker, then a rename: a kill at any
-    point leaves either the previous checkpoints or a complete new one."""
+    point leaves either the previous checkpoints or a complete new one. With load_best_model_at_end
+    the best weights so far go in too, so a resumed run reloads the same best model at the end."""
     import shutil
 
     final = root / f"{PREFIX}{state.step}"
@@ -255,6 +280,8 @@ def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, li
     _running_loss_file(tmp, accelerator.process_index).write_text(json.dumps(list(running)))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if best_state is not None:
+            _save_best(best_state, state, root, tmp)
         write_json_atomic(tmp / STATE_FILE, state.__dict__)
         snapshot_dvclive(live_dir, tmp)
         write_marker(tmp, marker)
@@ -268,9 +295,16 @@ def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, li
 def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: TaskFns,
                      marker_for_step: Callable[[int], dict] | None = None,
                      resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
-                     live_dir: str | Path = DVCLIVE_DIR) -> AccelerateResult:
+                     live_dir: str | Path = DVCLIVE_DIR, lengths: list[int] | None = None) -> AccelerateResult:
     """Train `model` in place. Checkpoints every train.save_steps when marker_for_step is given
-    (it returns the marker for a step); resume_from is a complete checkpoint of this run."""
+    (it returns the marker for a step); resume_from is a complete checkpoint of this run.
+
+    Evaluates every train.eval_steps, or (train.eval_strategy: epoch) at the end of each epoch and
+    of training. train.load_best_model_at_end: after each evaluation the weights with the best
+    train.metric_for_best_model so far are kept (a CPU copy on the main process, written into each
+    checkpoint) and loaded into the returned model at the end, as the Trainer does.
+    lengths (one per training example): batches of similar lengths (hfpipe.train.length_grouped_sampler).
+    """
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
@@ -293,7 +327,14 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     main = accelerator.is_main_process
     set_seed(params.seed)
 
-    train_dl = DataLoader(train_dataset, batch_size=tp.batch_size, shuffle=True, collate_fn=collate_fn)
+    sampler = None
+    if lengths is not None:  # the seeded, per-epoch length-grouped order (not a RandomSampler: accelerate keeps it)
+        from hfpipe.train import length_grouped_sampler
+
+        sampler = length_grouped_sampler(lengths, tp.batch_size * tp.gradient_accumulation_steps, params.seed)
+        train_dl = DataLoader(train_dataset, batch_size=tp.batch_size, sampler=sampler, collate_fn=collate_fn)
+    else:
+        train_dl = DataLoader(train_dataset, batch_size=tp.batch_size, shuffle=True, collate_fn=collate_fn)
     eval_dl = DataLoader(eval_dataset, batch_size=tp.eval_batch_size, collate_fn=collate_fn)
     optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
@@ -309,6 +350,8 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     accelerator.register_for_checkpointing(scheduler)
 
     state = LoopState()
+    keep_best = bool(tp.load_best_model_at_end and tp.metric_for_best_model)
+    best_state: dict | None = None  # main process: CPU copy of the best weights so far
     running, running_n = torch.zeros((), dtype=torch.float64, device=accelerator.device), 0
     restored_rng = None
     if resume_from is not None:
@@ -317,6 +360,10 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
         state = LoopState(**json.loads((Path(resume_from) / STATE_FILE).read_text()))
         loss_sum, running_n = json.loads(_running_loss_file(Path(resume_from), accelerator.process_index).read_text())
         running += loss_sum
+        if main and keep_best and state.best_step is not None:
+            from safetensors.torch import load_file
+
+            best_state = load_file(str(Path(resume_from) / BEST_FILE))
         if main:
             restore_dvclive(Path(resume_from), live_dir)
             print(f"resumed from {resume_from} at step {state.step} of {total} (epoch {state.epoch}, "
@@ -338,6 +385,28 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
                 live.log_metric(key, value)
             live.next_step()
 
+    def evaluate_and_keep_best() -> None:
+        nonlocal best_state
+        metrics = evaluate_loop(accelerator, model, eval_dl, task)
+        eval_history.append({"step": state.step, **metrics})
+        log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
+        if main:
+            print(f"step {state.step}/{total}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()),
+                  flush=True)
+        if not keep_best:
+            return
+        name = tp.metric_for_best_model
+        if name not in metrics:
+            raise PipelineError(f"train.metric_for_best_model = {name!r}: not among the evaluation metrics "
+                                f"{sorted(metrics)}")
+        value = float(metrics[name])
+        greater = name != "loss"  # as hfpipe.train.evaluation_overrides tells the Trainer
+        if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
+            state.best_step, state.best_metric = state.step, value
+            weights = accelerator.get_state_dict(model)  # every process takes part (FSDP/DeepSpeed gather)
+            if main:
+                best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
+
     model.train()
     eval_history: list[dict] = []
     seen = hashlib.sha256()  # a digest of the blocks this process trained on: shows the sharding
@@ -346,6 +415,8 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     start = time.time()
     while state.step < total:
         train_dl.set_epoch(state.epoch)
+        if sampler is not None:
+            sampler.set_epoch(state.epoch)  # also when accelerate's wrappers would not pass it on
         loader = accelerator.skip_first_batches(train_dl, state.batches_in_epoch) if state.batches_in_epoch else train_dl
         batches = iter(loader)
         if restored_rng is not None:
@@ -392,21 +463,21 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
                 running_n = 0
                 log(state.step, {"loss": mean_loss, "learning_rate": lr, "grad_norm": norm,
                                  "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch})
-            if state.step % tp.eval_steps == 0:
-                metrics = evaluate_loop(accelerator, model, eval_dl, task)
-                eval_history.append({"step": state.step, **metrics})
-                log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
-                if main:
-                    print(f"step {state.step}/{total}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()),
-                          flush=True)
+            if tp.eval_strategy == "steps" and state.step % tp.eval_steps == 0:
+                evaluate_and_keep_best()
             if marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
                 path = _save_checkpoint(accelerator, checkpoint_root, state, marker_for_step(state.step), live_dir,
-                                        (running.item(), running_n))
+                                        (running.item(), running_n), best_state)
                 if main:
                     print(f"saved checkpoint {path}", flush=True)
             if state.step >= total:
                 break
-        else:
+        # The epoch is over, or training is (max_steps can end it mid-epoch). A checkpoint saved at the
+        # epoch's last step comes before this evaluation: a run resumed from it redoes it here.
+        epoch_done = state.batches_in_epoch >= batches_per_epoch
+        if tp.eval_strategy == "epoch" and (epoch_done or state.step >= total):
+            evaluate_and_keep_best()
+        if epoch_done:
             state.epoch += 1
             state.batches_in_epoch = 0
     accelerator.wait_for_everyone()
@@ -414,8 +485,12 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
           f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
     if live is not None:
         live.end()
+    unwrapped = accelerator.unwrap_model(model)
+    if main and best_state is not None:
+        unwrapped.load_state_dict(best_state)
+        print(f"loaded the best model: step {state.best_step} ({tp.metric_for_best_model} {state.best_metric:.4f})",
+              flush=True)
     if main and marker_for_step is not None:
         remove_checkpoints(checkpoint_root)  # finished: nothing left that another run could resume
     accelerator.wait_for_everyone()
-    return AccelerateResult(accelerator.unwrap_model(model), main, accelerator.num_processes, state.step,
-                            eval_history, resumed_step)
+    return AccelerateResult(unwrapped, main, accelerator.num_processes, state.step, eval_history, resumed_step)

@@ -5,6 +5,10 @@ from hfpipe.params import load_params
 
 
 def main() -> None:
+    from hfpipe import launch
+
+    if launch.in_distributed_run():  # a worker of torchrun / accelerate launch: never outlive the launcher
+        launch.exit_with_parent()
     params = load_params()
     from hfpipe.train import run_train_stage
 

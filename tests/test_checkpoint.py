@@ -54,6 +54,52 @@ def test_data_fingerprint_reads_file_contents(tmp_path):
     assert data_fingerprint([tmp_path / "data"]) != first
 
 
+def test_data_fingerprint_of_saved_datasets_reads_their_fingerprints_not_their_arrow_bytes(tmp_path):
+    """save_dataset_dict writes a hash of the Arrow bytes into state.json: the data fingerprint uses
+    it (different data, different fingerprint) instead of reading gigabytes at each start."""
+    from datasets import Dataset, DatasetDict
+
+    from hfpipe.io import save_dataset_dict
+
+    def save(where: str, rows: list[list[int]]) -> Path:
+        out = tmp_path / where / "tokenized"
+        data = Dataset.from_dict({"input_ids": rows})
+        save_dataset_dict(DatasetDict({"train": data, "validation": data.select([0])}), out)
+        return out
+
+    rows = [[1, 2, 3], [4, 5], [6]]
+    first = data_fingerprint([save("a", rows)])
+    assert data_fingerprint([save("b", rows)]) == first  # the same data saved again: the same fingerprint
+    changed = data_fingerprint([save("c", [[1, 2, 3], [4, 5], [7]])])  # one token differs, same sizes
+    assert changed != first
+    # The Arrow bytes are not read: changing them behind state.json's back (same size) goes unseen,
+    # while an edit of state.json's fingerprint (what a new save writes) is seen.
+    arrow = next((tmp_path / "a" / "tokenized" / "train").glob("*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[-1] ^= 0xFF
+    arrow.write_bytes(bytes(data))
+    assert data_fingerprint([tmp_path / "a" / "tokenized"]) == first
+    state = tmp_path / "a" / "tokenized" / "train" / "state.json"
+    state.write_text(state.read_text().replace('"_fingerprint": "', '"_fingerprint": "0'))
+    assert data_fingerprint([tmp_path / "a" / "tokenized"]) != first
+    # an Arrow file its state.json does not list (or without a fingerprint) is read byte for byte
+    extra = tmp_path / "a" / "tokenized" / "train" / "extra.arrow"
+    extra.write_bytes(b"x")
+    with_extra = data_fingerprint([tmp_path / "a" / "tokenized"])
+    extra.write_bytes(b"y")
+    assert data_fingerprint([tmp_path / "a" / "tokenized"]) != with_extra
+
+
+def test_prune_never_deletes_the_protected_best_checkpoint(tmp_path):
+    p = params()
+    for step in (5, 10, 15, 20):
+        make_checkpoint(tmp_path, step, p)
+    prune_checkpoints(tmp_path, protect=tmp_path / "checkpoint-5")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint-15", "checkpoint-20", "checkpoint-5"]
+    prune_checkpoints(tmp_path, protect="checkpoint-20")  # a relative path that is not it: no effect on the rest
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint-15", "checkpoint-20"]
+
+
 def test_resumes_from_the_newest_complete_checkpoint_and_deletes_half_written_ones(tmp_path):
     p = params()
     make_checkpoint(tmp_path, 5, p)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,206 @@ def test_gpt2_classifier_recipe(tmp_path):
     config = json.loads((repo / "models/export/config.json").read_text())
     assert config["n_layer"] == 1 and config["n_positions"] == 32
     assert_lr_experiment_reruns_train_evaluate_export(repo, 0.005)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resume and multi-process runs of a classification recipe (gpt2-classifier, tiny, from scratch).
+# One repo copy, data stages run once; the tests run in order and build on it.
+
+RESUME_TRAIN = {"max_steps": -1, "epochs": 6, "save_steps": 5, "eval_steps": 10, "logging_steps": 5,
+                "batch_size": 16, "threads": 1, "group_by_length": True}  # 140 examples: 9 steps an epoch
+
+
+@pytest.fixture(scope="module")
+def gpt2_repo(tmp_path_factory) -> Path:
+    import copy
+
+    overrides = copy.deepcopy(GPT2)
+    overrides["train"].update(RESUME_TRAIN)
+    overrides["model"]["dropout"] = 0.1  # so resuming must also restore the RNG streams exactly
+    repo = make_repo_copy(tmp_path_factory.mktemp("clf-resume") / "repo", "recipes/gpt2-classifier.yaml", overrides)
+    dvc(repo, "repro", "tokenize")
+    return repo
+
+
+def _set_train(repo: Path, **values) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _checkpoints(repo: Path) -> list[str]:
+    root = repo / "models" / "checkpoints"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+def _kill_after_checkpoint(repo: Path, min_step: int, *cmd: str, group: bool = True) -> dict[int, str]:
+    """Start cmd; SIGKILL it (its whole process group, as a crash or an OOM kill of dvc would, or with
+    group=False the stage process alone) once a complete checkpoint of step >= min_step exists.
+    Returns {pid: command line} of the processes it had started (the killed process's descendants)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from tests.e2e import env
+
+    shutil.rmtree(repo / "models" / "trained", ignore_errors=True)  # as dvc does before running the stage
+    shutil.rmtree(repo / "dvclive", ignore_errors=True)
+    # Output to a file, not a pipe: orphaned workers writing to a pipe whose reader has gone would die
+    # of the broken pipe, which would hide whether they stop when their launcher is killed.
+    log = repo.parent / "killed-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    descendants: dict[int, str] = {}
+    try:
+        while not [m for m in (repo / "models" / "checkpoints").glob("checkpoint-*/hfpipe_checkpoint.json")
+                   if int(m.parent.name.split("-")[1]) >= min_step]:
+            assert proc.poll() is None, f"finished before checkpoint {min_step}:\n{log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"no checkpoint {min_step} within 120 s"
+            time.sleep(0.01)
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                descendants[child.pid] = " ".join(child.cmdline())
+            except psutil.NoSuchProcess:
+                pass
+    finally:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (repo / "models" / "trained").exists()  # it did not get to the end
+    return descendants
+
+
+def _resumed_step(output: str) -> int:
+    import re
+
+    found = re.findall(r"^resumed from models/checkpoints/checkpoint-(\d+) at step (\d+)", output, re.M)
+    assert len(found) == 1, output[-3000:]
+    assert found[0][0] == found[0][1]
+    return int(found[0][0])
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tsv(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()[1:]]
+
+
+def test_classifier_accelerate_epoch_eval_best_model_killed_then_resumed_to_identical_results(gpt2_repo):
+    """Accelerate backend, evaluation at each epoch end, the best model kept: killed by SIGKILL in
+    its second epoch, `dvc repro` resumes and ends bit-identical to an uninterrupted run."""
+    repo = gpt2_repo
+    _set_train(repo, backend="accelerate", eval_strategy="epoch", load_best_model_at_end=True,
+               metric_for_best_model="loss")
+    result = dvc(repo, "repro", "evaluate")
+    assert stages_run(result.stdout) == {"train", "evaluate"}
+    assert _checkpoints(repo) == []
+    evals = _tsv(repo / "dvclive/plots/metrics/eval/loss.tsv")
+    assert [int(r[0]) for r in evals] == [9, 18, 27, 36, 45, 54]  # each epoch's end
+    best = min(evals, key=lambda r: float(r[1]))
+    assert f"loaded the best model: step {best[0]} (loss {float(best[1]):.4f})" in result.stdout
+    full = {"weights": _sha(repo / "models/trained/model.safetensors"), "dvclive": _tree(repo / "dvclive"),
+            "eval": json.loads((repo / "metrics/eval.json").read_text())}
+    # the evaluate stage scores the model kept: the best epoch's accuracy on the same validation split
+    accuracy = {r[0]: float(r[1]) for r in _tsv(repo / "dvclive/plots/metrics/eval/accuracy.tsv")}
+    assert full["eval"]["validation"]["accuracy"] == pytest.approx(accuracy[best[0]], abs=1e-6)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "accelerate classifier")
+
+    _kill_after_checkpoint(repo, 10, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
+    assert _checkpoints(repo)
+    result = dvc(repo, "repro", "evaluate")
+    assert "train" in stages_run(result.stdout)
+    step = _resumed_step(result.stdout)
+    assert 10 <= step < 54 and step % 5 == 0
+    assert _sha(repo / "models/trained/model.safetensors") == full["weights"]
+    assert _tree(repo / "dvclive") == full["dvclive"]
+    assert json.loads((repo / "metrics/eval.json").read_text()) == full["eval"]
+    assert _checkpoints(repo) == []
+    print(f"accelerate classifier: resumed at step {step}; validation {full['eval']['validation']}")
+
+
+def test_classifier_trainer_killed_then_resumed_to_identical_results(gpt2_repo):
+    """Trainer backend, length-grouped batches, evaluation every 10 steps: killed in its second epoch,
+    `dvc repro` resumes; weights, eval curve and metrics/eval.json equal the uninterrupted run's."""
+    repo = gpt2_repo
+    _set_train(repo, backend="trainer", eval_strategy="steps", load_best_model_at_end=False,
+               metric_for_best_model=None)
+    result = dvc(repo, "repro", "evaluate")
+    assert stages_run(result.stdout) == {"train", "evaluate"}
+    assert _checkpoints(repo) == []
+    full = {"weights": _sha(repo / "models/trained/model.safetensors"),
+            "evals": (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text(),
+            "eval": json.loads((repo / "metrics/eval.json").read_text())}
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "trainer classifier")
+
+    _kill_after_checkpoint(repo, 10, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
+    result = dvc(repo, "repro", "evaluate")
+    step = _resumed_step(result.stdout)
+    assert 10 <= step < 54
+    assert _sha(repo / "models/trained/model.safetensors") == full["weights"]
+    assert (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text() == full["evals"]
+    assert json.loads((repo / "metrics/eval.json").read_text()) == full["eval"]
+    assert _checkpoints(repo) == []
+    print(f"trainer classifier: resumed at step {step}; validation {full['eval']['validation']}")
+
+
+def test_classifier_with_two_processes_survives_a_killed_launcher_and_completes(gpt2_repo):
+    """train.num_processes: 2 (torchrun, gloo, Trainer DDP): a SIGKILL of the stage (torchrun) alone
+    takes its workers down; the next `dvc repro` resumes with 2 processes and completes, rank 0
+    alone writing checkpoints, dvclive and the model."""
+    import re
+    import time
+
+    repo = gpt2_repo
+    _set_train(repo, backend="trainer", num_processes=2, batch_size=8)  # global batch 16, as before
+    workers = _kill_after_checkpoint(repo, 5, sys.executable, "-m", "stages.train", group=False)
+    # torchrun's two workers, in sessions of their own (so not in the killed process group either)
+    assert sum("-m stages.train" in cmdline for cmdline in workers.values()) == 2, workers
+    saved = _checkpoints(repo)
+    deadline = time.time() + 3  # they get SIGTERM at once; orphaned, they would train on for seconds
+    while alive := [p for p in workers if _alive(p)]:
+        assert time.time() < deadline, f"processes outlived the killed launcher: {alive}"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert _checkpoints(repo) == saved and not (repo / "models" / "trained").exists()  # nothing trains on
+
+    result = dvc(repo, "repro", "evaluate")
+    out = result.stdout
+    assert "relaunching as -m torch.distributed.run --standalone --nproc_per_node 2 -m stages.train" in out
+    _resumed_step(out)  # once: only rank 0 reports
+    saved = re.findall(r"^saved checkpoint models/checkpoints/checkpoint-(\d+)$", out, re.M)
+    assert saved and len(saved) == len(set(saved))  # one line per checkpoint
+    steps = [r[0] for r in _tsv(repo / "dvclive/plots/metrics/loss.tsv")]
+    assert steps == sorted(set(steps), key=int)
+    assert _checkpoints(repo) == [] and (repo / "models/trained/model.safetensors").is_file()
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    print(f"2 processes: validation {metrics['validation']}")
+    assert metrics["validation"]["accuracy"] >= 0.8
+    _set_train(repo, num_processes=1, batch_size=16)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+

@@ -34,6 +34,140 @@ def test_classification_overrides_keep_best_checkpoints(tmp_path):
     assert classification_overrides(p)["greater_is_better"] is False
 
 
+def test_classification_overrides_when_checkpointing_and_grouping_by_length(tmp_path):
+    from hfpipe.train import classification_overrides, training_arguments
+
+    p = _params(save_steps=7, group_by_length=True)
+    args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
+    assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 7, None)
+    assert args.train_sampling_strategy == "group_by_length"
+    assert "train_sampling_strategy" not in classification_overrides(_params())
+    # keeping the best: a checkpoint at each evaluation; our pruning (not save_total_limit) keeps the best
+    p = _params(save_steps=7, load_best_model_at_end=True, metric_for_best_model="accuracy", eval_steps=20)
+    args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
+    assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 20, None)
+    args = training_arguments(p, tmp_path, **classification_overrides(p))
+    assert args.save_total_limit == 2  # a direct call: the Trainer bounds its own checkpoints
+    p = _params(eval_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1")
+    args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
+    assert (args.eval_strategy, args.save_strategy) == ("epoch", "epoch")
+
+
+def test_length_grouped_sampler_is_seeded_per_epoch_and_groups_lengths():
+    from hfpipe.train import example_lengths, length_grouped_sampler
+
+    rng = random.Random(0)
+    lengths = [rng.randrange(2, 200) for _ in range(400)]
+    sampler = length_grouped_sampler(lengths, batch_size=8, seed=3)
+    epoch0 = list(sampler)
+    assert sorted(epoch0) == list(range(400)) and len(sampler) == 400
+    assert list(length_grouped_sampler(lengths, 8, 3)) == epoch0  # another process, or a resumed run
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert epoch1 != epoch0 and sorted(epoch1) == list(range(400))
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0  # no hidden state: the epoch alone decides
+    assert list(length_grouped_sampler(lengths, 8, 4)) != epoch0
+
+    def padding(order):  # padded slots per batch of 8, as dynamic padding pads
+        batches = [order[i: i + 8] for i in range(0, len(order), 8)]
+        return sum(8 * max(lengths[j] for j in b) - sum(lengths[j] for j in b) for b in batches)
+
+    shuffled = list(range(400))
+    random.Random(1).shuffle(shuffled)
+    assert padding(epoch0) < padding(shuffled) / 4
+
+    from datasets import Dataset
+
+    data = Dataset.from_dict({"input_ids": [[1] * n for n in (3, 1, 4, 1, 5)]}).select([4, 0, 2])
+    assert example_lengths(data) == [5, 3, 4]
+
+
+def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keeps_the_best(
+        tiny_tokenizer, tmp_path, one_torch_thread, monkeypatch):
+    """gpt2-classifier on the Trainer backend with length-grouped batches, dropout and the best model
+    kept: stopped in its third epoch, resumed from the newest complete checkpoint, it ends with the
+    uninterrupted run's weights, bit for bit; our pruning never deleted the Trainer's best checkpoint."""
+    import torch
+    from transformers import TrainerCallback
+
+    import hfpipe.train as train_module
+    from hfpipe.checkpoint import complete_checkpoints
+    from hfpipe.train import build_classification_model, train_classifier
+
+    tokenizer, data = _gpt2_data(tiny_tokenizer, 96)
+    tokens = data["tokens"]
+    params = _params(max_steps=-1, epochs=3, eval_steps=5, save_steps=5, logging_steps=5, group_by_length=True,
+                     load_best_model_at_end=True, metric_for_best_model="accuracy")
+    params = params.model_copy(update={"model": params.model.model_copy(update={"dropout": 0.1})})
+
+    def marker(step):
+        return {"step": step, "backend": "trainer", "fingerprint": "t"}
+
+    def run(root, resume_from=None):
+        model = build_classification_model(params, tokenizer, ["neg", "pos"])
+        return train_classifier(params, model, tokenizer, data["train"], data["validation"], root, tokens,
+                                live_dir=tmp_path / f"live-{root.name}", marker_for_step=marker,
+                                resume_from=resume_from)
+
+    full = run(tmp_path / "full")
+    assert list((tmp_path / "full").iterdir()) == []  # finished: no checkpoint left
+    best_step = int(full.state.best_model_checkpoint.rsplit("-", 1)[1])
+    def eval_numbers(trainer):  # without the wall-clock entries
+        return [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}
+                for h in trainer.state.log_history if "eval_accuracy" in h]
+
+    evals = eval_numbers(full)
+    # 96 examples / 16: 6 steps an epoch, 18 in all; the Trainer also evaluates (and saves) at the end
+    assert [e["step"] for e in evals] == [5, 10, 15, 18] and best_step < 10, evals
+
+    class Killed(Exception):
+        pass
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 17:
+                raise Killed
+
+    real = train_module.checkpoint_callbacks
+    monkeypatch.setattr(train_module, "checkpoint_callbacks", lambda *a: [*real(*a), KillAt()])
+    with pytest.raises(Killed):
+        run(tmp_path / "ckpt")
+    monkeypatch.setattr(train_module, "checkpoint_callbacks", real)
+    kept = [p.name for p in complete_checkpoints(tmp_path / "ckpt")]
+    # the newest two, and the best one (older: pruning would have deleted it, and the resumed run's
+    # load_best_model_at_end would then keep another model)
+    assert kept[-2:] == ["checkpoint-10", "checkpoint-15"] and best_step < 10 and f"checkpoint-{best_step}" in kept
+    # step 15 is mid-epoch 2 (of 0..2): the resumed run must draw that epoch's order as the full run did
+    resumed = run(tmp_path / "ckpt", resume_from=tmp_path / "ckpt" / "checkpoint-15")
+    assert resumed.state.best_model_checkpoint == full.state.best_model_checkpoint.replace("full", "ckpt")
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert eval_numbers(resumed) == evals
+    assert list((tmp_path / "ckpt").iterdir()) == []
+
+
+def _gpt2_data(tiny_tokenizer, n: int):
+    import copy
+
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
+
+    rng = random.Random(0)
+    rows = [(" ".join(["the", rng.choice(["film", "plot", "cast"]), "was"] + ["very"] * rng.randrange(4)
+                      + [rng.choice(GOOD if y else BAD)]), y) for y in [rng.randrange(2) for _ in range(n + 48)]]
+    feats = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    add_pad_token(tokenizer)
+    tokens = label_token_ids(tokenizer, ["neg", "pos"])
+    data = {"tokens": tokens}
+    for split, part in (("train", rows[:n]), ("validation", rows[n:])):
+        ds = Dataset.from_dict({"text": [t for t, _ in part], "label": [y for _, y in part]}, features=feats)
+        data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
+    return tokenizer, data
+
+
 def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, tmp_path, one_torch_thread):
     import copy
 

@@ -165,3 +165,34 @@ def test_model_copy_override_keeps_validation_separate():
     base = parse_params({})
     changed = base.model_copy(update={"lr": 0.01})
     assert changed.lr == 0.01 and base.lr == 2e-3
+
+
+def test_classification_recipes_group_by_length_and_the_default_does_not():
+    assert TrainParams().group_by_length is False
+    for name in ("mrpc", "sentiment", "gpt2-classifier"):
+        p = load_params(REPO_ROOT / "recipes" / f"{name}.yaml")
+        assert p.train.group_by_length is True, name
+    assert load_params(REPO_ROOT / "recipes" / "code-lm.yaml").train.group_by_length is False
+
+
+def test_accelerate_backend_takes_epoch_evaluation_and_the_best_model():
+    base = {"task": "classification", "dataset": {"source": "load_dataset", "path": "x", "label_column": "label"},
+            "model": {"name_or_path": "m", "from_scratch": False}, "tokenizer": {"name_or_path": "m"}}
+    p = parse_params({**base, "train": {"backend": "accelerate", "eval_strategy": "epoch",
+                                        "load_best_model_at_end": True, "metric_for_best_model": "f1"}})
+    assert (p.train.eval_strategy, p.train.load_best_model_at_end, p.train.metric_for_best_model) == \
+        ("epoch", True, "f1")
+    assert error_of({**base, "train": {"backend": "accelerate", "load_best_model_at_end": True}}) == (
+        "params.yaml: train.load_best_model_at_end needs train.metric_for_best_model (accuracy, f1, precision, "
+        "recall or loss)")
+
+
+def test_the_causal_lm_keeps_its_best_model_by_loss_only():
+    assert error_of({"train": {"load_best_model_at_end": True}}) == (
+        "params.yaml: train.load_best_model_at_end needs train.metric_for_best_model (accuracy, f1, precision, "
+        "recall or loss)")
+    assert error_of({"train": {"load_best_model_at_end": True, "metric_for_best_model": "accuracy"}}) == (
+        "params.yaml: train.metric_for_best_model = 'accuracy': the causal LM's evaluation reports loss and "
+        "perplexity; use loss")
+    p = parse_params({"train": {"load_best_model_at_end": True, "metric_for_best_model": "loss"}})
+    assert p.train.load_best_model_at_end

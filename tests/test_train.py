@@ -51,6 +51,22 @@ def test_training_arguments_from_params(tmp_path):
     assert training_arguments(params, tmp_path, max_steps=3).max_steps == 3
 
 
+def test_causal_lm_evaluation_and_saving_follow_the_params(tmp_path):
+    from hfpipe.train import evaluation_overrides
+
+    p = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "save_steps": 7}})
+    assert evaluation_overrides(p) == {"eval_strategy": "steps"}  # no checkpoints: save_strategy stays "no"
+    args = training_arguments(p, tmp_path, **evaluation_overrides(p, checkpointing=True))
+    assert (args.eval_strategy, args.save_strategy, args.save_steps, args.load_best_model_at_end) == \
+        ("steps", "steps", 7, False)
+    p = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "eval_strategy": "epoch",
+                                                "load_best_model_at_end": True, "metric_for_best_model": "loss"}})
+    args = training_arguments(p, tmp_path, **evaluation_overrides(p, checkpointing=True))
+    assert (args.eval_strategy, args.save_strategy, args.load_best_model_at_end, args.greater_is_better) == \
+        ("epoch", "epoch", True, False)
+    assert args.metric_for_best_model == "loss" and args.save_total_limit is None
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_tokenizer, tmp_path_factory):
     """Train a fresh tiny GPT-2 for 30 steps on a repetitive synthetic corpus; keep what the tests check."""

@@ -156,6 +156,136 @@ def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, 
     assert (tmp_path / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv").is_file()
 
 
+def _classification_data(tokenizer):
+    """Lines that mention plt (label 1) or not, of varied lengths (so length grouping matters)."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    texts = [f"{'plt.plot' if i % 2 else 'df.head'}(" + ", ".join(f"x{j}" for j in range(i % 6)) + ")"
+             for i in range(96)]
+    enc = tokenizer(texts, truncation=True, max_length=16)
+    features = Features({"input_ids": Sequence(Value("int32")), "attention_mask": Sequence(Value("int8")),
+                         "label": ClassLabel(names=["other", "plot"])})
+    data = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                              "label": [i % 2 for i in range(96)]}, features=features)
+    return data.select(range(64)), data.select(range(64, 96))
+
+
+def _classifier_params(lr: float = 0.01, **train):
+    return parse_params({"task": "classification", "seed": 0, "lr": lr,
+                         "dataset": {"source": "load_dataset", "path": "x", "label_column": "label"},
+                         "model": {"name_or_path": "tiny", "from_scratch": True},
+                         "tokenizer": {"name_or_path": "tiny"},
+                         "train": {"backend": "accelerate", "epochs": 3, "batch_size": 8, "eval_batch_size": 16,
+                                   "logging_steps": 4, "threads": 1, "eval_strategy": "epoch",
+                                   "load_best_model_at_end": True, "metric_for_best_model": "accuracy",
+                                   "warmup_ratio": 0.0, "lr_scheduler": "linear", **train}})
+
+
+def _tiny_classifier(tokenizer):
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=16, n_layer=1, n_head=2, n_embd=16, num_labels=2,
+                        pad_token_id=tokenizer.pad_token_id)  # dropout 0.1 (GPT-2's default): RNG matters
+    torch.manual_seed(0)
+    return GPT2ForSequenceClassification(config)
+
+
+def _eval_loss(model, tokenizer, eval_set) -> float:
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    model.eval()
+    batch = DataCollatorWithPadding(tokenizer)([eval_set[i] for i in range(len(eval_set))])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    return torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none").double().mean().item()
+
+
+def test_accelerate_evaluates_each_epoch_and_keeps_the_best_model(tiny_tokenizer, tmp_path, one_torch_thread):
+    from hfpipe.train_accelerate import train_classifier_accelerate
+
+    train_set, eval_set = _classification_data(tiny_tokenizer)
+    params = _classifier_params(lr=0.02)
+    result = train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set,
+                                         eval_set, checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    history = result.eval_history
+    assert [e["step"] for e in history] == [8, 16, 24]  # 64 examples / batch 8: an evaluation per epoch
+    rows = read_tsv(tmp_path / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv")
+    assert [int(r["step"]) for r in rows] == [8, 16, 24]
+    best = max(history, key=lambda e: e["accuracy"])  # the first of equals: only a strict gain replaces it
+    assert best is not history[-1], history  # the case that matters: the last model is not the best
+    loss = _eval_loss(result.model, tiny_tokenizer, eval_set)
+    assert loss == pytest.approx(best["loss"], abs=1e-6) and loss != pytest.approx(history[-1]["loss"], abs=1e-6)
+
+
+def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_best(tiny_tokenizer, tmp_path,
+                                                                                     one_torch_thread):
+    """Length-grouped batches, evaluation per epoch, the best model: a run stopped in its second epoch
+    and resumed from its newest checkpoint ends with the uninterrupted run's weights, bit for bit."""
+    import torch
+
+    from hfpipe.checkpoint import complete_checkpoints
+    from hfpipe.train_accelerate import BEST_FILE, train_classifier_accelerate
+
+    train_set, eval_set = _classification_data(tiny_tokenizer)
+    params = _classifier_params(save_steps=3, group_by_length=True)  # best by accuracy: the first 1.0 (step 8)
+
+    def marker(step):
+        return {"step": step, "backend": "accelerate", "fingerprint": "t"}
+
+    full = train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set, eval_set,
+                                       marker_for_step=marker, checkpoint_root=tmp_path / "full",
+                                       live_dir=tmp_path / "full-live")
+    assert list((tmp_path / "full").iterdir()) == []  # finished: no checkpoint left
+
+    class Killed(Exception):
+        pass
+
+    import hfpipe.train_accelerate as ta
+
+    calls = {"n": 0}
+    plain = ta.classification_task
+
+    def dying_task(*args, **kwargs):  # dies at the 20th micro-batch: step 20, epoch 2 of 3
+        task = plain(*args, **kwargs)
+
+        def train_loss(batch, outputs):
+            calls["n"] += 1
+            if calls["n"] == 20:
+                raise Killed
+            return task.train_loss(batch, outputs)
+
+        return ta.TaskFns(train_loss, task.eval_stats, task.eval_metrics)
+
+    ta.classification_task = dying_task
+    try:
+        with pytest.raises(Killed):
+            train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set, eval_set,
+                                        marker_for_step=marker, checkpoint_root=tmp_path / "ckpt",
+                                        live_dir=tmp_path / "live")
+    finally:
+        ta.classification_task = plain
+    saved = complete_checkpoints(tmp_path / "ckpt")
+    assert [p.name for p in saved] == ["checkpoint-15", "checkpoint-18"]
+    assert all((p / BEST_FILE).is_file() for p in saved)
+    states = [json.loads((p / "loop_state.json").read_text()) for p in saved]
+    assert states[-1]["epoch"] == 2 and [s["best_step"] for s in states] == [8, 8]
+    # the best has not changed since the previous checkpoint: a hard link, not a second copy
+    assert (saved[0] / BEST_FILE).stat().st_ino == (saved[1] / BEST_FILE).stat().st_ino
+
+    resumed = train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set,
+                                          eval_set, marker_for_step=marker, resume_from=saved[-1],
+                                          checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    assert resumed.resumed_from == 18
+    assert resumed.eval_history == full.eval_history[-1:]  # the epoch-3 evaluation, the same numbers
+    assert [e["accuracy"] for e in full.eval_history] == [1.0, 1.0, 1.0]  # so the model kept is step 8's,
+    # which the resumed run only has from the checkpoint's best_model.safetensors
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "live" / "metrics.json").read_text() == (tmp_path / "full-live" / "metrics.json").read_text()
+
+
 # ------------------------------------------------------------------------------ validation
 
 
