@@ -147,6 +147,9 @@ class TrainParams(_Section):
     group_by_length: bool = False
     # Mixed precision (both backends): fp16 needs a GPU; bf16 also runs (slowly) on CPUs.
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # torch.compile the model (inductor) before training, both backends. Same numbers to float
+    # rounding; pays once the steps outweigh the compile (bench/train_throughput.py measures both).
+    torch_compile: bool = False
     # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
     num_processes: int = Field(1, ge=1)
     # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).

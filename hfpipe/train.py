@@ -46,6 +46,7 @@ def training_arguments(params: Params, output_dir: str | Path, **overrides):
         dataloader_num_workers=0,
         bf16=tp.mixed_precision == "bf16",
         fp16=tp.mixed_precision == "fp16",
+        torch_compile=tp.torch_compile,
         logging_nan_inf_filter=False,  # a NaN/inf loss must reach the logs (NaNGuardCallback stops on it)
     )
     kwargs.update(overrides)
@@ -56,6 +57,18 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def slow_bf16_warning(mixed_precision: str) -> str | None:
+    """A warning when bf16 autocast would run emulated, i.e. slower than fp32: on a CPU without
+    native bf16 instructions (AVX512-BF16 or AMX) and no GPU."""
+    import torch
+
+    if mixed_precision != "bf16" or _has_gpu() or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    return ("warning: train.mixed_precision is bf16 but this CPU has no native bf16 (AVX512-BF16/AMX), so "
+            "training will be slower than fp32; set train.mixed_precision: \"no\" (dvc exp run -S "
+            "'train.mixed_precision=\"no\"')")
 
 
 def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
@@ -397,6 +410,8 @@ def run_train_stage(params: Params) -> None:
         params = params.model_copy(update={"train": params.train.model_copy(
             update={"num_processes": launch.world_size()})})
     log = print if launch.rank() == 0 else _quiet
+    if warning := slow_bf16_warning(params.train.mixed_precision):
+        log(warning)
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     data = load_from_disk("data/tokenized")
     backend = params.train.backend

@@ -322,6 +322,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     has_gpu = (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
                or torch.backends.mps.is_available())
     accelerator = Accelerator(cpu=not has_gpu, mixed_precision=tp.mixed_precision,
+                              dynamo_backend="inductor" if tp.torch_compile else "no",
                               gradient_accumulation_steps=tp.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=params.seed))
     main = accelerator.is_main_process

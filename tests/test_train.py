@@ -160,3 +160,17 @@ def test_dvc_yaml_plots_read_files_that_training_writes(trained):
                 if len(rows) < 3 or column not in rows[0]:
                     problems.append(f"{path}: {len(rows)} rows, columns {list(rows[0]) if rows else []}")
     assert problems == []
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(monkeypatch):
+    import torch
+
+    from hfpipe import train
+
+    monkeypatch.setattr(train, "_has_gpu", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    warning = train.slow_bf16_warning("bf16")
+    assert "no native bf16" in warning and 'train.mixed_precision: "no"' in warning
+    assert train.slow_bf16_warning("no") is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert train.slow_bf16_warning("bf16") is None

@@ -420,6 +420,33 @@ def test_backends_reach_validation_losses_within_5_percent(accelerate_run, tiny_
     assert abs(accelerate_loss - trainer_loss) / trainer_loss < 0.05
 
 
+def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, tiny_tokenizer, tmp_path):
+    """train.torch_compile: the compiled model computes the same numbers up to float rounding, and
+    the saved weights are plain (no torch.compile wrapper prefixes in their names)."""
+    from hfpipe.evaluate import causal_lm_metrics
+    from hfpipe.modeling import build_causal_lm
+    from hfpipe.train import train_causal_lm
+
+    eager = accelerate_run["after"]["loss"]
+    params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate", "torch_compile": True}})
+    result = _run_accelerate(params, tiny_tokenizer, tmp_path / "acc")
+    compiled = causal_lm_metrics(result.model, _data(tiny_tokenizer)[1], [], 8)["loss"]
+    assert compiled == pytest.approx(eager, rel=1e-3)
+    assert all("_orig_mod" not in name for name in result.model.state_dict())
+
+    params = parse_params({**PARAMS, "train": {**PARAMS["train"], "torch_compile": True}})
+    train_blocks, eval_blocks = _data(tiny_tokenizer)
+    model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
+    trainer = train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, tmp_path / "work",
+                              live_dir=tmp_path / "live")
+    trainer.save_model(str(tmp_path / "saved"))
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    trainer_loss = causal_lm_metrics(reloaded, eval_blocks, [], 8)["loss"]
+    assert abs(trainer_loss - eager) / eager < 0.05  # the backends' usual agreement, compiled
+
+
 def test_keytoken_weighted_training_runs_and_differs_from_plain(accelerate_run, tiny_tokenizer, tmp_path):
     from hfpipe.train_accelerate import causal_lm_task
 
