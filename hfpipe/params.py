@@ -150,6 +150,10 @@ class TrainParams(_Section):
     # torch.compile the model (inductor) before training, both backends. Same numbers to float
     # rounding; pays once the steps outweigh the compile (bench/train_throughput.py measures both).
     torch_compile: bool = False
+    # torch.use_deterministic_algorithms (warn_only): the same params give bit-identical weights and
+    # metrics run after run, so `dvc metrics diff` shows the change, not noise. Needed with
+    # torch_compile (inductor's kernels are otherwise nondeterministic here); ~2% slower on this CPU.
+    deterministic: bool = True
     # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
     num_processes: int = Field(1, ge=1)
     # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).

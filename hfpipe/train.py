@@ -59,6 +59,18 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
+def use_deterministic_algorithms(enabled: bool) -> None:
+    """train.deterministic: deterministic kernels, eager and compiled (warn_only: an op without a
+    deterministic version warns instead of failing). On CUDA, cuBLAS needs its workspace pinned too."""
+    import os
+
+    import torch
+
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+
+
 def slow_bf16_warning(mixed_precision: str) -> str | None:
     """A warning when bf16 autocast would run emulated, i.e. slower than fp32: on a CPU without
     native bf16 instructions (AVX512-BF16 or AMX) and no GPU."""
@@ -412,6 +424,7 @@ def run_train_stage(params: Params) -> None:
     log = print if launch.rank() == 0 else _quiet
     if warning := slow_bf16_warning(params.train.mixed_precision):
         log(warning)
+    use_deterministic_algorithms(params.train.deterministic)
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     data = load_from_disk("data/tokenized")
     backend = params.train.backend

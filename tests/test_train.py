@@ -174,3 +174,17 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(monkeypatch):
     assert train.slow_bf16_warning("no") is None
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert train.slow_bf16_warning("bf16") is None
+
+
+def test_deterministic_param_switches_torch_to_deterministic_kernels():
+    import torch
+
+    from hfpipe.train import use_deterministic_algorithms
+
+    try:
+        use_deterministic_algorithms(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        use_deterministic_algorithms(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
