@@ -119,6 +119,9 @@ def save_dataset_dict(splits, out_dir: str | Path, max_shard_size: int | str | N
         state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
+WRITE_BATCH_BYTES = 16 * 10**6
+
+
 class ShardedArrowWriter:
     """Streams Arrow tables into shard files of at most `max_shard_size` bytes of data each.
 
@@ -138,7 +141,9 @@ class ShardedArrowWriter:
         self.prefix = prefix
         self.max_shard_size = parse_size(max_shard_size)
         self.batch_rows = config.DEFAULT_MAX_BATCH_SIZE
-        self.batch_bytes = min(parse_size(config.MAX_ROW_GROUP_SIZE), self.max_shard_size)
+        # save_to_disk's record batches hold up to 100 MB; 16 MB keeps a stream of long documents'
+        # pending rows (and their copy while a batch is cut) small, so memory stays flat
+        self.batch_bytes = min(parse_size(config.MAX_ROW_GROUP_SIZE), WRITE_BATCH_BYTES, self.max_shard_size)
         self.shards: list[Path] = []
         self.rows = 0
         self._pending: list = []
