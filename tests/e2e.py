@@ -69,3 +69,16 @@ def make_repo_copy(dest: Path, params_source: str, overrides: dict) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "copy")
     return dest
+
+
+def set_train(repo: Path, **values) -> None:
+    """Update the train section of the copy's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def checkpoints(repo: Path) -> list[str]:
+    """The names in the copy's models/checkpoints, sorted."""
+    root = repo / "models" / "checkpoints"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import dvc, git, make_repo_copy, stages_run
+from tests.e2e import checkpoints, dvc, git, make_repo_copy, set_train, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -182,17 +182,6 @@ def gpt2_repo(tmp_path_factory) -> Path:
     return repo
 
 
-def _set_train(repo: Path, **values) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _checkpoints(repo: Path) -> list[str]:
-    root = repo / "models" / "checkpoints"
-    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-
-
 def _kill_after_checkpoint(repo: Path, min_step: int, *cmd: str, group: bool = True) -> dict[int, str]:
     """Start cmd; SIGKILL it (its whole process group, as a crash or an OOM kill of dvc would, or with
     group=False the stage process alone) once a complete checkpoint of step >= min_step exists.
@@ -264,11 +253,11 @@ def test_classifier_accelerate_epoch_eval_best_model_killed_then_resumed_to_iden
     """Accelerate backend, evaluation at each epoch end, the best model kept: killed by SIGKILL in
     its second epoch, `dvc repro` resumes and ends bit-identical to an uninterrupted run."""
     repo = gpt2_repo
-    _set_train(repo, backend="accelerate", eval_strategy="epoch", load_best_model_at_end=True,
+    set_train(repo, backend="accelerate", eval_strategy="epoch", load_best_model_at_end=True,
                metric_for_best_model="loss")
     result = dvc(repo, "repro", "evaluate")
     assert stages_run(result.stdout) == {"train", "evaluate"}
-    assert _checkpoints(repo) == []
+    assert checkpoints(repo) == []
     evals = _tsv(repo / "dvclive/plots/metrics/eval/loss.tsv")
     assert [int(r[0]) for r in evals] == [9, 18, 27, 36, 45, 54]  # each epoch's end
     best = min(evals, key=lambda r: float(r[1]))
@@ -282,7 +271,7 @@ def test_classifier_accelerate_epoch_eval_best_model_killed_then_resumed_to_iden
     git(repo, "commit", "-qm", "accelerate classifier")
 
     _kill_after_checkpoint(repo, 10, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
-    assert _checkpoints(repo)
+    assert checkpoints(repo)
     result = dvc(repo, "repro", "evaluate")
     assert "train" in stages_run(result.stdout)
     step = _resumed_step(result.stdout)
@@ -290,7 +279,7 @@ def test_classifier_accelerate_epoch_eval_best_model_killed_then_resumed_to_iden
     assert _sha(repo / "models/trained/model.safetensors") == full["weights"]
     assert _tree(repo / "dvclive") == full["dvclive"]
     assert json.loads((repo / "metrics/eval.json").read_text()) == full["eval"]
-    assert _checkpoints(repo) == []
+    assert checkpoints(repo) == []
     print(f"accelerate classifier: resumed at step {step}; validation {full['eval']['validation']}")
 
 
@@ -298,11 +287,11 @@ def test_classifier_trainer_killed_then_resumed_to_identical_results(gpt2_repo):
     """Trainer backend, length-grouped batches, evaluation every 10 steps: killed in its second epoch,
     `dvc repro` resumes; weights, eval curve and metrics/eval.json equal the uninterrupted run's."""
     repo = gpt2_repo
-    _set_train(repo, backend="trainer", eval_strategy="steps", load_best_model_at_end=False,
+    set_train(repo, backend="trainer", eval_strategy="steps", load_best_model_at_end=False,
                metric_for_best_model=None)
     result = dvc(repo, "repro", "evaluate")
     assert stages_run(result.stdout) == {"train", "evaluate"}
-    assert _checkpoints(repo) == []
+    assert checkpoints(repo) == []
     full = {"weights": _sha(repo / "models/trained/model.safetensors"),
             "evals": (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text(),
             "eval": json.loads((repo / "metrics/eval.json").read_text())}
@@ -316,7 +305,7 @@ def test_classifier_trainer_killed_then_resumed_to_identical_results(gpt2_repo):
     assert _sha(repo / "models/trained/model.safetensors") == full["weights"]
     assert (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text() == full["evals"]
     assert json.loads((repo / "metrics/eval.json").read_text()) == full["eval"]
-    assert _checkpoints(repo) == []
+    assert checkpoints(repo) == []
     print(f"trainer classifier: resumed at step {step}; validation {full['eval']['validation']}")
 
 
@@ -328,17 +317,17 @@ def test_classifier_with_two_processes_survives_a_killed_launcher_and_completes(
     import time
 
     repo = gpt2_repo
-    _set_train(repo, backend="trainer", num_processes=2, batch_size=8)  # global batch 16, as before
+    set_train(repo, backend="trainer", num_processes=2, batch_size=8)  # global batch 16, as before
     workers = _kill_after_checkpoint(repo, 5, sys.executable, "-m", "stages.train", group=False)
     # torchrun's two workers, in sessions of their own (so not in the killed process group either)
     assert sum("-m stages.train" in cmdline for cmdline in workers.values()) == 2, workers
-    saved = _checkpoints(repo)
+    saved = checkpoints(repo)
     deadline = time.time() + 3  # they get SIGTERM at once; orphaned, they would train on for seconds
     while alive := [p for p in workers if _alive(p)]:
         assert time.time() < deadline, f"processes outlived the killed launcher: {alive}"
         time.sleep(0.05)
     time.sleep(0.5)
-    assert _checkpoints(repo) == saved and not (repo / "models" / "trained").exists()  # nothing trains on
+    assert checkpoints(repo) == saved and not (repo / "models" / "trained").exists()  # nothing trains on
 
     result = dvc(repo, "repro", "evaluate")
     out = result.stdout
@@ -348,11 +337,11 @@ def test_classifier_with_two_processes_survives_a_killed_launcher_and_completes(
     assert saved and len(saved) == len(set(saved))  # one line per checkpoint
     steps = [r[0] for r in _tsv(repo / "dvclive/plots/metrics/loss.tsv")]
     assert steps == sorted(set(steps), key=int)
-    assert _checkpoints(repo) == [] and (repo / "models/trained/model.safetensors").is_file()
+    assert checkpoints(repo) == [] and (repo / "models/trained/model.safetensors").is_file()
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     print(f"2 processes: validation {metrics['validation']}")
     assert metrics["validation"]["accuracy"] >= 0.8
-    _set_train(repo, num_processes=1, batch_size=16)
+    set_train(repo, num_processes=1, batch_size=16)
 
 
 def _alive(pid: int) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import dvc, env, git, make_repo_copy, run, stages_run
+from tests.e2e import checkpoints, dvc, env, git, make_repo_copy, run, set_train, stages_run
 from tests.test_pipeline_e2e import TINY
 
 pytestmark = pytest.mark.e2e
@@ -41,23 +41,12 @@ def repo(tmp_path_factory) -> Path:
     return path
 
 
-def set_train(repo: Path, **values) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def checkpoints(repo: Path) -> list[str]:
-    root = repo / "models" / "checkpoints"
-    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
 
 def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str) -> None:
