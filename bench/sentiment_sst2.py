@@ -71,7 +71,7 @@ def main() -> None:
     from datasets import load_from_disk
 
     data = load_from_disk(str(work / "tokenized"))
-    model = build_classification_model(params, tokenizer, names)
+    model = build_classification_model(params, tokenizer, names, params.tokenize.max_length)
     trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], work / "trainer",
                                live_dir=work / "dvclive")
     t3 = time.perf_counter()

@@ -37,15 +37,14 @@ _NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume"}
 
 def model_config_of(params: Params) -> dict:
     """What fixes the weights' shapes: a checkpoint with another model config cannot be loaded."""
-    return {"task": params.task, "model": params.model.model_dump(),
-            "context_length": params.tokenize.context_length}
+    # (the block length is fixed by the tokenized data, which the data fingerprint covers)
+    return {"task": params.task, "model": params.model.model_dump()}
 
 
 def run_definition(params: Params) -> dict:
     """Every param that changes the numbers a run computes (so a resume must match all of them)."""
     train = {k: v for k, v in params.train.model_dump().items() if k not in _NOT_IN_FINGERPRINT}
-    return {**model_config_of(params), "seed": params.seed, "lr": params.lr, "train": train,
-            "eval_max_blocks": params.evaluate.max_blocks}
+    return {**model_config_of(params), "seed": params.seed, "lr": params.lr, "train": train}
 
 
 def data_fingerprint(paths: list[str | Path]) -> str:

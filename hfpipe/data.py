@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from hfpipe.io import PipelineError, save_dataset_dict
+from hfpipe.io import LOCAL_SUFFIXES, PipelineError, looks_local, save_dataset_dict
 from hfpipe.params import DatasetParams
 
 # Files above this size are mostly generated tables or vendored bundles, not code people write.
@@ -23,9 +23,6 @@ MAX_FILE_BYTES = 500_000
 WRITE_BATCH = 256
 # This project's own package is not part of the corpus it trains on.
 EXCLUDED_DISTRIBUTIONS = {"hfpipe"}
-LOCAL_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-                  ".txt": "text", ".arrow": "arrow"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def any_keyword_in_string(text: str, keywords: Iterable[str]) -> bool:
@@ -71,14 +68,10 @@ def _local_kind(path: Path) -> str | None:
     return LOCAL_SUFFIXES.get(path.suffix.lower())
 
 
-def looks_local(path: str) -> bool:
-    return (Path(path).exists() or path.startswith((".", "/", "~")) or _local_kind(Path(path)) is not None
-            or not HUB_ID.match(path))
-
-
-def load_source(dp: DatasetParams, streaming: bool):
+def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None):
     """datasets.load_dataset for a Hub id, a local folder (files named by split) or a local file.
 
+    `revision` (a Hub dataset's branch, tag or commit) is passed to load_dataset for Hub ids.
     Returns a DatasetDict or IterableDatasetDict. Errors become one line naming dataset.path.
     """
     import datasets
@@ -112,6 +105,8 @@ def load_source(dp: DatasetParams, streaming: bool):
         builder = path
         if dp.data_files:
             kwargs["data_files"] = dp.data_files
+        if revision:
+            kwargs["revision"] = revision
     try:
         return datasets.load_dataset(builder, dp.name, streaming=streaming, **kwargs)
     except PipelineError:
@@ -174,9 +169,9 @@ def _csv_options(dp: DatasetParams, p: Path) -> dict:
     return opts
 
 
-def iter_load_dataset_documents(dp: DatasetParams) -> Iterator[dict]:
+def iter_load_dataset_documents(dp: DatasetParams, revision: str | None = None) -> Iterator[dict]:
     """Documents of every split of a Hub or local dataset, streamed where the source allows."""
-    source = load_source(dp, streaming=dp.streaming)
+    source = load_source(dp, streaming=dp.streaming, revision=revision)
     for split in source:
         columns = source[split].column_names
         if columns is not None and dp.text_column not in columns:
@@ -189,6 +184,13 @@ def iter_load_dataset_documents(dp: DatasetParams) -> Iterator[dict]:
             # The source is the split (the dataset is stats["path"]): per-repository counts of a
             # Hub-scale corpus would not fit in the stats.
             yield {"content": row[dp.text_column] or "", "source": split}
+
+
+def _revision_stats(dp: DatasetParams, commit: str | None) -> dict:
+    """A Hub dataset's provenance for the stats: the revision asked for and the commit read."""
+    if dp.source != "load_dataset" or looks_local(dp.path or ""):
+        return {}
+    return {"revision": dp.revision, "commit": commit}
 
 
 def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, validation_fraction: float,
@@ -276,14 +278,19 @@ def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, colum
     return {s: writers[s].rows for s in sorted(writers)}
 
 
-def fetch_code_corpus(dp: DatasetParams, out_dir: Path) -> dict:
-    """The fetch/filter stage for causal-LM recipes. Returns the stats it also describes."""
-    stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, "filter_keywords": dp.filter_keywords,
+def fetch_code_corpus(dp: DatasetParams, out_dir: Path, commit: str | None = None) -> dict:
+    """The fetch/filter stage for causal-LM recipes. Returns the stats it also describes.
+
+    `commit`: the Hub commit the inputs stage resolved dataset.revision to (None offline: the
+    revision itself is read)."""
+    revision = commit or dp.revision
+    stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, **_revision_stats(dp, commit),
+                   "filter_keywords": dp.filter_keywords,
                    "seed": dp.seed, "seen": 0, "kept": 0, "duplicates": 0, "bytes": 0,
                    "split_documents": Counter(), "sources": Counter()}
     seed = dp.seed
     docs = (iter_installed_package_documents(seed) if dp.source == "installed-packages"
-            else iter_load_dataset_documents(dp))
+            else iter_load_dataset_documents(dp, revision))
     rows = filter_documents(docs, dp.filter_keywords, seed, dp.validation_fraction, dp.max_documents,
                             dp.max_bytes, stats)
     counts = write_document_splits(rows, out_dir, ["content", "source"], dp.max_shard_size)
@@ -364,7 +371,7 @@ def _require_columns(ds, split: str, columns: dict[str, str | None]) -> None:
                                 f"columns are {ds.column_names}")
 
 
-def classification_splits(dp: DatasetParams):
+def classification_splits(dp: DatasetParams, revision: str | None = None):
     """Load, check and normalise a classification dataset -> (DatasetDict, label names, notes).
 
     Columns become `text` (+ `text_pair`) and a ClassLabel `label` (-1 for an unlabelled test split).
@@ -372,7 +379,7 @@ def classification_splits(dp: DatasetParams):
     import datasets
     from datasets import ClassLabel, Dataset, DatasetDict
 
-    source = load_source(dp, streaming=False)
+    source = load_source(dp, streaming=False, revision=revision)
     if isinstance(source, Dataset):
         source = DatasetDict({"train": source})
     known = {s: SPLIT_NAMES.get(s.lower(), s) for s in source}
@@ -421,11 +428,14 @@ def classification_splits(dp: DatasetParams):
     return DatasetDict(out), names, notes
 
 
-def fetch_classification(dp: DatasetParams, out_dir: Path) -> dict:
-    """The fetch stage for classification tasks: normalised splits saved to `out_dir`; returns stats."""
-    splits, names, notes = classification_splits(dp)
+def fetch_classification(dp: DatasetParams, out_dir: Path, commit: str | None = None) -> dict:
+    """The fetch stage for classification tasks: normalised splits saved to `out_dir`; returns stats.
+
+    `commit`: the Hub commit the inputs stage resolved dataset.revision to (see fetch_code_corpus)."""
+    splits, names, notes = classification_splits(dp, commit or dp.revision)
     save_dataset_dict(splits, out_dir, dp.max_shard_size)
-    stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, "text_column": dp.text_column,
+    stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, **_revision_stats(dp, commit),
+                   "text_column": dp.text_column,
                    "text_pair_column": dp.text_pair_column, "label_column": dp.label_column, "label_names": names,
                    "seed": dp.seed, **notes, "split_rows": {s: len(ds) for s, ds in splits.items()}, "label_counts": {}}
     for split, ds in splits.items():

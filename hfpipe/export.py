@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hfpipe.hub import PROVENANCE_FILE
 from hfpipe.io import PipelineError
 from hfpipe.params import Params
 
@@ -14,10 +15,28 @@ def _json_block(data) -> str:
     return f"```json\n{json.dumps(data, indent=2)}\n```"
 
 
+
+
+def sources_of(model_dir: Path, data_stats: dict) -> dict:
+    """What the model was made from on the Hub: the dataset's revision and commit (fetch stats),
+    the tokenizer's and the starting model's (the train stage's provenance file)."""
+    out = {}
+    if "revision" in data_stats:
+        out["dataset"] = {"name_or_path": data_stats.get("path"), "revision": data_stats["revision"],
+                          "commit": data_stats.get("commit")}
+    file = Path(model_dir) / PROVENANCE_FILE
+    if file.is_file():
+        out.update(json.loads(file.read_text()))
+    return out
+
+
 def render_model_card(params: Params, pipeline_task: str, summary: str, usage: str, data: str, metrics: dict,
-                      metrics_title: str, limits: str) -> str:
+                      metrics_title: str, limits: str, sources: dict | None = None) -> str:
     """The model card layout both kinds of model share: front matter, summary, usage, data,
-    params, metrics, limits."""
+    (Hub sources: revision asked for and commit read), params, metrics, limits."""
+    if sources:
+        data += ("\n\n### Hub sources (revision asked for, commit read; commit null: offline or not "
+                 f"resolved)\n\n{_json_block(sources)}")
     return f"""---
 library_name: transformers
 pipeline_tag: {pipeline_task}
@@ -51,7 +70,7 @@ tags: [dvc, {params.task}]
 
 
 def model_card(params: Params, data_stats: dict, chunk_stats: dict, metrics: dict, n_params: int,
-               pipeline_task: str) -> str:
+               pipeline_task: str, sources: dict | None = None) -> str:
     """README.md for the exported causal LM: what it is, the data it saw, params, metrics, usage, limits."""
     kept = {k: v for k, v in data_stats.items() if k != "documents_by_source"}
     sources = data_stats.get("documents_by_source", {})
@@ -64,7 +83,7 @@ print(pipe("import pandas as", max_new_tokens=16, do_sample=False)[0]["generated
 ```"""
     data = f"""{_json_block(kept)}
 
-Tokenize-and-chunk (`{params.tokenize.method}`, context {params.tokenize.context_length}):
+Tokenize-and-chunk (`{chunk_stats.get("method", params.tokenize.method)}`, context {chunk_stats.get("context_length", params.tokenize.context_length)}):
 
 {_json_block(chunk_stats)}"""
     if source_lines:
@@ -75,7 +94,8 @@ Tokenize-and-chunk (`{params.tokenize.method}`, context {params.tokenize.context
                 "from this repository's `params.yaml`.",
         usage=usage, data=data, metrics=metrics, metrics_title="Metrics (validation split)",
         limits="Trained on a small corpus for minutes on a CPU: it completes common idioms of the data-science\n"
-               "stack (imports, DataFrame calls) and is not a general code model. Do not use its output unreviewed.")
+               "stack (imports, DataFrame calls) and is not a general code model. Do not use its output unreviewed.",
+        sources=sources)
 
 
 def export_causal_lm(model_dir: Path, out_dir: Path, params: Params, data_stats: dict, chunk_stats: dict,
@@ -93,7 +113,8 @@ def export_causal_lm(model_dir: Path, out_dir: Path, params: Params, data_stats:
     model.save_pretrained(out_dir)  # safetensors is the only format in transformers v5
     tokenizer.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
-    card = model_card(params, data_stats, chunk_stats, metrics, n_params, "text-generation")
+    card = model_card(params, data_stats, chunk_stats, metrics, n_params, "text-generation",
+                      sources_of(model_dir, data_stats))
     (out_dir / "README.md").write_text(card)
     generated = pipeline("text-generation", model=str(out_dir))("import pandas as", max_new_tokens=4,
                                                                  do_sample=False)
@@ -102,7 +123,7 @@ def export_causal_lm(model_dir: Path, out_dir: Path, params: Params, data_stats:
 
 
 def classifier_model_card(params: Params, data_stats: dict, tokenize_stats: dict, metrics: dict, n_params: int,
-                          label_names: list[str], pipeline_task: str) -> str:
+                          label_names: list[str], pipeline_task: str, sources: dict | None = None) -> str:
     """README.md for an exported classifier: labels, data, params, metrics, usage, limits."""
     if params.task == "gpt2-classifier":
         usage = f"""```python
@@ -131,7 +152,7 @@ print(clf({example}))
         what = f"sequence classifier fine-tuned from {params.model.name_or_path}"
     data = f"""{_json_block(data_stats)}
 
-Tokenization (`max_length` {params.tokenize.max_length}):
+Tokenization (`max_length` {tokenize_stats.get("max_length", params.tokenize.max_length)}):
 
 {_json_block(tokenize_stats)}"""
     return render_model_card(
@@ -140,7 +161,8 @@ Tokenization (`max_length` {params.tokenize.max_length}):
                 f"`params.yaml`. Labels: {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.",
         usage=usage, data=data, metrics=metrics, metrics_title="Metrics",
         limits="Fine-tuned briefly on the data above; check the metrics and the predictions tables\n"
-               "(`metrics/report/`) before relying on it, and expect it to do worse on text unlike its training data.")
+               "(`metrics/report/`) before relying on it, and expect it to do worse on text unlike its training data.",
+        sources=sources)
 
 
 def export_classifier(model_dir: Path, out_dir: Path, params: Params, data_stats: dict, tokenize_stats: dict,
@@ -163,7 +185,7 @@ def export_classifier(model_dir: Path, out_dir: Path, params: Params, data_stats
     task = "text-generation" if gpt2 else "text-classification"
     n_params = sum(p.numel() for p in model.parameters())
     (out_dir / "README.md").write_text(classifier_model_card(params, data_stats, tokenize_stats, metrics, n_params,
-                                                             label_names, task))
+                                                             label_names, task, sources_of(model_dir, data_stats)))
     pipe = pipeline(task, model=str(out_dir))
     if gpt2:
         out = pipe("a film", max_new_tokens=1, do_sample=False)

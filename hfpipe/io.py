@@ -20,6 +20,17 @@ class PipelineError(Exception):
 
 LOG_DIR = Path("logs")
 
+# Local data files load_dataset reads, by suffix -> its builder.
+LOCAL_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+                  ".txt": "text", ".arrow": "arrow"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_local(path: str) -> bool:
+    """A local file or folder rather than a Hub id (`nyu-mll/glue`, `gpt2`); `pkg:` names count as local."""
+    return (Path(path).expanduser().exists() or path.startswith((".", "/", "~", "pkg:"))
+            or Path(path).suffix.lower() in LOCAL_SUFFIXES or not HUB_ID.match(path))
+
 
 def run_stage(main: Callable[[], None], name: str) -> None:
     """Run a stage's main(); a PipelineError becomes `error: ...` on stderr and exit 2.

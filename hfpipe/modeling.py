@@ -32,11 +32,11 @@ def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> 
     return str(get_path())
 
 
-def load_config(name_or_path: str, **overrides):
+def load_config(name_or_path: str, revision: str | None = None, **overrides):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(resolve_name_or_path(name_or_path), **overrides)
+        return AutoConfig.from_pretrained(resolve_name_or_path(name_or_path), revision=revision, **overrides)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"model.name_or_path = {name_or_path!r}: could not load its config "
@@ -55,7 +55,7 @@ def check_context_length(mp: ModelParams, context_length: int, key: str = "token
     """A pretrained model (or a config taken from one) has a fixed maximum number of positions."""
     if not mp.name_or_path:
         return
-    limit = max_positions(load_config(mp.name_or_path))
+    limit = max_positions(load_config(mp.name_or_path, mp.revision))
     if limit is not None and context_length > limit:
         raise PipelineError(f"{key} = {context_length}: above the maximum of {limit} positions of "
                             f"model.name_or_path {mp.name_or_path!r}; use at most {limit}")
@@ -68,7 +68,7 @@ def causal_lm_config(mp: ModelParams, tokenizer, context_length: int):
     ids = dict(vocab_size=len(tokenizer), n_positions=context_length, bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if mp.name_or_path:  # e.g. gpt2: GPT-2 small's sizes, our vocabulary
-        return load_config(mp.name_or_path, **ids)
+        return load_config(mp.name_or_path, mp.revision, **ids)
     return GPT2Config(n_layer=mp.n_layer, n_head=mp.n_head, n_embd=mp.n_embd, resid_pdrop=mp.dropout,
                       embd_pdrop=mp.dropout, attn_pdrop=mp.dropout, **ids)
 
@@ -79,7 +79,7 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
     from transformers import AutoModelForCausalLM
 
     if not mp.from_scratch:
-        model = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(mp.name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(mp.name_or_path), revision=mp.revision)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
@@ -120,9 +120,9 @@ def build_sequence_classifier(mp: ModelParams, label_names: list[str], seed: int
     path = resolve_name_or_path(mp.name_or_path)
     try:
         if mp.from_scratch:
-            model = AutoModelForSequenceClassification.from_config(load_config(path, **labels))
+            model = AutoModelForSequenceClassification.from_config(load_config(path, mp.revision, **labels))
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(path, **labels)
+            model = AutoModelForSequenceClassification.from_pretrained(path, revision=mp.revision, **labels)
     except PipelineError:
         raise
     except Exception as err:

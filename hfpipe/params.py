@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hfpipe.io import PipelineError, parse_size
+from hfpipe.io import PipelineError, looks_local, parse_size
 
 PARAMS_FILE = "params.yaml"
 
@@ -37,6 +37,9 @@ class DatasetParams(_Section):
     source: Literal["installed-packages", "load_dataset"] = "installed-packages"
     path: str | None = None
     name: str | None = None
+    # Hub datasets: a branch, tag or commit (load_dataset's `revision`). The inputs stage resolves it
+    # to a commit when the Hub answers, and fetch reads that commit (data/stats/inputs.json).
+    revision: str | None = None
     data_files: dict[str, str] | None = None
     streaming: bool = True  # Hub datasets: filter on the fly instead of downloading everything
     text_column: str = "content"
@@ -75,6 +78,7 @@ class DatasetParams(_Section):
 
 class TokenizerParams(_Section):
     name_or_path: str | None = None  # None: train a byte-level BPE tokenizer on the train split
+    revision: str | None = None      # a Hub tokenizer's branch, tag or commit (from_pretrained's revision)
     vocab_size: int = Field(8192, ge=300, le=1_000_000)
     min_frequency: int = Field(2, ge=1)
 
@@ -103,6 +107,7 @@ class ModelParams(_Section):
     # from_scratch: build a fresh model from a config (name_or_path's config if given, else GPT-2
     # with the size params below). Otherwise from_pretrained(name_or_path).
     name_or_path: str | None = None
+    revision: str | None = None  # a Hub model's branch, tag or commit (from_pretrained's revision)
     from_scratch: bool = True
     n_layer: int = Field(4, ge=1)
     n_head: int = Field(4, ge=1)
@@ -161,6 +166,8 @@ class TrainParams(_Section):
     # Accelerate backend: seed 04's keytoken-weighted loss. Each sequence's loss is weighted by
     # 1 + alpha * (keytoken occurrences), so alpha 0 is exactly the plain mean loss.
     keytoken_alpha: float = Field(0.0, ge=0.0)
+    # Causal LM: validation blocks scored by the train-time evaluation (None: all of them).
+    eval_max_blocks: int | None = Field(None, gt=0)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
 
     @field_validator("mixed_precision", mode="before")
@@ -190,6 +197,26 @@ class TrainParams(_Section):
 
 
 CLASSIFICATION_TASKS = ("classification", "gpt2-classifier")
+CAUSAL_LM = ("causal-lm",)
+
+# Keys only some tasks read. A recipe that sets one for another task is refused (one line naming
+# the key and the task that would read it): a set param is never silently ignored, and each recipe
+# lists only its own task's keys. Keys that every task reads are not in this table.
+TASK_KEYS: dict[str, tuple[str, ...]] = {
+    "dataset.filter_keywords": CAUSAL_LM, "dataset.validation_fraction": CAUSAL_LM,
+    "dataset.max_documents": CAUSAL_LM, "dataset.max_bytes": CAUSAL_LM, "dataset.streaming": CAUSAL_LM,
+    "dataset.text_pair_column": CLASSIFICATION_TASKS, "dataset.label_column": CLASSIFICATION_TASKS,
+    "dataset.label_names": CLASSIFICATION_TASKS, "dataset.max_train_samples": CLASSIFICATION_TASKS,
+    "dataset.max_eval_samples": CLASSIFICATION_TASKS, "dataset.validation_split_fraction": CLASSIFICATION_TASKS,
+    "tokenize.context_length": CAUSAL_LM, "tokenize.method": CAUSAL_LM, "tokenize.num_proc": CAUSAL_LM,
+    "tokenize.max_length": CLASSIFICATION_TASKS,
+    "model.gradient_checkpointing": CLASSIFICATION_TASKS,
+    "train.group_by_length": CLASSIFICATION_TASKS, "train.keytoken_alpha": CAUSAL_LM, "train.keytokens": CAUSAL_LM,
+    "train.eval_max_blocks": CAUSAL_LM,
+    "evaluate.max_blocks": CAUSAL_LM, "evaluate.keytokens": CAUSAL_LM, "evaluate.max_new_tokens": CAUSAL_LM,
+}
+# dataset keys that only datasets.load_dataset reads (the installed-packages corpus has no path).
+LOAD_DATASET_KEYS = ("path", "name", "revision", "data_files", "streaming", "text_column", "delimiter")
 
 
 class EvaluateParams(_Section):
@@ -219,6 +246,40 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
+
+    @model_validator(mode="after")
+    def _refuse_ignored_keys(self) -> "Params":
+        for key, tasks in TASK_KEYS.items():
+            section, name = key.split(".")
+            if self.task not in tasks and name in getattr(self, section).model_fields_set:
+                raise ValueError(f"{key} is set but task {self.task} does not read it (it is for "
+                                 f"{' and '.join(tasks)}); remove it from params.yaml")
+        dp, tk, mp = self.dataset, self.tokenizer, self.model
+        if dp.source == "installed-packages":
+            for name in LOAD_DATASET_KEYS:
+                if name in dp.model_fields_set:
+                    raise ValueError(f"dataset.{name} is set but dataset.source is installed-packages (the corpus "
+                                     f"is the installed packages' files); set dataset.source: load_dataset to read "
+                                     f"dataset.path, or remove dataset.{name}")
+        if tk.name_or_path:
+            for name in ("vocab_size", "min_frequency"):
+                if name in tk.model_fields_set:
+                    raise ValueError(f"tokenizer.{name} is set but tokenizer.name_or_path = {tk.name_or_path!r} is "
+                                     f"loaded as it is; remove tokenizer.{name}, or set tokenizer.name_or_path: null "
+                                     f"to train a BPE of that size")
+        if mp.name_or_path:
+            for name in ("n_layer", "n_head", "n_embd", "dropout"):
+                if name in mp.model_fields_set:
+                    raise ValueError(f"model.{name} is set but model.name_or_path = {mp.name_or_path!r} fixes the "
+                                     f"model's shape; remove model.{name}, or set model.name_or_path: null to "
+                                     f"build a GPT-2 of these sizes")
+        for key, name_or_path, revision in (("dataset", dp.path, dp.revision), ("tokenizer", tk.name_or_path, tk.revision),
+                                            ("model", mp.name_or_path, mp.revision)):
+            what = "dataset.path" if key == "dataset" else f"{key}.name_or_path"
+            if revision is not None and (not name_or_path or looks_local(name_or_path)):
+                raise ValueError(f"{key}.revision = {revision!r}: a revision pins a Hub repository, and "
+                                 f"{what} = {name_or_path!r} is not a Hub id; remove {key}.revision")
+        return self
 
     @model_validator(mode="after")
     def _check_classification(self) -> "Params":

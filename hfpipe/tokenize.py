@@ -44,13 +44,14 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: in
                                    unk_token=EOS_TOKEN, pad_token=PAD_TOKEN)
 
 
-def load_pretrained_tokenizer(name_or_path: str):
+def load_pretrained_tokenizer(name_or_path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
     from hfpipe.modeling import resolve_name_or_path
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path, "tokenizer.name_or_path"))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path, "tokenizer.name_or_path"),
+                                                  revision=revision)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load ({type(err).__name__}: {first})") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data
-from hfpipe.io import atomic_dir
+from hfpipe.io import atomic_dir, read_json, write_json_atomic
 from hfpipe.params import Params
 
 DVCLIVE_DIR = "dvclive"
@@ -393,16 +393,14 @@ def train_classifier(params: Params, model, tokenizer, train_set, eval_set, work
     )
 
 
-def build_classification_model(params: Params, tokenizer, label_names: list[str]):
+def build_classification_model(params: Params, tokenizer, label_names: list[str], max_length: int):
     """The model a classification task trains: a sequence classifier, or (gpt2-classifier) a causal
     LM whose embeddings cover the tokenizer (its added pad token), n_positions >= max_length."""
-    from hfpipe.modeling import (build_causal_lm, build_sequence_classifier, check_context_length,
-                                 enable_gradient_checkpointing)
+    from hfpipe.modeling import build_causal_lm, build_sequence_classifier, enable_gradient_checkpointing
 
     mp = params.model
-    check_context_length(mp, params.tokenize.max_length, key="tokenize.max_length")
     if params.task == "gpt2-classifier":
-        model = build_causal_lm(mp, tokenizer, params.tokenize.max_length, params.seed)
+        model = build_causal_lm(mp, tokenizer, max_length, params.seed)
         enable_gradient_checkpointing(model, mp.gradient_checkpointing)
         return model
     return build_sequence_classifier(mp, label_names, params.seed, pad_token_id=tokenizer.pad_token_id)
@@ -425,21 +423,26 @@ def run_train_stage(params: Params) -> None:
     if warning := slow_bf16_warning(params.train.mixed_precision):
         log(warning)
     use_deterministic_algorithms(params.train.deterministic)
+    params, sources = pin_hub_model(params)
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     data = load_from_disk("data/tokenized")
+    # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
+    # stage reads no tokenize.* key, so a recipe of any task carries only its own.
+    tokenize_stats = read_json("data/stats/tokenize.json")
     backend = params.train.backend
 
     if params.task == "causal-lm":
-        check_context_length(params.model, params.tokenize.context_length)
+        context_length = tokenize_stats["context_length"]
+        check_context_length(params.model, context_length)
         train_set, eval_set = data["train"], data["validation"]
-        if params.evaluate.max_blocks:
-            eval_set = eval_set.select(range(min(params.evaluate.max_blocks, len(eval_set))))
+        if params.train.eval_max_blocks:
+            eval_set = eval_set.select(range(min(params.train.eval_max_blocks, len(eval_set))))
         keytokens = check_training_inputs(params, tokenizer, len(train_set), log=log)
 
         def build_model():
             from hfpipe.modeling import build_causal_lm
 
-            model = build_causal_lm(params.model, tokenizer, params.tokenize.context_length, params.seed)
+            model = build_causal_lm(params.model, tokenizer, context_length, params.seed)
             log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training blocks; "
                 f"backend {backend}, {params.train.num_processes} process(es)")
             return model
@@ -461,14 +464,15 @@ def run_train_stage(params: Params) -> None:
     else:  # classification, gpt2-classifier
         from hfpipe.tokenize import label_token_ids
 
-        check_context_length(params.model, params.tokenize.max_length, key="tokenize.max_length")
+        max_length = tokenize_stats["max_length"]
+        check_context_length(params.model, max_length, key="tokenize.max_length")
         train_set, eval_set = data["train"], data["validation"]
         names = train_set.features["label"].names
         tokens = label_token_ids(tokenizer, names) if params.task == "gpt2-classifier" else None
         check_training_inputs(params, tokenizer, len(train_set), log=log)
 
         def build_model():
-            model = build_classification_model(params, tokenizer, names)
+            model = build_classification_model(params, tokenizer, names, max_length)
             log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training examples; "
                 f"labels {names}; backend {backend}, {params.train.num_processes} process(es)")
             return model
@@ -484,10 +488,29 @@ def run_train_stage(params: Params) -> None:
                                        marker_for_step=marker_for_step, resume_from=resume_from)
             return lambda out: trainer.save_model(str(out))
 
-    train_resumable(params, tokenizer, build_model, train, log=log)
+    train_resumable(params, tokenizer, build_model, train, log=log, sources=sources)
 
 
-def train_resumable(params: Params, tokenizer, build_model, train, log=print) -> None:
+def pin_hub_model(params: Params) -> tuple[Params, dict]:
+    """Resolve model.revision to the commit the Hub serves now and train from exactly that commit;
+    returns (params with that commit, the sources record: the tokenizer's and the model's name,
+    revision asked for and commit read) for models/trained/hub_provenance.json and the model card."""
+    from hfpipe.hub import PROVENANCE_FILE, hub_commit, provenance
+
+    sources = {}
+    tokenizer_record = Path("models/tokenizer") / PROVENANCE_FILE
+    if tokenizer_record.is_file():
+        sources["tokenizer"] = read_json(tokenizer_record)
+    mp = params.model
+    if mp.name_or_path:
+        commit = hub_commit(mp.name_or_path, mp.revision)  # None offline or for a local folder
+        sources["model"] = provenance(mp.name_or_path, mp.revision, commit)
+        if commit:
+            params = params.model_copy(update={"model": mp.model_copy(update={"revision": commit})})
+    return params, sources
+
+
+def train_resumable(params: Params, tokenizer, build_model, train, log=print, sources: dict | None = None) -> None:
     """What every task and backend shares: find the checkpoint to resume (hfpipe.checkpoint: same
     params and data, complete), relaunch under torchrun for train.num_processes > 1, build the model,
     train it (`train(model, resume_from, marker_for_step) -> save(folder)`, checkpointing into
@@ -515,6 +538,10 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print) ->
         with atomic_dir("models/trained") as out:
             save(out)
             tokenizer.save_pretrained(out)
+            if sources:
+                from hfpipe.hub import PROVENANCE_FILE
+
+                write_json_atomic(out / PROVENANCE_FILE, sources)
 
 
 def _quiet(*args, **kwargs) -> None:

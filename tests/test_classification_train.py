@@ -105,7 +105,7 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
         return {"step": step, "backend": "trainer", "fingerprint": "t"}
 
     def run(root, resume_from=None):
-        model = build_classification_model(params, tokenizer, ["neg", "pos"])
+        model = build_classification_model(params, tokenizer, ["neg", "pos"], params.tokenize.max_length)
         return train_classifier(params, model, tokenizer, data["train"], data["validation"], root, tokens,
                                 live_dir=tmp_path / f"live-{root.name}", marker_for_step=marker,
                                 resume_from=resume_from)
@@ -189,7 +189,7 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
         ds = Dataset.from_dict({"text": [t for t, _ in part], "label": [y for _, y in part]}, features=feats)
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params()
-    model = build_classification_model(params, tokenizer, ["neg", "pos"])
+    model = build_classification_model(params, tokenizer, ["neg", "pos"], params.tokenize.max_length)
     assert model.config.n_positions == 16 and model.get_input_embeddings().num_embeddings == len(tokenizer)
     trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], tmp_path / "work",
                                tokens, live_dir=tmp_path / "live")
@@ -225,7 +225,7 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
                                features=feats)
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params(max_steps=6, eval_steps=2, logging_steps=2)
-    model = build_classification_model(params, tokenizer, ["neg", "pos"])
+    model = build_classification_model(params, tokenizer, ["neg", "pos"], params.tokenize.max_length)
     train_classifier(params, model, tokenizer, data["train"], data["validation"], tmp_path / "work", tokens,
                      live_dir=tmp_path / "dvclive")
     report = tmp_path / "metrics/report"

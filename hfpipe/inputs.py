@@ -1,0 +1,76 @@
+"""What the fetch stage will read, fingerprinted, so DVC sees a change in inputs that live outside
+dvc.yaml's reach: the installed packages behind the default corpus, a user's local data files
+(inside the repository or not), a Hub dataset's revision.
+
+The `inputs` stage runs on every `dvc repro` (always_changed: it takes ~1 s) and rewrites
+data/stats/inputs.json. Only when the file's content changes does DVC rerun fetch, and a fetch
+whose output comes out byte-identical leaves every later stage cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from pathlib import Path
+
+from hfpipe.data import EXCLUDED_DISTRIBUTIONS
+from hfpipe.hub import hub_commit
+from hfpipe.io import looks_local
+from hfpipe.params import DatasetParams
+
+
+def corpus_distributions() -> dict[str, str]:
+    """`name==version` -> a hash of the .py files the wheel installed (their RECORD sha256s).
+
+    Exactly the files hfpipe.data.installed_python_files reads, named by what pip recorded, so the
+    fingerprint is the same on every machine installed from the same lock and moves when a package
+    is added, removed or upgraded. (A hand edit of an installed file keeps its RECORD hash: reinstall.)
+    """
+    out: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name or name.lower() in EXCLUDED_DISTRIBUTIONS:
+            continue
+        digest = hashlib.sha256()
+        for f in sorted(dist.files or [], key=lambda f: f.as_posix()):
+            if f.suffix == ".py":
+                digest.update(f"{f.as_posix()},{f.hash.value if f.hash else f.size}\n".encode())
+        key = f"{name}=={dist.version}"
+        out[key] = digest.hexdigest()[:16] if key not in out else out[key] + "+" + digest.hexdigest()[:16]
+    return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def local_files(path: str | Path) -> dict[str, str]:
+    """Every file under a local file or folder (hidden ones and caches skipped) -> its sha256."""
+    root = Path(path).expanduser()
+    if root.is_file():
+        return {root.name: file_sha256(root)}
+    if not root.is_dir():
+        return {}
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                f = Path(dirpath) / name
+                out[f.relative_to(root).as_posix()] = file_sha256(f)
+    return out
+
+
+def fetch_inputs(dp: DatasetParams) -> dict:
+    """The fingerprint of what fetch reads for these dataset params (data/stats/inputs.json)."""
+    if dp.source == "installed-packages":
+        return {"source": dp.source, "distributions": corpus_distributions()}
+    if looks_local(dp.path):
+        # A folder is hashed whole: dataset.data_files name files inside it (load_dataset resolves
+        # them against the folder), and adding or deleting a file counts as a change.
+        path = Path(dp.path).expanduser()
+        return {"source": dp.source, "path": dp.path, "exists": path.exists(), "files": local_files(path)}
+    return {"source": dp.source, "path": dp.path, "name": dp.name, "revision": dp.revision,
+            "commit": hub_commit(dp.path, dp.revision, "dataset")}
