@@ -60,7 +60,7 @@ def local_files(path: str | Path) -> dict[str, str]:
             if not name.startswith("."):
                 f = Path(dirpath) / name
                 out[f.relative_to(root).as_posix()] = file_sha256(f)
-    return out
+    return dict(sorted(out.items()))
 
 
 def fetch_inputs(dp: DatasetParams) -> dict:

