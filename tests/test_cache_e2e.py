@@ -1,0 +1,218 @@
+"""End-to-end, real dvc: the cache reruns exactly what a change touches.
+
+- every row of the README's "what reruns" table (params, code, the lock), read from `dvc status`
+  on the tiny default repo and closed over the pipeline's graph;
+- the installed packages behind the default corpus: a package added, upgraded or removed reruns
+  fetch, and a corpus that comes out identical leaves the later stages cached;
+- the committed dvc.lock's corpus hash is what a machine installed from the lock makes.
+(A user's own local data files: tests/test_classification_e2e.py, on the sentiment and mrpc recipes.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import ROOT, dvc, git, make_repo_copy
+from tests.test_inputs import fake_distribution
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["fetch", "tokenizer", "tokenize", "train", "evaluate", "export"]
+
+
+def graph(repo: Path) -> dict[str, set[str]]:
+    """stage -> the stages that read one of its outputs (dvc.yaml's deps/outs)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+
+    def names(items):
+        return [i if isinstance(i, str) else next(iter(i)) for i in items or []]
+
+    outs = {s: names(d.get("outs")) + names(d.get("metrics")) for s, d in stages.items()}
+    return {s: {t for t, d in stages.items() if any(dep == o or dep.startswith(o + "/") for dep in names(d.get("deps"))
+                                                      for o in outs[s])} for s in stages}
+
+
+def would_rerun(repo: Path) -> set[str]:
+    """The stages `dvc repro` would rerun: those `dvc status` finds changed, and every stage
+    downstream of them (a changed stage's outputs change). The always-run inputs check is left out."""
+    changed = set(json.loads(dvc(repo, "status", "--json").stdout)) - {"inputs"}
+    edges, todo, out = graph(repo), list(changed), set(changed)
+    while todo:
+        for nxt in edges[todo.pop()]:
+            if nxt not in out:
+                out.add(nxt)
+                todo.append(nxt)
+    return out - {"inputs"}
+
+
+def _set(params: dict, dotted: str, value) -> None:
+    *path, key = dotted.split(".")
+    for p in path:
+        params = params[p]
+    params[key] = value
+
+
+# The README's "what reruns" table, row by row: a change -> the stages it reruns.
+FROM = {stage: set(STAGES[i:]) for i, stage in enumerate(STAGES)}
+PARAM_ROWS = [
+    ("lr", 0.01, FROM["train"]),
+    ("seed", 7, FROM["train"]),
+    ("model.n_layer", 2, FROM["train"]),
+    ("model.revision", "v1.0", FROM["train"]),
+    ("train.max_steps", 13, FROM["train"]),
+    ("evaluate.max_new_tokens", 5, {"evaluate", "export"}),
+    ("export.onnx_tolerance", 0.01, {"export"}),
+    ("tokenize.context_length", 24, FROM["tokenize"]),
+    ("tokenizer.vocab_size", 450, FROM["tokenizer"]),
+    ("tokenizer.revision", "v1.0", FROM["tokenizer"]),
+    ("dataset.max_documents", 41, FROM["fetch"]),
+    ("dataset.revision", "v1.0", FROM["fetch"]),
+    ("task", "classification", FROM["fetch"]),
+]
+FILE_ROWS = [
+    ("requirements.txt", FROM["fetch"]),           # the lock: every stage computes with its libraries
+    ("hfpipe/params.py", FROM["fetch"]),           # every stage validates its params with it
+    ("hfpipe/data.py", FROM["fetch"]),
+    ("hfpipe/tokenize.py", FROM["tokenizer"]),
+    ("hfpipe/train_accelerate.py", FROM["train"]),
+    ("hfpipe/evaluate.py", FROM["train"]),         # train-time metrics live there too
+    ("hfpipe/metrics/f1.py", FROM["train"]),
+    ("hfpipe/export_onnx.py", {"export"}),
+]
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_default_repo) -> Path:
+    return tiny_default_repo  # conftest: TINY default recipe after dvc repro, committed with dvc.lock
+
+
+def test_nothing_changed_reruns_nothing_and_the_inputs_check_runs(repo):
+    result = dvc(repo, "repro")
+    assert "Running stage 'inputs'" in result.stdout
+    assert [s for s in STAGES if f"Running stage '{s}'" in result.stdout] == []
+    assert would_rerun(repo) == set()
+    assert git(repo, "status", "--porcelain").stdout == ""  # inputs.json rewritten byte-identical
+
+
+@pytest.mark.parametrize("key, value, expected", PARAM_ROWS, ids=[r[0] for r in PARAM_ROWS])
+def test_a_param_change_reruns_exactly_its_row(repo, key, value, expected):
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    _set(params, key, value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert would_rerun(repo) == expected
+    finally:
+        (repo / "params.yaml").write_text(original)
+
+
+@pytest.mark.parametrize("path, expected", FILE_ROWS, ids=[r[0] for r in FILE_ROWS])
+def test_a_code_change_reruns_exactly_the_stages_that_run_it(repo, path, expected):
+    original = (repo / path).read_text()
+    (repo / path).write_text(original + "\n# edited\n")
+    try:
+        assert would_rerun(repo) == expected
+    finally:
+        (repo / path).write_text(original)
+
+
+def test_installed_packages_behind_the_default_corpus_are_a_dependency(repo, tmp_path):
+    """A package added to the environment, upgraded, or removed reruns fetch; when the corpus comes
+    out the same the later stages stay cached, and when it changes they rerun."""
+    from hfpipe.data import hash_fraction
+
+    def repro_fetch(site: Path | None) -> tuple[set[str], dict]:
+        env = dict(os.environ, PYTHONPATH=str(site)) if site else None
+        result = _dvc_env(repo, env, "repro", "fetch")
+        ran = {s for s in ("inputs", "fetch") if f"Running stage '{s}'" in result.stdout}
+        return ran, json.loads((repo / "data/stats/inputs.json").read_text())["distributions"]
+
+    filtered = _lock_hash(repo, "data/filtered")
+    # a package whose code mentions no filter keyword: fetch reruns, the corpus is the same
+    plain = tmp_path / "plain"
+    fake_distribution(plain, "fakepkg", "1.0", {"fakepkg/__init__.py": "VALUE = 1\n"})
+    ran, dists = repro_fetch(plain)
+    assert ran == {"inputs", "fetch"} and "fakepkg==1.0" in dists
+    assert _lock_hash(repo, "data/filtered") == filtered
+    assert would_rerun(repo) == set()  # tokenizer onward stay cached
+
+    # upgraded, now with pandas code the corpus sample reads first (the files are sampled in order of a
+    # seeded hash of their path): fetch reruns, the corpus changes, everything after it would rerun
+    name = next(f"fakepkg/mod{i}.py" for i in range(100_000) if hash_fraction(f"fakepkg/fakepkg/mod{i}.py", 0) < 1e-3)
+    upgraded = tmp_path / "upgraded"
+    fake_distribution(upgraded, "fakepkg", "2.0", {"fakepkg/__init__.py": "VALUE = 1\n",
+                                                   name: "import pandas as pd\n\ndf = pd.DataFrame({'a': [1, 2]})\n"})
+    ran, dists = repro_fetch(upgraded)
+    assert ran == {"inputs", "fetch"} and "fakepkg==2.0" in dists and "fakepkg==1.0" not in dists
+    assert json.loads((repo / "data/stats/fetch.json").read_text())["documents_by_source"]["fakepkg==2.0"] == 1
+    assert _lock_hash(repo, "data/filtered") != filtered
+    assert would_rerun(repo) == {"tokenizer", "tokenize", "train", "evaluate", "export"}
+
+    # removed again: the committed corpus comes back (from the DVC cache) and nothing after it reruns
+    ran, dists = repro_fetch(None)
+    assert "fetch" in ran and not any(d.startswith("fakepkg==") for d in dists)
+    assert _lock_hash(repo, "data/filtered") == filtered
+    assert would_rerun(repo) == set()
+    assert git(repo, "status", "--porcelain").stdout == ""
+
+
+def _dvc_env(repo: Path, env: dict | None, *args: str):
+    import subprocess
+    import sys
+
+    from tests.e2e import env as base_env
+
+    full = base_env()
+    if env:
+        full["PYTHONPATH"] = env["PYTHONPATH"]
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=full, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def _lock_hash(repo: Path, out: str) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for o in stage.get("outs", []):
+            if o["path"] == out:
+                return o["md5"]
+    raise AssertionError(f"{out} not in {repo}/dvc.lock")
+
+
+def lock_differences() -> list[str]:
+    """How the installed distributions differ from requirements.txt (the lock), as 'name: a != b'."""
+    import importlib.metadata
+    import re
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pinned = dict(re.findall(r"^([A-Za-z0-9][\w.-]*)==(\S+)", (ROOT / "requirements.txt").read_text(), re.M))
+    pinned = {norm(k): v for k, v in pinned.items()}
+    installed = {norm(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+                 if norm(d.metadata["Name"]) != "hfpipe"}
+    return [f"{n}: installed {installed.get(n)} != lock {pinned.get(n)}" for n in sorted(set(pinned) | set(installed))
+            if installed.get(n) != pinned.get(n)]
+
+
+def test_the_committed_corpus_is_what_the_lock_installs(tmp_path):
+    """On a machine installed from the lock (CI: a fresh venv), fetch with the committed params makes
+    the corpus whose hash the committed dvc.lock records, and the inputs fingerprint matches the one
+    committed, so a fresh clone's `dvc repro` does not rerun fetch."""
+    differences = lock_differences()
+    if differences:
+        message = "this environment is not the lock's: " + "; ".join(differences[:5])
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs from the lock: any difference is a broken lock
+        pytest.skip(message)
+    copy = make_repo_copy(tmp_path / "repo", "params.yaml", {})
+    dvc(copy, "repro", "fetch")
+    assert (copy / "data/stats/inputs.json").read_text() == (ROOT / "data/stats/inputs.json").read_text()
+    assert _lock_hash(copy, "data/filtered") == _lock_hash(ROOT, "data/filtered")
+    shutil.rmtree(copy / "data")
