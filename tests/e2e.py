@@ -44,9 +44,11 @@ def stages_run(stdout: str) -> set[str]:
     return set(re.findall(r"Running stage '([\w-]+)'", stdout)) - {"inputs"}
 
 
-def stages_dry_run(repo: Path) -> set[str]:
-    """The stages `dvc repro` would recompute now (dvc repro --dry: nothing runs)."""
-    return stages_run(dvc(repo, "repro", "--dry").stdout)
+def stale_stages(repo: Path) -> set[str]:
+    """The stages `dvc status` finds changed, less the always-run inputs check: empty when up to date."""
+    import json
+
+    return set(json.loads(dvc(repo, "status", "--json").stdout)) - {"inputs"}
 
 
 def deep_update(base: dict, overrides: dict) -> dict:

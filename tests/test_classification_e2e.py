@@ -141,13 +141,14 @@ def test_sentiment_recipe_on_local_files_outside_the_repo(tmp_path, standins):
     rows[1] = f"{text},{1 - int(label)}"  # flip one label
     (mydata / "train.csv").write_text("\n".join(rows) + "\n")
     before = json.loads((repo / "data/stats/fetch.json").read_text())["label_counts"]
-    result = dvc(repo, "repro")
-    assert stages_run(result.stdout) == ALL_STAGES
+    result = dvc(repo, "repro", "fetch")  # (the stages after it: their deps changed, checked below)
+    assert stages_run(result.stdout) == {"fetch"}
     assert json.loads((repo / "data/stats/fetch.json").read_text())["label_counts"] != before
-    (mydata / "test.csv").unlink()  # a split deleted
-    dvc(repo, "repro", "fetch")
-    assert "test" not in json.loads((repo / "data/stats/fetch.json").read_text())["split_rows"]
     assert {"tokenizer", "tokenize"} <= set(json.loads(dvc(repo, "status", "--json").stdout))
+    (mydata / "test.csv").unlink()  # a split deleted
+    result = dvc(repo, "repro", "fetch")
+    assert stages_run(result.stdout) == {"fetch"}
+    assert "test" not in json.loads((repo / "data/stats/fetch.json").read_text())["split_rows"]
 
 
 def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):

@@ -124,7 +124,9 @@ def test_bad_param_fails_with_one_line_and_leaves_no_half_written_output(repo):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: params.yaml")]
     assert errors == ["error: params.yaml: lr = -1: Input should be greater than 0"]
     assert "Traceback" not in result.stderr
-    assert not (repo / "models/trained").exists()
+    # refused by the first stage (inputs validates the whole file) before any stage touched an output
+    assert "Running stage 'inputs'" in result.stdout and stages_run(result.stdout) == set()
+    assert (repo / "models/trained/model.safetensors").is_file()  # the last good run's model, whole
     assert not [p for p in (repo / "models").iterdir() if ".tmp-" in p.name]
 
 
