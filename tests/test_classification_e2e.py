@@ -167,6 +167,8 @@ def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
     assert [r["text"] for r in rows] == [line.split("\t")[3] for line in dev]  # quotes kept verbatim
     config = json.loads((repo / "models/export/config.json").read_text())
     assert config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
+    onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]  # a BERT: token_type_ids too
+    assert onnx["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and onnx["onnx_max_abs_logit_diff"] < 1e-3
     assert_lr_experiment_reruns_train_evaluate_export(repo, 2e-4)
 
     # Data inside the repository (samples/mrpc, tracked by git) is a dependency too: an edited row
