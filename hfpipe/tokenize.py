@@ -49,9 +49,9 @@ def load_pretrained_tokenizer(name_or_path: str, revision: str | None = None):
 
     from hfpipe.modeling import resolve_name_or_path
 
+    path = resolve_name_or_path(name_or_path, "tokenizer.name_or_path")  # refuses a missing folder itself
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path(name_or_path, "tokenizer.name_or_path"),
-                                                  revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load ({type(err).__name__}: {first})") from None

@@ -171,3 +171,49 @@ def test_fetch_classification_writes_splits_and_stats(tmp_path):
                                      "validation": {"not_equivalent": 1, "equivalent": 2}, "test": {"unlabelled": 2}}
     saved = load_from_disk(str(tmp_path / "out"))
     assert saved["train"].features["label"].names == ["not_equivalent", "equivalent"]
+
+
+# Inputs users really send: each one line naming the file or column, the row, and the fix.
+
+def _csv(tmp_path: Path, body: str) -> DatasetParams:
+    (tmp_path / "data.csv").write_text("text,label\n" + body)
+    return DatasetParams(source="load_dataset", path=str(tmp_path / "data.csv"), text_column="text", label_column="label")
+
+
+def _error(dp: DatasetParams) -> str:
+    with pytest.raises(PipelineError) as info:
+        classification_splits(dp)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_an_empty_label_cell_names_the_row_not_float_labels(tmp_path):
+    # pandas reads an empty cell as NaN, so the column became float and the error listed ['0.0', '1.0']
+    assert _error(_csv(tmp_path, "a good film,1\nbad,\nfine,0\n")) == (
+        "dataset.label_column = 'label': split 'train' has 1 empty label cell(s) (first at row 1); "
+        "fill them in or drop those rows")
+
+
+def test_an_empty_text_cell_is_refused(tmp_path):
+    assert _error(_csv(tmp_path, "a good film,1\n,0\nbad,0\n")) == (
+        "dataset.text_column = 'text': split 'train' has 1 empty text cell(s) (first at row 1); "
+        "fill them in or drop those rows")
+    assert "has 1 empty text cell(s) (first at row 2)" in _error(_csv(tmp_path, "a good film,1\nok,0\n   ,1\n"))
+
+
+def test_a_numeric_text_column_is_refused(tmp_path):
+    assert _error(_csv(tmp_path, "1,1\n2,0\n")) == (
+        "dataset.text_column = 'text': split 'train' holds int64 values, not text; name the column that holds the text")
+
+
+def test_a_ragged_csv_row_names_the_line(tmp_path):
+    assert _error(_csv(tmp_path, "a good film,1\nbad,0,extra\n")) == (
+        f"dataset.path = '{tmp_path / 'data.csv'}': split 'train' could not be read (ParserError: Error tokenizing "
+        "data. C error: Expected 2 fields in line 3, saw 3); give every row as many fields as the header (quote "
+        "fields that contain the delimiter)")
+
+
+def test_an_unlabelled_test_split_is_still_accepted(tmp_path):
+    folder = write_glue_mrpc(tmp_path / "mrpc")
+    splits, _, _ = classification_splits(mrpc_params(folder))
+    assert set(splits["test"]["label"]) == {-1}

@@ -97,3 +97,32 @@ def test_recipes_parse_and_list_every_param_dvc_reads(recipe):
                     assert part in node, f"{recipe}: {key}"
                     node = node[part]
     assert params.task == {"mrpc": "classification", "sentiment": "classification"}.get(recipe, recipe.replace("code-lm", "causal-lm"))
+
+
+def test_a_model_folder_without_weights_says_what_is_missing(tmp_path):
+    from transformers import BertConfig
+
+    from hfpipe.io import PipelineError
+    from hfpipe.modeling import build_sequence_classifier
+    from hfpipe.params import ModelParams
+
+    BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=16).save_pretrained(tmp_path)  # config.json, no model.safetensors
+    with pytest.raises(PipelineError) as info:
+        build_sequence_classifier(ModelParams(name_or_path=str(tmp_path), from_scratch=False), ["a", "b"], 0)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"model.name_or_path = '{tmp_path}': could not load a sequence classifier (")
+    assert str(info.value).endswith("the folder has no weights (model.safetensors): save the model there with "
+                                    "save_pretrained, or set model.from_scratch: true to train from its config")
+
+
+@pytest.mark.parametrize("key", ["model.name_or_path", "tokenizer.name_or_path"])
+def test_a_missing_local_folder_is_named_as_a_folder_not_a_repo_id(tmp_path, key):
+    from hfpipe.io import PipelineError
+    from hfpipe.modeling import resolve_name_or_path
+
+    with pytest.raises(PipelineError) as info:
+        resolve_name_or_path(str(tmp_path / "nope"), key)
+    assert str(info.value) == (f"{key} = '{tmp_path / 'nope'}': no such folder; give a folder written by "
+                               "save_pretrained, pkg:<package>, or a Hub id such as bert-base-uncased")
+    assert resolve_name_or_path("bert-base-uncased", key) == "bert-base-uncased"  # Hub ids pass through

@@ -390,3 +390,18 @@ def test_max_shard_size_param_is_checked():
         parse_params({"dataset": {"max_shard_size": "5 parsecs"}})
     assert str(info.value) == ("params.yaml: dataset.max_shard_size = '5 parsecs': must be a positive number of "
                                "bytes or a size such as 500MB, 1GB or 64MiB")
+
+
+@pytest.mark.parametrize("content", [b'{"content": "import pandas"}\n{"content": bad json\n',
+                                     b'{"content": "import pandas"}\n{"content": "caf\xe9"}\n',
+                                     b'\xff\xfe{"content": "x"}\n'])
+def test_a_streamed_jsonl_that_will_not_parse_is_one_line(tmp_path, content):
+    # the stream reads the file only while fetch iterates it: that read must fail as one line too
+    (tmp_path / "corpus.jsonl").write_bytes(content)
+    dp = DatasetParams(source="load_dataset", path=str(tmp_path / "corpus.jsonl"), streaming=True)
+    with pytest.raises(PipelineError) as info:
+        list(iter_load_dataset_documents(dp))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"dataset.path = '{tmp_path / 'corpus.jsonl'}': split 'train' could not be read (")
+    assert message.endswith("save the file as UTF-8 text in its format (JSON lines: one JSON object per line)")
