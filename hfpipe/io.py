@@ -66,9 +66,15 @@ def _log_timing(name: str, start: float) -> None:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a scratch folder next to `path`; it replaces `path` only if the block succeeds."""
+    """Yield a scratch folder next to `path`; it replaces `path` only if the block succeeds.
+
+    A run killed outright (SIGKILL, out of memory) cannot clean up after itself: the scratch
+    folders such runs left next to `path` are removed here, before a new one is made.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp

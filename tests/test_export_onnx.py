@@ -36,6 +36,23 @@ def lm_batch(tiny_blocks):
     return CheckBatch({"input_ids": ids, "attention_mask": mask})
 
 
+INTEGER_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul"}
+
+
+def quantized_ops(path) -> set[str]:
+    """The integer-arithmetic op types in an ONNX file (none in a float model)."""
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node} & INTEGER_OPS
+
+
+def test_the_int8_file_is_quantized_and_the_fp32_file_is_not(lm_onnx):
+    out, _ = lm_onnx
+    assert quantized_ops(out / "model.onnx") == set()
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= quantized_ops(out / "model.int8.onnx")
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+
+
 def test_export_writes_one_self_contained_file_with_dynamic_batch_and_length(lm_onnx, lm_batch):
     import onnx
 
@@ -141,6 +158,8 @@ def test_sequence_classifier_exports_with_token_type_ids_and_reports_accuracy(tm
     figures = export_and_check(tmp_path / "export", tmp_path / "tokenized", "classification", 1e-3, 10, True)["onnx"]
     assert figures["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert figures["examples"] == 10 and figures["onnx_max_abs_logit_diff"] < 1e-4
-    assert 0 <= figures["pytorch_accuracy"] <= 1 and 0 <= figures["int8_prediction_agreement"] <= 1
+    # the agreement is the share of the 10 examples whose int8 prediction equals PyTorch's
+    assert figures["int8_prediction_agreement"] >= 0.8 and (figures["int8_prediction_agreement"] * 10) % 1 == 0
     assert figures["int8_accuracy_change"] == pytest.approx(figures["int8_accuracy"] - figures["pytorch_accuracy"])
-    assert (tmp_path / "export/onnx/model.int8.onnx").is_file()
+    assert (figures["pytorch_accuracy"] * 10) % 1 == pytest.approx(0, abs=1e-6)  # a count out of 10
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= quantized_ops(tmp_path / "export/onnx/model.int8.onnx")

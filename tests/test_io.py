@@ -292,3 +292,24 @@ def test_save_dataset_dict_max_shard_size(tmp_path):
     save_dataset_dict(DatasetDict({"train": Dataset.from_dict({"text": texts})}), tmp_path / "out", "20KB")
     assert len(list((tmp_path / "out" / "train").glob("data-*.arrow"))) > 1
     assert load_from_disk(str(tmp_path / "out"))["train"]["text"][:] == texts
+
+
+def test_a_killed_run_leaves_a_scratch_folder_that_the_next_run_removes(tmp_path):
+    """SIGKILL inside atomic_dir (as an OOM kill of a stage would) leaves `.out.tmp-*` behind; the
+    next successful run clears it and leaves only the output."""
+    import signal
+
+    script = (f"import time\nfrom hfpipe.io import atomic_dir\n"
+              f"with atomic_dir({str(tmp_path / 'out')!r}) as d:\n"
+              f"    (d / 'partial.arrow').write_text('half')\n    print('ready', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".out.tmp-")  # what the kill left
+    with atomic_dir(tmp_path / "out") as scratch:
+        (scratch / "data.arrow").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.arrow"]

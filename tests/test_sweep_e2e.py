@@ -54,9 +54,12 @@ def test_queued_lr_sweep_runs_and_its_results_compare(repo):
     assert perplexities == sorted(perplexities) and len(set(perplexities)) == len(LRS)
     best = rows[0]["Experiment"]
 
-    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD", best, "--json").stdout)
+    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD", best, "--all", "--json").stdout)
     assert diff["metrics/eval.json"]["perplexity"]["diff"] != 0
-    assert "onnx.onnx_max_abs_logit_diff" in diff.get("metrics/export.json", {}) or "metrics/export.json" in diff
+    assert diff["metrics/eval.json"]["perplexity"]["new"] == pytest.approx(perplexities[0])
+    # the export stage reran for the experiment too: its ONNX check scored the new model
+    export = diff["metrics/export.json"]
+    assert export["onnx.pytorch_perplexity"]["diff"] != 0 and export["onnx.onnx_max_abs_logit_diff"]["new"] < 1e-3
     plots = json.loads(dvc(repo, "plots", "diff", "HEAD", best, "--json").stdout)
     revisions = {rev for item in plots["data"]["Loss"] for rev in item["revisions"]}
     assert len(revisions) == 2, revisions  # the baseline's and the best experiment's curves
