@@ -56,7 +56,7 @@ def test_queued_lr_sweep_runs_and_its_results_compare(repo):
 
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD", best, "--all", "--json").stdout)
     assert diff["metrics/eval.json"]["perplexity"]["diff"] != 0
-    assert diff["metrics/eval.json"]["perplexity"]["new"] == pytest.approx(perplexities[0])
+    assert diff["metrics/eval.json"]["perplexity"]["new"] == pytest.approx(perplexities[0], rel=1e-3)
     # the export stage reran for the experiment too: its ONNX check scored the new model
     export = diff["metrics/export.json"]
     assert export["onnx.pytorch_perplexity"]["diff"] != 0 and export["onnx.onnx_max_abs_logit_diff"]["new"] < 1e-3
