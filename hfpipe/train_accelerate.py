@@ -486,9 +486,10 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
           f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
     if live is not None:
         live.end()
-    unwrapped = accelerator.unwrap_model(model)
+    # the plain module, not torch.compile's wrapper (whose state_dict names carry an `_orig_mod.` prefix)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     if main and best_state is not None:
-        unwrapped.load_state_dict(best_state)
+        unwrapped.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in best_state.items()})
         print(f"loaded the best model: step {state.best_step} ({tp.metric_for_best_model} {state.best_metric:.4f})",
               flush=True)
     if main and marker_for_step is not None:

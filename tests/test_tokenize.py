@@ -318,8 +318,20 @@ def test_num_proc_workers_run_single_threaded_and_the_setting_is_restored(tiny_t
                                                                           monkeypatch):
     import os
 
+    import hfpipe.tokenize as tokenize_module
+
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    init = tokenize_module._init_worker
+
+    def recording_init(*args):  # runs in each worker (fork): write down what the worker sees
+        (seen / str(os.getpid())).write_text(os.environ.get("TOKENIZERS_PARALLELISM", "<unset>"))
+        init(*args)
+
+    monkeypatch.setattr(tokenize_module, "_init_worker", recording_init)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "a", num_proc=2)
+    assert sorted(f.read_text() for f in seen.iterdir()) == ["false", "false"]  # both workers single-threaded
     assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
     monkeypatch.delenv("TOKENIZERS_PARALLELISM")
     tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "b", num_proc=2)
