@@ -53,12 +53,14 @@ def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str) -> None:
     complete checkpoint exists, as a crash or an OOM kill would."""
     shutil.rmtree(repo / "models" / "trained", ignore_errors=True)  # as dvc does before running the stage
     shutil.rmtree(repo / "dvclive", ignore_errors=True)
-    proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # Output to a file: a pipe nobody reads fills up (64 KB of progress bars) and stalls the run.
+    log = repo.parent / "killed-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     try:
         while not list((repo / "models" / "checkpoints").glob("checkpoint-*/hfpipe_checkpoint.json")):
-            assert proc.poll() is None, f"finished before the first checkpoint:\n{proc.stdout.read().decode()[-3000:]}"
+            assert proc.poll() is None, f"finished before the first checkpoint:\n{log.read_text()[-3000:]}"
             assert time.time() < deadline, "no checkpoint within 120 s"
             time.sleep(0.01)
     finally:
