@@ -15,8 +15,6 @@ def _json_block(data) -> str:
     return f"```json\n{json.dumps(data, indent=2)}\n```"
 
 
-
-
 def sources_of(model_dir: Path, data_stats: dict) -> dict:
     """What the model was made from on the Hub: the dataset's revision and commit (fetch stats),
     the tokenizer's and the starting model's (the train stage's provenance file)."""
