@@ -1,10 +1,20 @@
-"""`dvc plots`: which declared plots a task must have data for, and HTML that renders offline.
+"""`dvc plots`: the plots only the current task draws, which plots a task must have data for, and
+HTML that renders offline.
 
-`dvc plots show` only warns "DVC failed to load some plots" when a data file is missing, and its
-HTML loads vega from a CDN. `python -m hfpipe.plots` checks the plots of the current task first
-(one error line naming the plot and the missing file, exit 2) and then writes the HTML with a
-local copy of the same vega / vega-lite / vega-embed releases (npm, cached in .dvc/tmp/vega), so
-the page draws on a machine without internet too:
+DVC has no conditional plots: a plot declared in `dvc.yaml` whose file a task never writes makes
+`dvc plots show` print "DVC failed to load some plots". So the root `dvc.yaml` declares the plots
+every task draws (loss, learning rate) and the `plots` stage, which runs on every repro after
+evaluate, writes `metrics/dvc.yaml` with the plots of this task alone (accuracy curves, and a
+confusion matrix / precision-recall curve per labelled split), or removes it for the causal LM.
+It is generated, not a stage output (DVC refuses a dvc.yaml as an output and does not read one
+inside an output folder), and always regenerated, so a stage restored from DVC's run-cache cannot
+leave another task's plots behind. It is committed with the run, so `dvc plots diff` between
+experiments reads each one's own plots.
+
+`dvc plots show`'s HTML loads vega from a CDN. `python -m hfpipe.plots` checks the plots of the
+current task first (one error line naming the plot and the missing file, exit 2) and then writes
+the HTML with a local copy of the same vega / vega-lite / vega-embed releases (npm, cached in
+.dvc/tmp/vega), so the page draws on a machine without internet too:
 
     python -m hfpipe.plots -o dvc_plots          # then open dvc_plots/index.html
 """
@@ -18,7 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hfpipe.io import PipelineError
+import yaml
+
+from hfpipe.io import PipelineError, write_text_atomic
+from hfpipe.params import CLASSIFICATION_TASKS
 
 # The releases dvc-render's HTML loads from cdn.jsdelivr.net (dvc_render/vega.py), so the offline
 # page behaves like the online one. (vega-lite 5.2.0 declares a peer vega ^5.21.0: npm needs
@@ -26,17 +39,63 @@ from hfpipe.io import PipelineError
 VEGA_PACKAGES = {"vega": "5.20.2", "vega-lite": "5.2.0", "vega-embed": "6.18.2"}
 VEGA_CACHE = Path(".dvc/tmp/vega")
 
-CONFUSION = "metrics/report/confusion/plots/sklearn/confusion_matrix_validation.json"
-PRECISION_RECALL = "metrics/report/confusion/plots/sklearn/precision_recall_validation.json"
-# Plots (ids as dvc.yaml names them) each task's run must have data for. Test-split plots are
-# optional (GLUE-style test splits are unlabelled) and the classification ones do not apply to
-# the causal LM; `dvc plots show` skips a plot whose files are all missing.
+TASK_PLOTS_FILE = Path("metrics/dvc.yaml")
+SKLEARN_DIR = "metrics/report/confusion/plots/sklearn"  # where evaluate's dvclive writes them
+CONFUSION = f"{SKLEARN_DIR}/confusion_matrix_validation.json"
+PRECISION_RECALL = f"{SKLEARN_DIR}/precision_recall_validation.json"
+# How each kind of dvclive sklearn plot is drawn (its file name: <kind>_<split>.json).
+SKLEARN_PLOTS = {"confusion_matrix": ({"template": "confusion", "x": "actual", "y": "predicted"}, "Confusion matrix"),
+                 "precision_recall": ({"template": "simple", "x": "recall", "y": "precision"}, "Precision-recall")}
+# The classification tasks' train-time evaluation curves (paths relative to metrics/, where the file is).
+ACCURACY_CURVES = {"Accuracy": {"template": "linear", "x": "step",
+                                "y": {"../dvclive/plots/metrics/eval/accuracy.tsv": "accuracy",
+                                      "../dvclive/plots/metrics/eval/f1.tsv": "f1"}}}
+
+# Plots (ids as `dvc plots show` names them) each task's run must have data for. Test-split plots
+# are optional (GLUE-style test splits are unlabelled).
 TASK_PLOTS = {
     "causal-lm": ["Loss", "Learning rate"],
     "classification": ["Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL],
     "gpt2-classifier": ["Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL],
 }
 WRITTEN_BY = {"dvclive/": "train", "metrics/report/": "evaluate"}
+
+
+def task_plot_definitions(task: str, root: Path = Path(".")) -> list[dict]:
+    """The plots only `task` draws, as `metrics/dvc.yaml` declares them: for the classification
+    tasks the accuracy curves and each sklearn plot evaluate wrote (one per labelled split); none
+    for the causal LM. A classification run without any evaluate plot is an error (run evaluate)."""
+    if task not in CLASSIFICATION_TASKS:
+        return []
+    files = sorted((root / SKLEARN_DIR).glob("*.json"))
+    if not files:
+        raise PipelineError(f"{SKLEARN_DIR} has no plots: run the evaluate stage first (dvc repro)")
+    found = []
+    for file in files:
+        kind, split = file.stem.rsplit("_", 1)
+        if kind not in SKLEARN_PLOTS:
+            raise PipelineError(f"{SKLEARN_DIR}/{file.name}: not a plot evaluate writes "
+                                f"({', '.join(SKLEARN_PLOTS)}); remove it")
+        found.append((list(SKLEARN_PLOTS).index(kind), split != "validation", split, kind, file.name))
+    plots = [ACCURACY_CURVES]
+    for *_, split, kind, name in sorted(found):  # by kind, validation first
+        props, title = SKLEARN_PLOTS[kind]
+        plots.append({f"{Path(SKLEARN_DIR).relative_to('metrics')}/{name}": {**props, "title": f"{title} ({split})"}})
+    return plots
+
+
+def write_task_plots(task: str, root: Path = Path(".")) -> list[str]:
+    """Write (or, with no task plots, remove) `metrics/dvc.yaml`; returns the plot ids declared."""
+    plots = task_plot_definitions(task, root)
+    path = root / TASK_PLOTS_FILE
+    if not plots:
+        path.unlink(missing_ok=True)
+        return []
+    header = (f"# Generated by the plots stage (hfpipe/plots.py) for task {task}: the plots only this task draws.\n"
+              "# Rewritten on every dvc repro; edit hfpipe/plots.py, not this file.\n")
+    write_text_atomic(path, header + yaml.safe_dump({"plots": plots}, sort_keys=False))
+    ids = [pid for plot in plots for pid in plot]
+    return [pid if pid == "Accuracy" else f"metrics/{pid}" for pid in ids]
 
 
 def required_plots(task: str, binary: bool = True) -> list[str]:
@@ -48,7 +107,7 @@ def check_plot_data(show: dict, required: list[str]) -> None:
     """Raise one PipelineError line naming every required plot that `dvc plots show --json`
     (`show`) could not load or that dvc.yaml does not declare, with the missing file."""
     declared = set(show.get("data", {}))
-    problems = [f"plot {pid!r} is not declared in dvc.yaml" for pid in required if pid not in declared]
+    problems = [f"plot {pid!r} is not declared in dvc.yaml or {TASK_PLOTS_FILE}" for pid in required if pid not in declared]
     for err in show.get("errors", []):
         if err.get("name") in required and err.get("rev", "workspace") == "workspace":
             source = err.get("source") or err.get("name")
@@ -140,12 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.check_only:
         print(f"every plot of task {params.task} has its data")
         return
-    # Only plots with data: the other task's plots (declared in the same dvc.yaml) would draw empty axes.
-    # ("dvc.yaml::ID": the definition alone; a bare file-path id would also draw the raw file.)
-    missing = {err.get("name") for err in show.get("errors", [])}
-    targets = [f"dvc.yaml::{pid}" for pid in show.get("data", {}) if pid not in missing] if missing else []
-    print(f"file://{show_offline(Path(args.out), extra_args=targets).resolve()}")
-
+    print(f"file://{show_offline(Path(args.out)).resolve()}")
 
 if __name__ == "__main__":
     from hfpipe.io import run_stage

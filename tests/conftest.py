@@ -113,19 +113,57 @@ def tiny_blocks(tiny_tokenizer, synthetic_docs):
     return Dataset.from_dict({"input_ids": blocks})
 
 
+# ------------------------------------------------------------------------------------------------
+# Finished tiny runs of each recipe under real dvc, built once per session (tests/e2e.py's configs):
+# a temporary git+DVC copy of the repo after `dvc repro`, committed with its dvc.lock. Tests that
+# only read one use it as it is; a test that changes things works on its own copy
+# (tests.e2e.copy_run), so every test starts from the same finished state, in any order.
+
+def _finished_run(dest: Path, recipe: str, overrides: dict) -> Path:
+    from tests.e2e import ALL_STAGES, make_repo_copy, repro_and_commit, stages_run
+
+    repo = make_repo_copy(dest, recipe, overrides)
+    result = repro_and_commit(repo, "tiny run")
+    assert stages_run(result.stdout) == ALL_STAGES, result.stdout[-3000:]
+    return repo
+
+
 @pytest.fixture(scope="session")
 def tiny_default_repo(tmp_path_factory) -> Path:
-    """A temporary git+DVC copy of the repo on tests/test_pipeline_e2e.py's TINY config of the
-    default recipe, after one `dvc repro`, committed (dvc.lock included). Shared by the e2e modules
-    that only read it (plots, sweep) so they pay for one repro; a test that changes a file puts it back."""
-    from tests.e2e import dvc, git, make_repo_copy
-    from tests.test_pipeline_e2e import TINY
+    """The default recipe (code LM) on tests/e2e.py's TINY config."""
+    from tests.e2e import TINY
 
-    repo = make_repo_copy(tmp_path_factory.mktemp("tiny-default") / "repo", "params.yaml", TINY)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tiny default run")
-    return repo
+    return _finished_run(tmp_path_factory.mktemp("tiny-default") / "repo", "params.yaml", TINY)
+
+
+@pytest.fixture(scope="session")
+def sentiment_run(tmp_path_factory, standins) -> Path:
+    """The sentiment recipe on a folder of CSVs outside the repo (`<run>/../mydata`, a copy of
+    samples/sentiment), a tiny DistilBERT stand-in."""
+    import shutil
+
+    from tests.e2e import ROOT, sentiment_overrides
+
+    root = tmp_path_factory.mktemp("sentiment-run")
+    shutil.copytree(ROOT / "samples/sentiment", root / "mydata")
+    return _finished_run(root / "repo", "recipes/sentiment.yaml", sentiment_overrides(root / "mydata", standins["distilbert"]))
+
+
+@pytest.fixture(scope="session")
+def mrpc_run(tmp_path_factory) -> Path:
+    """The mrpc recipe on samples/mrpc (GLUE's raw TSVs, inside the repo), all-MiniLM-L6-v2."""
+    from tests.e2e import MRPC
+
+    return _finished_run(tmp_path_factory.mktemp("mrpc-run") / "repo", "recipes/mrpc.yaml", MRPC)
+
+
+@pytest.fixture(scope="session")
+def gpt2_classifier_run(tmp_path_factory, standins) -> Path:
+    """The gpt2-classifier recipe as written (pretrained GPT-2 stand-in, a [PAD] added)."""
+    from tests.e2e import gpt2_overrides
+
+    return _finished_run(tmp_path_factory.mktemp("gpt2-classifier-run") / "repo", "recipes/gpt2-classifier.yaml",
+                         gpt2_overrides(standins["gpt2"]))
 
 
 @pytest.fixture(scope="session")

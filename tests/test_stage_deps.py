@@ -111,3 +111,18 @@ def test_the_import_reader_sees_function_local_and_transitive_imports():
     assert {"stages/__init__.py", "stages/train.py", "hfpipe/__init__.py", "hfpipe/train.py",
             "hfpipe/checkpoint.py", "hfpipe/train_accelerate.py", "hfpipe/params.py", "hfpipe/io.py"} <= runs
     assert "hfpipe/plots.py" not in runs  # `python -m hfpipe.plots` is no stage's code
+
+
+def test_the_committed_dvc_lock_matches_the_code_it_ran():
+    """Every project file a stage ran is, byte for byte, what dvc.lock recorded: a clone's `dvc status`
+    must not find a stage changed (re-run `dvc repro` and commit dvc.lock with a code change)."""
+    import hashlib
+
+    stale = []
+    for stage, entry in yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"].items():
+        for dep in entry.get("deps", []):
+            path = ROOT / dep["path"]
+            if dep["path"].startswith(PACKAGES) and path.is_file():
+                if hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                    stale.append(f"{stage}: {dep['path']}")
+    assert stale == [], "dvc.lock is older than the code (run dvc repro, commit dvc.lock): " + ", ".join(stale)
