@@ -125,7 +125,22 @@ def export_onnx(model_dir: Path, out_path: Path, task: str) -> list[str]:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"{model_dir}: ONNX export failed ({type(err).__name__}: {first}); "
                             f"set export.onnx: false to export without ONNX") from None
+    drop_stack_traces(out_path)
     return names
+
+
+def drop_stack_traces(onnx_path: Path) -> None:
+    """Remove the exporter's per-node Python stack traces: they hold the absolute paths of this
+    checkout and of the venv, so the same model exported from another folder (a CI clone, a
+    colleague's machine) would give other bytes and another DVC hash. Nothing reads them."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(onnx_path))
 
 
 def quantize_int8(onnx_path: Path, out_path: Path) -> None:

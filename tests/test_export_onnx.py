@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,23 @@ def test_the_int8_file_is_quantized_and_the_fp32_file_is_not(lm_onnx):
     assert quantized_ops(out / "model.onnx") == set()
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= quantized_ops(out / "model.int8.onnx")
     assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+
+
+def test_the_onnx_file_holds_no_paths_of_this_checkout_or_venv(lm_onnx):
+    """The exporter records a Python stack trace per node, with absolute paths: the same model
+    exported from another folder would get other bytes (and another DVC hash) without the cleanup."""
+    import sys
+
+    import onnx
+
+    out, _ = lm_onnx
+    fp32 = out / "model.onnx"
+    model = onnx.load(str(fp32))
+    keys = {p.key for node in model.graph.node for p in node.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys and "pkg.torch.onnx.fx_node" in keys  # the rest is kept
+    raw = fp32.read_bytes()
+    for folder in (Path(__file__).resolve().parents[1], Path(sys.prefix)):
+        assert str(folder).encode() not in raw, folder
 
 
 def test_export_writes_one_self_contained_file_with_dynamic_batch_and_length(lm_onnx, lm_batch):

@@ -1,7 +1,8 @@
 """End-to-end: real `dvc` in a temporary copy of the repo, on a tiny config of the default recipe.
 
-The tests in this module run in order and share one copy: each builds on the state the previous
-one left (that is what a user's repo goes through).
+conftest's `tiny_default_repo` is one finished run (dvc repro, committed). The first test reads it;
+every other test changes things on its own copy of it (tests.e2e.copy_run), so each starts from
+the finished state and the tests pass alone and in any order.
 """
 
 from __future__ import annotations
@@ -13,23 +14,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import dvc, git, make_repo_copy, stages_run
+from tests.e2e import ALL_STAGES, copy_run, dvc, git, stages_run
 
 pytestmark = pytest.mark.e2e
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    return make_repo_copy(tmp_path_factory.mktemp("e2e") / "repo", "params.yaml", TINY)
+@pytest.fixture
+def repo(tiny_default_repo, tmp_path) -> Path:
+    """This test's own copy of the finished tiny run."""
+    return copy_run(tiny_default_repo, tmp_path / "repo")
 
 
-def test_repro_runs_every_stage_and_exports_a_loadable_model(repo):
-    result = dvc(repo, "repro")
-    assert stages_run(result.stdout) == ALL_STAGES
+def test_repro_runs_every_stage_and_exports_a_loadable_model(tiny_default_repo):
+    repo = tiny_default_repo  # conftest checked that its `dvc repro` ran every stage
     for path in ["data/filtered/dataset_dict.json", "models/tokenizer/tokenizer.json", "data/tokenized/dataset_dict.json",
                  "models/trained/model.safetensors", "models/export/model.safetensors", "models/export/README.md",
                  "dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv",
                  "metrics/report/completions.md", "models/export/onnx/model.onnx", "models/export/onnx/model.int8.onnx"]:
         assert (repo / path).exists(), path
+    assert not (repo / "metrics/dvc.yaml").exists()  # the causal LM draws only dvc.yaml's plots
     onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]
     assert onnx["onnx_max_abs_logit_diff"] < 1e-3 and 0 < onnx["examples"] <= 32  # export.check_examples
     assert "int8_perplexity_change_pct" in onnx and "## ONNX (onnxruntime)" in (repo / "models/export/README.md").read_text()
@@ -43,15 +45,14 @@ def test_repro_runs_every_stage_and_exports_a_loadable_model(repo):
 
     out = pipeline("text-generation", model=str(repo / "models/export"))("import pandas as", max_new_tokens=3)
     assert out[0]["generated_text"].startswith("import pandas as")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tiny run")
 
 
 def test_second_repro_runs_nothing(repo):
     result = dvc(repo, "repro")
     assert stages_run(result.stdout) == set()
     assert "Running stage 'inputs'" in result.stdout  # the fingerprint check, on every repro
-    assert dvc(repo, "status").stdout.split() == ["inputs:", "always", "changed"]  # no stage is stale
+    # no stage is stale; the two always-run ones say so
+    assert dvc(repo, "status").stdout.split() == ["inputs:", "always", "changed", "plots:", "always", "changed"]
     assert git(repo, "status", "--porcelain").stdout == ""
 
 
@@ -71,21 +72,25 @@ def test_context_length_change_reruns_from_tokenize(repo):
     assert json.loads((repo / "data/stats/tokenize.json").read_text())["context_length"] == 24
 
 
-def test_filter_keywords_change_reruns_everything(repo):
-    result = dvc(repo, "exp", "run", "-S", "dataset.filter_keywords=[pandas,numpy]")
-    assert stages_run(result.stdout) == ALL_STAGES
-    assert json.loads((repo / "data/stats/fetch.json").read_text())["filter_keywords"] == ["pandas", "numpy"]
-
-
-def test_forced_reruns_give_byte_identical_metrics(repo):
+def test_a_forced_rerun_gives_byte_identical_outputs(repo):
+    """`dvc repro --force` recomputes every stage; every output comes out as the committed run's, bit
+    for bit (dvc.lock's hashes of data, tokenizer, model and export unchanged, and the metrics files)."""
     def snapshot() -> dict[str, bytes]:
         return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "metrics").rglob("*")) if p.is_file()}
 
-    dvc(repo, "repro", "--force")
-    first = snapshot()
-    dvc(repo, "repro", "--force")
-    assert snapshot() == first
+    def outs(lock: str) -> dict[str, str]:  # every output's hash but dvclive's (it holds timings)
+        stages = yaml.safe_load(lock)["stages"].values()
+        return {o["path"]: o["md5"] for s in stages for o in s.get("outs", []) if o["path"] != "dvclive"}
+
+    curves = ["dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv"]
+    first, first_curves = snapshot(), {c: (repo / c).read_bytes() for c in curves}
     assert set(first) == {"metrics/eval.json", "metrics/export.json", "metrics/report/completions.md"}
+    result = dvc(repo, "repro", "--force")
+    assert stages_run(result.stdout) == ALL_STAGES
+    assert snapshot() == first
+    assert {c: (repo / c).read_bytes() for c in curves} == first_curves
+    committed = outs(git(repo, "show", "HEAD:dvc.lock").stdout)
+    assert len(committed) >= 8 and outs((repo / "dvc.lock").read_text()) == committed
 
 
 def test_onnx_export_beyond_tolerance_fails_the_stage_with_the_measured_difference(repo):
@@ -95,7 +100,7 @@ def test_onnx_export_beyond_tolerance_fails_the_stage_with_the_measured_differen
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         _refused_export(repo)
-    finally:  # the next tests start from the good params even when this one fails
+    finally:
         (repo / "params.yaml").write_text(original)
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.e2e import checkpoints, dvc, env, git, make_repo_copy, run, set_train, stale_stages, stages_run
-from tests.test_pipeline_e2e import TINY
+from tests.e2e import TINY
 
 pytestmark = pytest.mark.e2e
 
