@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"  # this venv's python and dvc
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # two test workers on the cores: one thread per stage
+        e.setdefault("OMP_NUM_THREADS", "1")
     e.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", TOKENIZERS_PARALLELISM="true",
              GIT_AUTHOR_NAME="e2e", GIT_AUTHOR_EMAIL="e2e@example.com", GIT_COMMITTER_NAME="e2e",
              GIT_COMMITTER_EMAIL="e2e@example.com")

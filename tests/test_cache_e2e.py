@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import ALWAYS_RUN, ROOT, dvc, git, make_repo_copy
+from tests.e2e import ALWAYS_RUN, ROOT, copy_run, dvc, git, make_repo_copy
 from tests.test_inputs import fake_distribution
 
-pytestmark = pytest.mark.e2e
+# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny-default")]
 
 STAGES = ["fetch", "tokenizer", "tokenize", "train", "evaluate", "export"]
 
@@ -89,10 +90,19 @@ FILE_ROWS = [
 
 @pytest.fixture(scope="module")
 def repo(tiny_default_repo) -> Path:
-    return tiny_default_repo  # conftest: TINY default recipe after dvc repro, committed with dvc.lock
+    """conftest: TINY default recipe after dvc repro, committed with dvc.lock. Read-only here: the
+    tests that edit a file only ask `dvc status`, and put it back."""
+    return tiny_default_repo
 
 
-def test_nothing_changed_reruns_nothing_and_the_inputs_check_runs(repo):
+@pytest.fixture
+def own_repo(tiny_default_repo, tmp_path) -> Path:
+    """A copy of the finished run for a test that runs stages."""
+    return copy_run(tiny_default_repo, tmp_path / "repo")
+
+
+def test_nothing_changed_reruns_nothing_and_the_inputs_check_runs(own_repo):
+    repo = own_repo
     result = dvc(repo, "repro")
     assert "Running stage 'inputs'" in result.stdout and "Running stage 'plots'" in result.stdout
     assert [s for s in STAGES if f"Running stage '{s}'" in result.stdout] == []
@@ -122,10 +132,12 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_it(repo, path, expecte
         (repo / path).write_text(original)
 
 
-def test_installed_packages_behind_the_default_corpus_are_a_dependency(repo, tmp_path):
+def test_installed_packages_behind_the_default_corpus_are_a_dependency(own_repo, tmp_path):
     """A package added to the environment, upgraded, or removed reruns fetch; when the corpus comes
     out the same the later stages stay cached, and when it changes they rerun."""
     from hfpipe.data import hash_fraction
+
+    repo = own_repo
 
     def repro_fetch(site: Path | None) -> tuple[set[str], dict]:
         env = dict(os.environ, PYTHONPATH=str(site)) if site else None

@@ -16,7 +16,8 @@ import yaml
 
 from tests.e2e import ALL_STAGES, copy_run, dvc, git, stages_run
 
-pytestmark = pytest.mark.e2e
+# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny-default")]
 
 @pytest.fixture
 def repo(tiny_default_repo, tmp_path) -> Path:
@@ -54,22 +55,6 @@ def test_second_repro_runs_nothing(repo):
     # no stage is stale; the two always-run ones say so
     assert dvc(repo, "status").stdout.split() == ["inputs:", "always", "changed", "plots:", "always", "changed"]
     assert git(repo, "status", "--porcelain").stdout == ""
-
-
-def test_exp_run_lr_reruns_only_train_evaluate_export_and_metrics_change(repo):
-    result = dvc(repo, "exp", "run", "-S", "lr=0.02")
-    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
-    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
-    changed = diff["metrics/eval.json"]
-    assert changed["loss"]["diff"] != 0 and changed["perplexity"]["diff"] != 0
-    params_diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
-    assert params_diff["params.yaml"]["lr"]["new"] == 0.02
-
-
-def test_context_length_change_reruns_from_tokenize(repo):
-    result = dvc(repo, "exp", "run", "-S", "tokenize.context_length=24")
-    assert stages_run(result.stdout) == {"tokenize", "train", "evaluate", "export"}
-    assert json.loads((repo / "data/stats/tokenize.json").read_text())["context_length"] == 24
 
 
 def test_a_forced_rerun_gives_byte_identical_outputs(repo):

@@ -27,7 +27,7 @@ import pytest
 
 from hfpipe.io import PipelineError
 from hfpipe.plots import SKLEARN_DIR, VEGA_CACHE, check_plot_data, required_plots, vega_scripts
-from tests.e2e import ROOT, dvc, run
+from tests.e2e import ROOT, copy_run, dvc, run
 
 pytestmark = pytest.mark.e2e
 
@@ -79,16 +79,11 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 
 RUNS = {"causal-lm": "tiny_default_repo", "classification": "sentiment_run", "gpt2-classifier": "gpt2_classifier_run"}
+# xdist: each task's test runs on the worker that builds (or built) its session run
+GROUPS = {"causal-lm": "tiny-default", "classification": "classification", "gpt2-classifier": "classification"}
 
 
-@pytest.fixture(scope="module")
-def repo(request) -> Path:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
-    return request.getfixturevalue("tiny_default_repo")  # conftest: TINY default recipe after dvc repro
-
-
-@pytest.mark.parametrize("task", list(RUNS))
+@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.xdist_group(GROUPS[t])) for t in RUNS])
 def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
@@ -139,14 +134,11 @@ def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
     print(f"screenshot: {shot}")
 
 
-def test_a_plot_whose_data_file_is_missing_is_named_in_one_error(repo):
-    data = repo / "dvclive/plots/metrics/eval/loss.tsv"
-    kept = data.read_bytes()
-    data.unlink()
-    try:
-        result = run(repo, sys.executable, "-m", "hfpipe.plots", "--check-only", check=False)
-    finally:
-        data.write_bytes(kept)  # the repo is shared with other e2e modules
+@pytest.mark.xdist_group("tiny-default")
+def test_a_plot_whose_data_file_is_missing_is_named_in_one_error(tiny_default_repo, tmp_path):
+    repo = copy_run(tiny_default_repo, tmp_path / "repo")
+    (repo / "dvclive/plots/metrics/eval/loss.tsv").unlink()
+    result = run(repo, sys.executable, "-m", "hfpipe.plots", "--check-only", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: plot 'Loss': dvclive/plots/metrics/eval/loss.tsv is missing (written by the train stage); "

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import dvc
+from tests.e2e import copy_run, dvc
 
-pytestmark = pytest.mark.e2e
+# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny-default")]
 
-LRS = ["0.0001", "0.0003", "0.001"]
+LRS = ["0.0003", "0.001"]  # two runs show the queue, the sorting and the comparisons; each costs ~30 s
 
 
-@pytest.fixture(scope="module")
-def repo(tiny_default_repo) -> Path:
-    return tiny_default_repo  # conftest: TINY default recipe after dvc repro, committed with dvc.lock
+@pytest.fixture
+def repo(tiny_default_repo, tmp_path) -> Path:
+    return copy_run(tiny_default_repo, tmp_path / "repo")  # conftest: TINY default recipe, committed
 
 
 def wait_for_queue(repo: Path, timeout: float = 420) -> str:

@@ -1,5 +1,8 @@
 """End-to-end: the real train stage killed with SIGKILL and resumed (both backends), and run with two
-processes (torchrun, gloo). One temporary copy of the repo; the tests run in order and build on it.
+processes (torchrun, gloo), on the tiny default recipe with 80 steps and dropout.
+
+`accelerate_run` is one finished, committed `dvc repro` with the Accelerate backend; every test
+works on its own copy of it (tests.e2e.copy_run) and compares with it, so the tests are independent.
 """
 
 from __future__ import annotations
@@ -19,25 +22,37 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import checkpoints, dvc, env, git, make_repo_copy, run, set_train, stale_stages, stages_run
-from tests.e2e import TINY
+from tests.e2e import (TINY, checkpoints, copy_run, dvc, env, git, make_repo_copy, repro_and_commit, run, set_train,
+                       stale_stages, stages_run)
 
-pytestmark = pytest.mark.e2e
+# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("train-e2e")]
 
 MAX_STEPS, SAVE_STEPS = 80, 10
 TRAIN = {"max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "eval_steps": 20, "logging_steps": 5, "batch_size": 8,
          "threads": 1}
-RESULTS: dict[str, dict] = {}  # what earlier tests measured, for later ones to compare
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def accelerate_run(tmp_path_factory) -> Path:
+    """The whole pipeline with the Accelerate backend (the default recipe's bf16 autocast,
+    torch.compile and deterministic kernels), uninterrupted, committed."""
     overrides = copy.deepcopy(TINY)
-    overrides["train"].update(TRAIN)
+    overrides["train"].update(TRAIN, backend="accelerate")
     overrides["model"]["dropout"] = 0.1  # so resuming must also restore the RNG streams exactly
     path = make_repo_copy(tmp_path_factory.mktemp("train-e2e") / "repo", "params.yaml", overrides)
-    dvc(path, "repro", "tokenize")
+    repro_and_commit(path, "accelerate run")
+    assert checkpoints(path) == []  # a finished run leaves nothing to resume
     return path
+
+
+@pytest.fixture
+def repo(accelerate_run, tmp_path) -> Path:
+    return copy_run(accelerate_run, tmp_path / "repo")
+
+
+def eval_loss(repo: Path) -> float:
+    return json.loads((repo / "dvclive/metrics.json").read_text())["eval"]["loss"]
 
 
 def sha256(path: Path) -> str:
@@ -76,17 +91,10 @@ def resumed_step(output: str) -> int:
     return int(found[0][0])
 
 
-def test_accelerate_backend_killed_then_dvc_repro_resumes_to_identical_results(repo):
-    set_train(repo, backend="accelerate")
-    result = dvc(repo, "repro")
-    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
-    assert checkpoints(repo) == []  # a finished run leaves nothing to resume
-    full = {"weights": sha256(repo / "models/trained/model.safetensors"), "dvclive": tree(repo / "dvclive"),
-            "eval": json.loads((repo / "metrics/eval.json").read_text())}
-    RESULTS["accelerate-1"] = json.loads((repo / "dvclive/metrics.json").read_text())
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "accelerate run")
-
+def test_accelerate_backend_killed_then_dvc_repro_resumes_to_identical_results(accelerate_run, repo):
+    full = {"weights": sha256(accelerate_run / "models/trained/model.safetensors"),
+            "dvclive": tree(accelerate_run / "dvclive"),
+            "eval": json.loads((accelerate_run / "metrics/eval.json").read_text())}
     start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
     assert checkpoints(repo)
     result = dvc(repo, "repro")
@@ -101,29 +109,39 @@ def test_accelerate_backend_killed_then_dvc_repro_resumes_to_identical_results(r
     assert stale_stages(repo) == set()
 
 
-def test_trainer_backend_killed_then_rerun_resumes_to_identical_weights(repo):
+def test_trainer_backend_resumes_to_identical_weights_metrics_and_export_and_2_processes_match_1(accelerate_run, repo):
     set_train(repo, backend="trainer")
-    run(repo, sys.executable, "-m", "stages.train")
+    result = repro_and_commit(repo, "trainer run")  # uninterrupted, through evaluate and export
+    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
     weights = sha256(repo / "models/trained/model.safetensors")
     evals = (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text()
-    summary = json.loads((repo / "dvclive/metrics.json").read_text())
+    metrics, export = (repo / "metrics/eval.json").read_bytes(), tree(repo / "models/export")
     assert checkpoints(repo) == []
 
-    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "stages.train")
-    result = run(repo, sys.executable, "-m", "stages.train")
+    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
+    result = dvc(repo, "repro")
     step = resumed_step(result.stdout)
     assert SAVE_STEPS <= step < MAX_STEPS
     assert sha256(repo / "models/trained/model.safetensors") == weights
     assert (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text() == evals
-    assert json.loads((repo / "dvclive/metrics.json").read_text())["eval"]["loss"] == summary["eval"]["loss"]
+    # the resumed model is the committed one, so DVC keeps evaluate and export: their outputs stand
+    assert stages_run(result.stdout) == {"train"} and stale_stages(repo) == set()
+    assert (repo / "metrics/eval.json").read_bytes() == metrics and tree(repo / "models/export") == export
     assert checkpoints(repo) == []
     # and the two backends agree on this data
-    accelerate = RESULTS["accelerate-1"]["eval"]["loss"]
-    assert abs(summary["eval"]["loss"] - accelerate) / accelerate < 0.05
+    assert abs(eval_loss(repo) - eval_loss(accelerate_run)) / eval_loss(accelerate_run) < 0.05
+
+    # 2 processes (DDP over gloo) at the same global batch reach the 1-process validation loss
+    one = eval_loss(repo)
+    result = dvc(repo, "exp", "run", "-S", "train.num_processes=2", "-S", "train.batch_size=4")
+    assert "relaunching as -m torch.distributed.run --standalone --nproc_per_node 2 -m stages.train" in result.stdout
+    two = eval_loss(repo)
+    print(f"Trainer eval loss: 1 process x 8 = {one:.6f}; 2 processes x 4 = {two:.6f}")
+    assert two != one and abs(two - one) / one < 0.02
 
 
 def test_a_stale_checkpoint_of_another_model_config_is_refused_in_one_line(repo):
-    set_train(repo, backend="accelerate")
+    set_train(repo, torch_compile=False)  # (not what this is about; saves the compile)
     start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "stages.train")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["model"]["n_embd"] = 16
@@ -138,15 +156,10 @@ def test_a_stale_checkpoint_of_another_model_config_is_refused_in_one_line(repo)
     result = run(repo, sys.executable, "-m", "stages.train")
     assert "ignoring stale checkpoints in models/checkpoints (from a run with other params: lr: " in result.stdout
     assert "resumed from" not in result.stdout and checkpoints(repo) == []
-    params["lr"] = params["lr"] / 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_two_processes_with_dvc_exp_run(repo):
+def test_two_processes_with_dvc_exp_run(accelerate_run, repo):
     """torchrun relaunch, gloo MULTI_CPU: sharded data, one writer, the 1-process loss at the same global batch."""
-    set_train(repo, backend="accelerate")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "accelerate again")
     result = dvc(repo, "exp", "run", "-S", "train.num_processes=2", "-S", "train.batch_size=4")
     out = result.stdout
     assert stages_run(out) == {"train", "evaluate", "export"}
@@ -162,8 +175,6 @@ def test_two_processes_with_dvc_exp_run(repo):
     steps = [line.split("\t")[0] for line in (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps), key=int)
     assert checkpoints(repo) == [] and (repo / "models/trained/model.safetensors").is_file()
-    summary = json.loads((repo / "dvclive/metrics.json").read_text())
-    one = RESULTS["accelerate-1"]["eval"]["loss"]
-    two = summary["eval"]["loss"]
+    one, two = eval_loss(accelerate_run), eval_loss(repo)
     print(f"eval loss: 1 process x batch 8 = {one:.6f}; 2 processes x batch 4 = {two:.6f}")
     assert abs(two - one) / one < 0.02
