@@ -114,6 +114,33 @@ def tiny_blocks(tiny_tokenizer, synthetic_docs):
 
 
 # ------------------------------------------------------------------------------------------------
+# pytest-xdist (`pytest` runs `-n auto`): the e2e tests that share a session run below go to one
+# worker, so each run is built once. (xdist's own xdist_group marks do not reach its scheduler under
+# pytest 9: the node-id suffix they rely on is lost.) Every other test is a scope of its own.
+RUN_GROUPS = {"tests/test_cache_e2e.py": "tiny-default", "tests/test_pipeline_e2e.py": "tiny-default",
+              "tests/test_sweep_e2e.py": "tiny-default", "tests/test_classification_e2e.py": "classification",
+              "tests/test_train_e2e.py": "train-e2e"}
+
+
+def run_group(nodeid: str) -> str:
+    """The scheduling scope of a test: its session run's group, or the test itself."""
+    path = nodeid.split("::")[0]
+    if path == "tests/test_plots_browser.py":  # one test per task, each on its run's worker
+        return "classification" if "[classification]" in nodeid or "[gpt2-classifier]" in nodeid else "tiny-default"
+    return RUN_GROUPS.get(path, nodeid)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RunGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return run_group(nodeid)
+
+    return RunGroupScheduling(config, log)
+
+
+# ------------------------------------------------------------------------------------------------
 # Finished tiny runs of each recipe under real dvc, built once per session (tests/e2e.py's configs):
 # a temporary git+DVC copy of the repo after `dvc repro`, committed with its dvc.lock. Tests that
 # only read one use it as it is; a test that changes things works on its own copy

@@ -21,8 +21,7 @@ import yaml
 from tests.e2e import ALWAYS_RUN, ROOT, copy_run, dvc, git, make_repo_copy
 from tests.test_inputs import fake_distribution
 
-# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny-default")]
+pytestmark = pytest.mark.e2e
 
 STAGES = ["fetch", "tokenizer", "tokenize", "train", "evaluate", "export"]
 

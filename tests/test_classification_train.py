@@ -231,19 +231,24 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
     report = tmp_path / "metrics/report"
     report.mkdir(parents=True)
     evaluate_classification(model, tokenizer, data, "gpt2-classifier", 8, report, tokens)
-    plots = {name: spec for plot in yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["plots"]
+    from hfpipe.plots import write_task_plots
+
+    # the plots the plots stage declares for this run, in metrics/dvc.yaml (paths relative to metrics/)
+    declared = write_task_plots("gpt2-classifier", tmp_path)
+    plots = {name: spec for plot in yaml.safe_load((tmp_path / "metrics/dvc.yaml").read_text())["plots"]
              for name, spec in plot.items()}
+    assert len(declared) == len(plots) == 5  # accuracy; confusion and precision-recall per labelled split
     for path, column in plots["Accuracy"]["y"].items():
-        rows = (tmp_path / path).read_text().splitlines()
+        rows = (tmp_path / "metrics" / path).read_text().splitlines()
         assert rows[0].split("\t") == ["step", column] and [r.split("\t")[0] for r in rows[1:]] == ["2", "4", "6"]
-    confusion = [name for name in plots if name.startswith("metrics/report/") and "confusion_matrix" in name]
+    confusion = [name for name in plots if name.startswith("report/") and "confusion_matrix" in name]
     assert len(confusion) == 2
     for name in confusion:
         assert plots[name]["template"] == "confusion"
-        rows = __import__("json").loads((tmp_path / name).read_text())
+        rows = __import__("json").loads((tmp_path / "metrics" / name).read_text())
         assert len(rows) == 8 and set(rows[0]) == {plots[name]["x"], plots[name]["y"]}
-    curves = [name for name in plots if name.startswith("metrics/report/") and "precision_recall" in name]
+    curves = [name for name in plots if name.startswith("report/") and "precision_recall" in name]
     assert len(curves) == 2  # binary task: a precision-recall curve per labelled split
     for name in curves:
-        points = __import__("json").loads((tmp_path / name).read_text())["precision_recall"]
+        points = __import__("json").loads((tmp_path / "metrics" / name).read_text())["precision_recall"]
         assert points and set(points[0]) >= {plots[name]["x"], plots[name]["y"]}

@@ -16,8 +16,7 @@ import yaml
 
 from tests.e2e import ALL_STAGES, copy_run, dvc, git, stages_run
 
-# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny-default")]
+pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def repo(tiny_default_repo, tmp_path) -> Path:

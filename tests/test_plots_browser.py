@@ -79,11 +79,9 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
 
 
 RUNS = {"causal-lm": "tiny_default_repo", "classification": "sentiment_run", "gpt2-classifier": "gpt2_classifier_run"}
-# xdist: each task's test runs on the worker that builds (or built) its session run
-GROUPS = {"causal-lm": "tiny-default", "classification": "classification", "gpt2-classifier": "classification"}
 
 
-@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.xdist_group(GROUPS[t])) for t in RUNS])
+@pytest.mark.parametrize("task", list(RUNS))
 def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
@@ -134,7 +132,6 @@ def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
     print(f"screenshot: {shot}")
 
 
-@pytest.mark.xdist_group("tiny-default")
 def test_a_plot_whose_data_file_is_missing_is_named_in_one_error(tiny_default_repo, tmp_path):
     repo = copy_run(tiny_default_repo, tmp_path / "repo")
     (repo / "dvclive/plots/metrics/eval/loss.tsv").unlink()

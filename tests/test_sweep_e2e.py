@@ -20,8 +20,7 @@ import pytest
 
 from tests.e2e import copy_run, dvc
 
-# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny-default")]
+pytestmark = pytest.mark.e2e
 
 LRS = ["0.0003", "0.001"]  # two runs show the queue, the sorting and the comparisons; each costs ~30 s
 

@@ -25,8 +25,7 @@ import yaml
 from tests.e2e import (TINY, checkpoints, copy_run, dvc, env, git, make_repo_copy, repro_and_commit, run, set_train,
                        stale_stages, stages_run)
 
-# xdist: the tests that share a session run go to one worker (pytest --dist loadgroup)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("train-e2e")]
+pytestmark = pytest.mark.e2e
 
 MAX_STEPS, SAVE_STEPS = 80, 10
 TRAIN = {"max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "eval_steps": 20, "logging_steps": 5, "batch_size": 8,
