@@ -1,0 +1,130 @@
+"""What a refactor must not change: the outputs of tiny runs of every recipe on both backends.
+
+Runs the tests' tiny configs (tests/e2e.py) of the default recipe and the three classification
+recipes, each with `train.backend: trainer` and `accelerate`, under real `dvc repro` in temporary
+copies of the repo, and writes a fingerprint of what each produced: the sha256 of the trained
+weights, of every metrics file and of every dvclive file (the wall-clock entries left out: runtime,
+samples/steps per second). Run it before and after a change, then compare:
+
+    python bench/identity.py -o /tmp/before.json      # on the old code
+    python bench/identity.py -o /tmp/after.json       # on the new code
+    python bench/identity.py --compare /tmp/before.json /tmp/after.json
+
+Same machine, same environment: the bf16 kernels differ between CPUs, so compare on one machine.
+Takes about 4 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WALL_CLOCK = ("runtime", "samples_per_second", "steps_per_second", "total_flos")
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def dvclive_fingerprint(live: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(live.rglob("*")):
+        if not path.is_file() or any(w in path.name for w in WALL_CLOCK):
+            continue
+        if path.name == "metrics.json":  # the summary: drop its wall-clock keys
+            summary = json.loads(path.read_text())
+
+            def clean(d):
+                return {k: clean(v) if isinstance(v, dict) else v for k, v in d.items()
+                        if not any(w in k for w in WALL_CLOCK)}
+            out[str(path.relative_to(live))] = hashlib.sha256(json.dumps(clean(summary), sort_keys=True).encode()).hexdigest()[:16]
+        else:
+            out[str(path.relative_to(live))] = sha(path)
+    return out
+
+
+def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
+    from tests.e2e import MRPC, TINY, gpt2_overrides, sentiment_overrides
+
+    recipes = {"code-lm": ("params.yaml", TINY),
+               "sentiment": ("recipes/sentiment.yaml", sentiment_overrides(ROOT / "samples/sentiment", standins["distilbert"])),
+               "mrpc": ("recipes/mrpc.yaml", MRPC),
+               "gpt2-classifier": ("recipes/gpt2-classifier.yaml", gpt2_overrides(standins["gpt2"]))}
+    out = {}
+    for name, (recipe, overrides) in recipes.items():
+        for backend in ("trainer", "accelerate"):
+            o = json.loads(json.dumps(overrides))
+            o.setdefault("train", {})["backend"] = backend
+            out[f"{name}/{backend}"] = (recipe, o)
+    return out
+
+
+def fingerprint_all() -> dict:
+    import csv
+
+    from tests.conftest import synthetic_documents
+    from tests.e2e import dvc, make_repo_copy, save_distilbert_standin, save_gpt2_standin
+
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="hfpipe-identity-") as tmp:
+        tmp = Path(tmp)
+        with (ROOT / "samples/sentiment/train.csv").open(newline="") as f:
+            reviews = [row["text"] for row in csv.DictReader(f)]
+        standins = {"distilbert": save_distilbert_standin(tmp / "distilbert"),
+                    "gpt2": save_gpt2_standin(tmp / "gpt2", reviews * 3 + synthetic_documents(200))}
+        for name, (recipe, overrides) in runs(standins).items():
+            repo = make_repo_copy(tmp / name.replace("/", "-"), recipe, overrides)
+            dvc(repo, "repro")
+            result[name] = {"weights": sha(repo / "models/trained/model.safetensors"),
+                            "metrics": {str(p.relative_to(repo)): sha(p) for p in sorted((repo / "metrics").rglob("*"))
+                                        if p.is_file()},
+                            "dvclive": dvclive_fingerprint(repo / "dvclive")}
+            print(f"{name}: weights {result[name]['weights']}", flush=True)
+    return result
+
+
+def compare(before: dict, after: dict) -> list[str]:
+    diffs = []
+    for run in sorted(set(before) | set(after)):
+        b, a = before.get(run), after.get(run)
+        if b is None or a is None:
+            diffs.append(f"{run}: only in {'after' if b is None else 'before'}")
+            continue
+        for key in ("weights",):
+            if b[key] != a[key]:
+                diffs.append(f"{run}: {key} differ")
+        for group in ("metrics", "dvclive"):
+            for path in sorted(set(b[group]) | set(a[group])):
+                if b[group].get(path) != a[group].get(path):
+                    diffs.append(f"{run}: {group} {path} differs")
+    return diffs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--out", type=Path, help="write the fingerprints here")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    args = parser.parse_args()
+    if args.compare:
+        before, after = (json.loads(p.read_text()) for p in args.compare)
+        diffs = compare(before, after)
+        files = sum(1 + len(r["metrics"]) + len(r["dvclive"]) for r in before.values())
+        print("\n".join(diffs) if diffs else f"identical: {len(before)} runs, {files} files")
+        sys.exit(1 if diffs else 0)
+    result = fingerprint_all()
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
