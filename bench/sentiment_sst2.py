@@ -46,7 +46,8 @@ def main() -> None:
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.params import parse_params
     from hfpipe.tokenize import load_pretrained_tokenizer, tokenize_classification
-    from hfpipe.train import build_classification_model, train_classifier
+    from hfpipe.tasks import TASKS
+    from hfpipe.train.trainer import train_classifier
 
     raw = yaml.safe_load((ROOT / "recipes" / "sentiment.yaml").read_text())
     raw["dataset"].update(path=str(args.data), text_column="sentence", label_column="label",
@@ -71,7 +72,7 @@ def main() -> None:
     from datasets import load_from_disk
 
     data = load_from_disk(str(work / "tokenized"))
-    model = build_classification_model(params, tokenizer, names, params.tokenize.max_length)
+    model = TASKS[params.task].build_model(params.model, tokenizer, names, params.tokenize.max_length, params.seed)
     trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], work / "trainer",
                                live_dir=work / "dvclive")
     t3 = time.perf_counter()

@@ -107,7 +107,7 @@ def causal_lm(steps: int, warmup: int) -> dict:
 
     from hfpipe.modeling import build_causal_lm
     from hfpipe.params import load_params
-    from hfpipe.train import training_arguments
+    from hfpipe.train.trainer import training_arguments
 
     params = load_params()
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")

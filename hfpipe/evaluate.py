@@ -16,26 +16,12 @@ SEED_PROMPTS = [
 ]
 
 
-def keytoken_ids(tokenizer, keywords: list[str]) -> tuple[list[int], list[str]]:
-    """Ids of the keywords (and their space-prefixed forms) that are single tokens, and the rest.
-
-    As in seed 04: a keyword that is not a single token cannot be counted in an input sequence.
-    """
-    ids, not_single = [], []
-    for word in keywords:
-        for form in (word, " " + word):
-            tokens = tokenizer(form, add_special_tokens=False)["input_ids"]
-            if len(tokens) == 1:
-                ids.append(tokens[0])
-            else:
-                not_single.append(form)
-    return sorted(set(ids)), not_single
-
-
 def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> dict:
     """Token-level metrics over every predicted position of every block (no padding in blocks)."""
     import torch
     from tqdm.auto import tqdm
+
+    from hfpipe.tasks.causal_lm import next_token_nll
 
     model.eval()
     keyset = torch.tensor(keytokens, dtype=torch.long)
@@ -44,12 +30,10 @@ def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> d
     with torch.inference_mode():
         for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit=" batch", mininterval=1.0):
             ids = data[start: start + batch_size]["input_ids"].long()
-            logits = model(input_ids=ids).logits[:, :-1, :].float()
-            targets = ids[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                                     reduction="sum")
-            predicted = logits.argmax(-1)
-            total_loss += loss.item()
+            logits = model(input_ids=ids).logits
+            nll, targets = next_token_nll(logits, ids)
+            predicted = logits[:, :-1, :].float().argmax(-1)
+            total_loss += nll.sum().item()
             n_tokens += targets.numel()
             n_correct += (predicted == targets).sum().item()
             is_key = torch.isin(targets, keyset)
@@ -96,57 +80,11 @@ def completions_markdown(prompts: list[str], completions: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Classification: accuracy / F1 / precision / recall through `evaluate` (modules shipped in
-# hfpipe/metrics), predictions tables and a confusion matrix for `dvc plots`.
+# Classification: accuracy / F1 / precision / recall (hfpipe.tasks.common), predictions tables and
+# a confusion matrix for `dvc plots`.
+
 
 _METRIC_CACHE: dict = {}
-
-
-def load_metric(name: str):
-    """One of hfpipe/metrics' evaluate modules (offline; evaluate.load("accuracy") needs the Hub)."""
-    import evaluate
-
-    from hfpipe.metrics import metric_path
-
-    if name not in _METRIC_CACHE:
-        _METRIC_CACHE[name] = evaluate.load(metric_path(name))
-    return _METRIC_CACHE[name]
-
-
-def classification_metrics(predictions, references, num_labels: int) -> dict:
-    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro."""
-    predictions = [int(p) for p in predictions]
-    references = [int(r) for r in references]
-    average = {"average": "binary"} if num_labels == 2 else {"average": "macro", "labels": list(range(num_labels))}
-    out = dict(load_metric("accuracy").compute(predictions=predictions, references=references))
-    for name in ("f1", "precision", "recall"):
-        out.update(load_metric(name).compute(predictions=predictions, references=references, **average))
-    return {k: round(float(v), 6) for k, v in out.items()}
-
-
-def gpt2_label_classes(label_ids, label_tokens: list[int]):
-    """The class of each row of seed-05 labels (-100 everywhere but the label token); -1 if none."""
-    import numpy as np
-
-    label_ids = np.asarray(label_ids)
-    has = label_ids != -100
-    first = np.where(has.any(-1), has.argmax(-1), 0)
-    tokens = label_ids[np.arange(len(label_ids)), first]
-    lookup = {t: i for i, t in enumerate(label_tokens)}
-    return np.array([lookup.get(int(t), -1) if h else -1 for t, h in zip(tokens, has.any(-1))])
-
-
-def gpt2_label_logits(logits, labels, label_tokens: list[int]):
-    """Logits of the label tokens at the position that predicts the label (the EOS before it).
-
-    For Trainer's preprocess_logits_for_metrics: (batch, seq, vocab) -> (batch, n_labels).
-    """
-    import torch
-
-    has = labels != -100
-    position = (has.int().argmax(-1) - 1).clamp(min=0)
-    rows = torch.arange(logits.size(0), device=logits.device)
-    return logits[rows, position][:, label_tokens]
 
 
 def predict_classifier(model, dataset, collator, batch_size: int, task: str, label_tokens: list[int] | None = None):
@@ -159,18 +97,17 @@ def predict_classifier(model, dataset, collator, batch_size: int, task: str, lab
     import torch
     from tqdm.auto import tqdm
 
+    from hfpipe.tasks import TASKS
+
     model.eval()
-    columns = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in dataset.column_names
-                                                 and task == "classification" else [])
+    scores = TASKS[task].class_scores
+    columns = [c for c in TASKS[task].model_columns(dataset) if c not in ("label", "labels")]
     probs = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(dataset), batch_size), desc="predict", unit=" batch", mininterval=1.0):
             rows = dataset[start: start + batch_size]
             batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows["input_ids"]))])
-            logits = model(**{c: batch[c] for c in columns}).logits.float()
-            if task == "gpt2-classifier":
-                pos = torch.tensor(rows["label_position"])
-                logits = logits[torch.arange(len(pos)), pos][:, label_tokens]
+            logits = scores(model(**{c: batch[c] for c in columns}).logits.float(), rows, label_tokens)
             probs.append(torch.softmax(logits, -1).numpy())
     probs = np.concatenate(probs) if probs else np.zeros((0, 0))
     predictions = probs.argmax(-1)
@@ -221,11 +158,12 @@ def evaluate_classification(model, tokenizer, data, task: str, batch_size: int, 
     every evaluated split and the confusion matrices (dvclive) into `report_dir`."""
     from pathlib import Path
 
-    from hfpipe.train import classification_collator
+    from hfpipe.tasks import TASKS
+    from hfpipe.tasks.common import classification_metrics
 
     report_dir = Path(report_dir)
     names = data["train"].features["label"].names
-    collator = classification_collator(tokenizer, task)
+    collator = TASKS[task].collator(tokenizer)
     metrics: dict = {}
     confusion = {}
     scores: dict = {}

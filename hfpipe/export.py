@@ -168,12 +168,14 @@ def export_classifier(model_dir: Path, out_dir: Path, params: Params, data_stats
     """Re-save the trained classifier (safetensors) + tokenizer + model card, then check that a
     pipeline loads the folder: text-classification answering with the label names, or (gpt2-classifier)
     text-generation."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+    from transformers import AutoTokenizer, pipeline
+
+    from hfpipe.export_onnx import model_class
 
     if not (model_dir / "config.json").is_file():
         raise PipelineError(f"{model_dir}: no trained model (config.json missing); run the train stage first")
     gpt2 = params.task == "gpt2-classifier"
-    model = (AutoModelForCausalLM if gpt2 else AutoModelForSequenceClassification).from_pretrained(model_dir)
+    model = model_class(params.task).from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     label_names = list(tokenize_stats.get("label_names") or data_stats.get("label_names") or [])
     if gpt2:

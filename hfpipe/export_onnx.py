@@ -52,9 +52,9 @@ class CheckBatch:
 
 def model_class(task: str):
     """The transformers Auto class the pipeline's `task` trains (gpt2-classifier is a causal LM)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from hfpipe.tasks import TASKS
 
-    return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+    return TASKS[task].auto_model_class()
 
 
 def load_model(model_dir: Path, task: str):

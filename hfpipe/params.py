@@ -180,10 +180,9 @@ class TrainParams(_Section):
     @classmethod
     def _fp16_needs_a_gpu(cls, value: str) -> str:
         if value == "fp16":
-            import torch  # only paid for when fp16 is asked for
+            from hfpipe.device import has_accelerator  # torch: only paid for when fp16 is asked for
 
-            if not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-                    or torch.backends.mps.is_available()):
+            if not has_accelerator():
                 raise ValueError("fp16 needs a CUDA, XPU or MPS device and this machine has none; "
                                  "use bf16 or no")
         return value

@@ -12,8 +12,8 @@ def main() -> None:
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hfpipe.evaluate import (SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions,
-                                 keytoken_ids)
+    from hfpipe.evaluate import SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions
+    from hfpipe.tasks.causal_lm import keytoken_ids
 
     tokenizer = AutoTokenizer.from_pretrained("models/trained")
     model = AutoModelForCausalLM.from_pretrained("models/trained")
@@ -40,16 +40,17 @@ def main() -> None:
 
 def evaluate_classification_stage(params) -> None:
     from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.io import atomic_dir
+    from hfpipe.tasks import TASKS
     from hfpipe.tokenize import label_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained("models/trained")
     data = load_from_disk("data/tokenized")
     gpt2 = params.task == "gpt2-classifier"
-    model = (AutoModelForCausalLM if gpt2 else AutoModelForSequenceClassification).from_pretrained("models/trained")
+    model = TASKS[params.task].auto_model_class().from_pretrained("models/trained")
     tokens = label_token_ids(tokenizer, data["train"].features["label"].names) if gpt2 else None
     with atomic_dir("metrics/report") as report:
         metrics = evaluate_classification(model, tokenizer, data, params.task, params.evaluate.batch_size, report,

@@ -80,9 +80,10 @@ FILE_ROWS = [
     ("hfpipe/params.py", FROM["fetch"]),           # every stage validates its params with it
     ("hfpipe/data.py", FROM["fetch"]),
     ("hfpipe/tokenize.py", FROM["tokenizer"]),
-    ("hfpipe/train_accelerate.py", FROM["train"]),
-    ("hfpipe/evaluate.py", FROM["train"]),         # train-time metrics live there too
-    ("hfpipe/metrics/f1.py", FROM["train"]),
+    ("hfpipe/device.py", FROM["fetch"]),           # the accelerator probe: params' fp16 check uses it
+    ("hfpipe/train/accelerate_loop.py", FROM["train"]),
+    ("hfpipe/tasks/causal_lm.py", FROM["train"]),  # train, evaluate and export read the task modules
+    ("hfpipe/evaluate.py", {"evaluate", "export"}),  # the evaluate stage's code only
     ("hfpipe/export_onnx.py", {"export"}),
 ]
 

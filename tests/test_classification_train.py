@@ -21,7 +21,7 @@ def _params(**train):
 
 
 def test_classification_overrides_keep_best_checkpoints(tmp_path):
-    from hfpipe.train import classification_overrides, training_arguments
+    from hfpipe.train.trainer import classification_overrides, training_arguments
 
     p = _params(load_best_model_at_end=True, metric_for_best_model="f1", eval_steps=20)
     args = training_arguments(p, tmp_path, **classification_overrides(p))
@@ -35,7 +35,7 @@ def test_classification_overrides_keep_best_checkpoints(tmp_path):
 
 
 def test_classification_overrides_when_checkpointing_and_grouping_by_length(tmp_path):
-    from hfpipe.train import classification_overrides, training_arguments
+    from hfpipe.train.trainer import classification_overrides, training_arguments
 
     p = _params(save_steps=7, group_by_length=True)
     args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
@@ -54,7 +54,7 @@ def test_classification_overrides_when_checkpointing_and_grouping_by_length(tmp_
 
 
 def test_length_grouped_sampler_is_seeded_per_epoch_and_groups_lengths():
-    from hfpipe.train import example_lengths, length_grouped_sampler
+    from hfpipe.train.common import example_lengths, length_grouped_sampler
 
     rng = random.Random(0)
     lengths = [rng.randrange(2, 200) for _ in range(400)]
@@ -91,9 +91,10 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
     import torch
     from transformers import TrainerCallback
 
-    import hfpipe.train as train_module
+    import hfpipe.train.trainer as train_module
     from hfpipe.checkpoint import complete_checkpoints
-    from hfpipe.train import build_classification_model, train_classifier
+    from hfpipe.tasks import TASKS
+    from hfpipe.train.trainer import train_classifier
 
     tokenizer, data = _gpt2_data(tiny_tokenizer, 96)
     tokens = data["tokens"]
@@ -105,7 +106,7 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
         return {"step": step, "backend": "trainer", "fingerprint": "t"}
 
     def run(root, resume_from=None):
-        model = build_classification_model(params, tokenizer, ["neg", "pos"], params.tokenize.max_length)
+        model = TASKS[params.task].build_model(params.model, tokenizer, ["neg", "pos"], params.tokenize.max_length, params.seed)
         return train_classifier(params, model, tokenizer, data["train"], data["validation"], root, tokens,
                                 live_dir=tmp_path / f"live-{root.name}", marker_for_step=marker,
                                 resume_from=resume_from)
@@ -175,7 +176,8 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
 
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
-    from hfpipe.train import build_classification_model, train_classifier
+    from hfpipe.tasks import TASKS
+    from hfpipe.train.trainer import train_classifier
 
     rng = random.Random(0)
     rows = [(f"the {rng.choice(['film', 'plot', 'cast'])} was {rng.choice(GOOD if y else BAD)}", y)
@@ -189,7 +191,7 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
         ds = Dataset.from_dict({"text": [t for t, _ in part], "label": [y for _, y in part]}, features=feats)
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params()
-    model = build_classification_model(params, tokenizer, ["neg", "pos"], params.tokenize.max_length)
+    model = TASKS[params.task].build_model(params.model, tokenizer, ["neg", "pos"], params.tokenize.max_length, params.seed)
     assert model.config.n_positions == 16 and model.get_input_embeddings().num_embeddings == len(tokenizer)
     trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], tmp_path / "work",
                                tokens, live_dir=tmp_path / "live")
@@ -213,7 +215,8 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
 
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
-    from hfpipe.train import build_classification_model, train_classifier
+    from hfpipe.tasks import TASKS
+    from hfpipe.train.trainer import train_classifier
 
     tokenizer = copy.deepcopy(tiny_tokenizer)
     add_pad_token(tokenizer)
@@ -225,7 +228,7 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
                                features=feats)
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params(max_steps=6, eval_steps=2, logging_steps=2)
-    model = build_classification_model(params, tokenizer, ["neg", "pos"], params.tokenize.max_length)
+    model = TASKS[params.task].build_model(params.model, tokenizer, ["neg", "pos"], params.tokenize.max_length, params.seed)
     train_classifier(params, model, tokenizer, data["train"], data["validation"], tmp_path / "work", tokens,
                      live_dir=tmp_path / "dvclive")
     report = tmp_path / "metrics/report"

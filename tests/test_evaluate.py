@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from hfpipe.evaluate import (SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions,
-                             keytoken_ids)
+from hfpipe.evaluate import SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions
+from hfpipe.tasks.causal_lm import keytoken_ids
 
 CONTEXT = 32
 

@@ -18,9 +18,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hfpipe", "stages")
-# Files loaded by path at run time rather than imported: importing the key loads these too.
-LOADED_BY_PATH = {"hfpipe/metrics/__init__.py": sorted(
-    p.relative_to(ROOT).as_posix() for p in (ROOT / "hfpipe/metrics").glob("*.py"))}
 
 
 def module_file(module: str) -> Path | None:
@@ -60,11 +57,7 @@ def files_run_by(module: str) -> set[str]:
                 continue
             seen.add(f)
             todo += sorted(imported_modules(f))
-    files = {f.relative_to(ROOT).as_posix() for f in seen}
-    for key, extra in LOADED_BY_PATH.items():
-        if key in files:
-            files |= set(extra)
-    return files
+    return {f.relative_to(ROOT).as_posix() for f in seen}
 
 
 def stage_commands() -> dict[str, tuple[str, list[str]]]:
@@ -106,10 +99,10 @@ def test_no_stage_depends_on_code_it_never_runs(stage):
 
 def test_the_import_reader_sees_function_local_and_transitive_imports():
     # stages/train.py imports hfpipe.train inside main(); hfpipe.train imports hfpipe.checkpoint at the
-    # top and hfpipe.train_accelerate inside a function
+    # top and hfpipe.train.accelerate_loop inside a function
     runs = files_run_by("stages.train")
-    assert {"stages/__init__.py", "stages/train.py", "hfpipe/__init__.py", "hfpipe/train.py",
-            "hfpipe/checkpoint.py", "hfpipe/train_accelerate.py", "hfpipe/params.py", "hfpipe/io.py"} <= runs
+    assert {"stages/__init__.py", "stages/train.py", "hfpipe/__init__.py", "hfpipe/train/__init__.py",
+            "hfpipe/checkpoint.py", "hfpipe/train/accelerate_loop.py", "hfpipe/params.py", "hfpipe/io.py"} <= runs
     assert "hfpipe/plots.py" not in runs  # `python -m hfpipe.plots` is no stage's code
 
 

@@ -12,7 +12,7 @@ import yaml
 from hfpipe.evaluate import causal_lm_metrics
 from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
-from hfpipe.train import train_causal_lm, training_arguments
+from hfpipe.train.trainer import train_causal_lm, training_arguments
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT = 32
@@ -52,7 +52,7 @@ def test_training_arguments_from_params(tmp_path):
 
 
 def test_causal_lm_evaluation_and_saving_follow_the_params(tmp_path):
-    from hfpipe.train import evaluation_overrides
+    from hfpipe.train.trainer import evaluation_overrides
 
     p = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "save_steps": 7}})
     assert evaluation_overrides(p) == {"eval_strategy": "steps"}  # no checkpoints: save_strategy stays "no"
@@ -165,9 +165,9 @@ def test_dvc_yaml_plots_read_files_that_training_writes(trained):
 def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(monkeypatch):
     import torch
 
-    from hfpipe import train
+    from hfpipe.train import common as train
 
-    monkeypatch.setattr(train, "_has_gpu", lambda: False)
+    monkeypatch.setattr(train, "has_accelerator", lambda: False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     warning = train.slow_bf16_warning("bf16")
     assert "no native bf16" in warning and 'train.mixed_precision: "no"' in warning
@@ -179,7 +179,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(monkeypatch):
 def test_deterministic_param_switches_torch_to_deterministic_kernels():
     import torch
 
-    from hfpipe.train import use_deterministic_algorithms
+    from hfpipe.train.common import use_deterministic_algorithms
 
     try:
         use_deterministic_algorithms(True)

@@ -1,4 +1,4 @@
-"""hfpipe.train_accelerate: the keytoken-weighted loss, grouped weight decay, and real short runs of
+"""hfpipe.train.accelerate_loop (and the task modules' loss / eval numbers): the keytoken-weighted loss, grouped weight decay, and real short runs of
 the Accelerate loop (one process, in-process) against the Trainer backend on the same data."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def read_tsv(path: Path) -> list[dict]:
 def test_keytoken_weighted_loss_with_alpha_0_is_the_plain_mean_loss(tiny_model, tiny_blocks):
     import torch
 
-    from hfpipe.train_accelerate import keytoken_weighted_loss
+    from hfpipe.tasks.causal_lm import keytoken_weighted_loss
 
     ids = torch.tensor(tiny_blocks["input_ids"][:4], dtype=torch.long)
     with torch.no_grad():
@@ -47,7 +47,7 @@ def test_keytoken_weighted_loss_with_alpha_0_is_the_plain_mean_loss(tiny_model, 
 def test_keytoken_weighted_loss_weights_each_sequence_by_its_keytoken_count():
     import torch
 
-    from hfpipe.train_accelerate import keytoken_weighted_loss
+    from hfpipe.tasks.causal_lm import keytoken_weighted_loss
 
     torch.manual_seed(0)
     labels = torch.tensor([[1, 2, 3, 2, 2], [1, 4, 4, 4, 4]])
@@ -69,7 +69,7 @@ def test_keytoken_weighted_loss_weights_each_sequence_by_its_keytoken_count():
 def test_grouped_params_exempt_biases_and_layernorms(tiny_tokenizer):
     from hfpipe.modeling import build_causal_lm
     from hfpipe.params import ModelParams
-    from hfpipe.train_accelerate import get_grouped_params
+    from hfpipe.train.accelerate_loop import get_grouped_params
 
     model = build_causal_lm(ModelParams(n_layer=1, n_head=2, n_embd=16), tiny_tokenizer, CONTEXT, seed=0)
     decay, no_decay = get_grouped_params(model, 0.1)
@@ -85,7 +85,7 @@ def test_grouped_params_exempt_biases_and_layernorms(tiny_tokenizer):
 
 
 def test_training_steps_counts_like_the_trainer():
-    from hfpipe.train_accelerate import training_steps
+    from hfpipe.train.accelerate_loop import training_steps
 
     assert training_steps(10, 1, 1.0, -1) == 10
     assert training_steps(10, 4, 1.0, -1) == 3  # a short last accumulation still steps
@@ -96,9 +96,9 @@ def test_training_steps_counts_like_the_trainer():
 def test_classification_metrics_from_gathered_stats():
     import torch
 
-    from hfpipe.train_accelerate import classification_task
+    from hfpipe.tasks import classification
 
-    task = classification_task(num_labels=2)
+    task = classification.loop_fns(num_labels=2)
     stats = {"loss": torch.tensor([0.5, 1.5, 1.0, 1.0], dtype=torch.float64),
              "predictions": torch.tensor([1, 1, 0, 0]), "labels": torch.tensor([1, 0, 0, 1])}
     m = task.eval_metrics(stats)
@@ -110,14 +110,14 @@ def test_gpt2_classifier_eval_reads_the_label_token():
     import torch
     from types import SimpleNamespace
 
-    from hfpipe.train_accelerate import classification_task
+    from hfpipe.tasks import gpt2_classifier
 
     label_tokens = [7, 9]  # class 0 -> token 7, class 1 -> token 9
     labels = torch.tensor([[-100, -100, 9, -100], [-100, 7, -100, -100]])
     logits = torch.zeros(2, 4, 12)
     logits[0, 1, 9] = 5.0  # row 0: position 1 predicts the label at 2; says token 9 (class 1): right
     logits[1, 0, 9] = 5.0  # row 1: position 0 predicts the label at 1; says token 9 (class 1): wrong
-    stats = classification_task(2, label_tokens).eval_stats({"labels": labels}, SimpleNamespace(logits=logits))
+    stats = gpt2_classifier.loop_fns(2, label_tokens).eval_stats({"labels": labels}, SimpleNamespace(logits=logits))
     assert stats["labels"].tolist() == [1, 0] and stats["predictions"].tolist() == [1, 1]
     expected_row0 = torch.nn.functional.cross_entropy(logits[0, 1:2], torch.tensor([9])).item()
     assert stats["loss"][0].item() == pytest.approx(expected_row0)
@@ -128,7 +128,7 @@ def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, 
     from datasets import ClassLabel, Dataset, Features, Sequence, Value
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from hfpipe.train_accelerate import train_classifier_accelerate
+    from hfpipe.train.accelerate_loop import train_classifier_accelerate
 
     texts = [f"{'plt.plot' if i % 2 else 'df.head'}(x{i % 7})" for i in range(96)]
     enc = tiny_tokenizer(texts, truncation=True, max_length=16)
@@ -203,7 +203,7 @@ def _eval_loss(model, tokenizer, eval_set) -> float:
 
 
 def test_accelerate_evaluates_each_epoch_and_keeps_the_best_model(tiny_tokenizer, tmp_path, one_torch_thread):
-    from hfpipe.train_accelerate import train_classifier_accelerate
+    from hfpipe.train.accelerate_loop import train_classifier_accelerate
 
     train_set, eval_set = _classification_data(tiny_tokenizer)
     params = _classifier_params(lr=0.02)
@@ -226,7 +226,7 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     import torch
 
     from hfpipe.checkpoint import complete_checkpoints
-    from hfpipe.train_accelerate import BEST_FILE, train_classifier_accelerate
+    from hfpipe.train.accelerate_loop import BEST_FILE, train_classifier_accelerate
 
     train_set, eval_set = _classification_data(tiny_tokenizer)
     params = _classifier_params(save_steps=3, group_by_length=True)  # best by accuracy: the first 1.0 (step 8)
@@ -242,10 +242,11 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     class Killed(Exception):
         pass
 
-    import hfpipe.train_accelerate as ta
+    import hfpipe.tasks.classification as task_module
+    from hfpipe.tasks.common import LoopFns
 
     calls = {"n": 0}
-    plain = ta.classification_task
+    plain = task_module.loop_fns
 
     def dying_task(*args, **kwargs):  # dies at the 20th micro-batch: step 20, epoch 2 of 3
         task = plain(*args, **kwargs)
@@ -256,16 +257,16 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
                 raise Killed
             return task.train_loss(batch, outputs)
 
-        return ta.TaskFns(train_loss, task.eval_stats, task.eval_metrics)
+        return LoopFns(train_loss, task.eval_stats, task.eval_metrics)
 
-    ta.classification_task = dying_task
+    task_module.loop_fns = dying_task
     try:
         with pytest.raises(Killed):
             train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set, eval_set,
                                         marker_for_step=marker, checkpoint_root=tmp_path / "ckpt",
                                         live_dir=tmp_path / "live")
     finally:
-        ta.classification_task = plain
+        task_module.loop_fns = plain
     saved = complete_checkpoints(tmp_path / "ckpt")
     assert [p.name for p in saved] == ["checkpoint-15", "checkpoint-18"]
     assert all((p / BEST_FILE).is_file() for p in saved)
@@ -363,7 +364,8 @@ def _run_accelerate(params, tokenizer, root: Path, task=None, marker=None):
     AcceleratorState._reset_state(reset_partial_state=True)
 
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train_accelerate import causal_lm_task, train_accelerate
+    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_task
+    from hfpipe.train.accelerate_loop import train_accelerate
 
     train_blocks, eval_blocks = _data(tokenizer)
     model = build_causal_lm(params.model, tokenizer, CONTEXT, params.seed)
@@ -411,7 +413,7 @@ def test_accelerate_loop_trains_and_logs_like_the_trainer_backend(accelerate_run
 def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer, tmp_path):
     from hfpipe.evaluate import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train import train_causal_lm
+    from hfpipe.train.trainer import train_causal_lm
 
     params = parse_params(PARAMS)
     train_blocks, eval_blocks = _data(tiny_tokenizer)
@@ -432,7 +434,7 @@ def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, 
     the saved weights are plain (no torch.compile wrapper prefixes in their names)."""
     from hfpipe.evaluate import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train import train_causal_lm
+    from hfpipe.train.trainer import train_causal_lm
 
     import torch._dynamo
     from torch._dynamo.utils import counters
@@ -471,7 +473,7 @@ def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenize
     mixed_precision): the numbers move off fp32's by bf16 rounding, and both backends move alike."""
     from hfpipe.evaluate import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train import train_causal_lm
+    from hfpipe.train.trainer import train_causal_lm
 
     fp32 = accelerate_run["after"]["loss"]
     bf16 = {**PARAMS["train"], "mixed_precision": "bf16"}
@@ -491,7 +493,7 @@ def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenize
 
 
 def test_keytoken_weighted_training_runs_and_differs_from_plain(accelerate_run, tiny_tokenizer, tmp_path):
-    from hfpipe.train_accelerate import causal_lm_task
+    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_task
 
     params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate", "keytoken_alpha": 1.0}})
     keys = [tiny_tokenizer.convert_tokens_to_ids(t) for t in ["pd", "Ġpd"] if t in tiny_tokenizer.get_vocab()]
@@ -503,7 +505,8 @@ def test_keytoken_weighted_training_runs_and_differs_from_plain(accelerate_run, 
 
 
 def test_a_nan_loss_stops_training_naming_the_step_and_last_checkpoint(tiny_tokenizer, tmp_path):
-    from hfpipe.train_accelerate import TaskFns, causal_lm_task
+    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_task
+    from hfpipe.tasks.common import LoopFns as TaskFns
 
     # Fault injection: a loss that turns NaN from the 7th micro-batch on (as a diverging run would).
     plain = causal_lm_task()
@@ -526,7 +529,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_last_checkpoint(tiny_toke
 def test_trainer_nan_guard_names_the_step(tmp_path):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from hfpipe.train import checkpoint_callbacks
+    from hfpipe.train.trainer import checkpoint_callbacks
 
     _, guard = checkpoint_callbacks(None, tmp_path / "live", tmp_path / "checkpoints")
     args = TrainingArguments(output_dir=str(tmp_path), logging_steps=5, report_to="none", use_cpu=True)

@@ -2,8 +2,8 @@
 
 The same code runs on one CPU, under `torchrun --nproc_per_node N` (gloo, MULTI_CPU) and on GPUs
 (DDP, or FSDP/DeepSpeed through `accelerate launch --config_file ...`): Accelerator() reads the
-environment. What is task-specific (the loss, the eval numbers) comes in as a `TaskFns`, so causal
-LM and classification share the loop.
+environment. What is task-specific (the loss, the eval numbers) comes in as the task module's
+`LoopFns` (hfpipe.tasks), so every task shares the loop.
 """
 
 from __future__ import annotations
@@ -20,39 +20,15 @@ from pathlib import Path
 from hfpipe.checkpoint import (CHECKPOINT_DIR, PREFIX, complete_checkpoints, last_good_checkpoint, prune_checkpoints,
                                remove_checkpoints, restore_dvclive, snapshot_dvclive, write_marker)
 from hfpipe.io import PipelineError, write_json_atomic
+from hfpipe.device import has_accelerator
 from hfpipe.params import Params
+from hfpipe.tasks.common import LoopFns
+from hfpipe.train.common import DVCLIVE_DIR, greater_is_better, set_threads
 
-DVCLIVE_DIR = "dvclive"
 STATE_FILE = "loop_state.json"
+
+
 BEST_FILE = "best_model.safetensors"  # load_best_model_at_end: the best weights so far, in each checkpoint
-
-
-# ---------------------------------------------------------------- losses and eval numbers per task
-
-
-def keytoken_weighted_loss(labels, logits, keytoken_ids: list[int], alpha: float = 1.0):
-    """Seed 04's keytoken-weighted causal-LM loss, with weights that leave alpha 0 = the plain loss.
-
-    Each sequence's tokens are weighted by 1 + alpha * (number of keytokens among its labels), and
-    the weighted token losses are averaged over the (non-ignored) tokens. The seed used
-    alpha * (1 + count), which makes alpha a second learning rate and alpha 0 a zero loss.
-    `labels` are the input ids with ignored positions (padding) set to -100, as collators make them.
-    """
-    import torch
-
-    shift_labels = labels[..., 1:]
-    shift_logits = logits[..., :-1, :]
-    token_loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)).float(),
-                                                   shift_labels.reshape(-1), ignore_index=-100,
-                                                   reduction="none").view(shift_labels.shape)
-    valid = (shift_labels != -100).float()
-    if keytoken_ids:
-        keys = torch.tensor(keytoken_ids, device=labels.device)
-        counts = torch.isin(shift_labels, keys).float().sum(dim=1)
-    else:
-        counts = torch.zeros(labels.size(0), device=labels.device)
-    weights = (1.0 + alpha * counts).unsqueeze(1)
-    return (token_loss * valid * weights).sum() / valid.sum().clamp(min=1.0)
 
 
 def get_grouped_params(model, weight_decay: float) -> list[dict]:
@@ -75,99 +51,22 @@ def get_grouped_params(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-@dataclass
-class TaskFns:
-    """What the loop needs to know about a task.
-
-    train_loss(batch, outputs) -> scalar loss tensor to minimise.
-    eval_stats(batch, outputs) -> dict of per-example tensors (gathered across processes).
-    eval_metrics(stats) -> dict of numbers (logged as eval/<name>), computed from all gathered stats.
-    """
-    train_loss: Callable
-    eval_stats: Callable
-    eval_metrics: Callable
-
-
-def causal_lm_task(keytoken_ids: list[int] | None = None, alpha: float = 0.0) -> TaskFns:
-    def train_loss(batch, outputs):
-        if alpha > 0:
-            return keytoken_weighted_loss(batch["labels"], outputs.logits, keytoken_ids or [], alpha)
-        return outputs.loss
-
-    def eval_stats(batch, outputs):
-        import torch
-
-        labels = batch["labels"][..., 1:]
-        logits = outputs.logits[..., :-1, :].float()
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                                ignore_index=-100, reduction="none").view(labels.shape)
-        return {"nll_sum": nll.sum(dim=1).double(), "tokens": (labels != -100).sum(dim=1)}
-
-    def eval_metrics(stats):
-        loss = (stats["nll_sum"].sum() / stats["tokens"].sum().clamp(min=1)).item()
-        return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf")}
-
-    return TaskFns(train_loss, eval_stats, eval_metrics)
-
-
-def classification_task(num_labels: int, label_tokens: list[int] | None = None) -> TaskFns:
-    """Sequence classification: the model's own loss; loss, accuracy, F1, precision, recall
-    (hfpipe.evaluate.classification_metrics, as the Trainer backend reports them).
-
-    With label_tokens (gpt2-classifier, seed 05) the model is a causal LM whose labels are -100 except
-    the label token: the loss is the LM loss on that token, the prediction the argmax over the
-    label tokens' logits.
-    """
-
-    def train_loss(batch, outputs):
-        return outputs.loss
-
-    def eval_stats(batch, outputs):
-        import torch
-
-        labels = batch["labels"]
-        if label_tokens is None:
-            logits = outputs.logits.float()
-            loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-            return {"loss": loss.double(), "predictions": logits.argmax(-1), "labels": labels}
-        from hfpipe.evaluate import gpt2_label_logits
-
-        targets = labels[:, 1:]
-        logits = outputs.logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                                ignore_index=-100, reduction="none").view(targets.shape)
-        loss = nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
-        has = labels != -100
-        label_token = labels[torch.arange(labels.size(0)), has.int().argmax(-1)]
-        classes = torch.full_like(label_token, -1)
-        for i, token in enumerate(label_tokens):
-            classes[label_token == token] = i
-        predictions = gpt2_label_logits(outputs.logits, labels, label_tokens).argmax(-1)
-        return {"loss": loss.double(), "predictions": predictions, "labels": classes}
-
-    def eval_metrics(stats):
-        from hfpipe.evaluate import classification_metrics
-
-        metrics = classification_metrics(stats["predictions"].tolist(), stats["labels"].tolist(), num_labels)
-        return {"loss": stats["loss"].mean().item(), **metrics}
-
-    return TaskFns(train_loss, eval_stats, eval_metrics)
-
-
 def train_classifier_accelerate(params: Params, model, tokenizer, train_set, eval_set,
                                 label_tokens: list[int] | None = None, **loop_kwargs) -> AccelerateResult:
-    """The classification recipes on the Accelerate loop: the Trainer backend's collator and columns
-    (and, with train.group_by_length, its length-grouped batches)."""
-    from hfpipe.train import classification_collator, example_lengths, model_columns
+    """The classification recipes on the Accelerate loop: the task module's collator, columns and
+    loss / eval numbers, as the Trainer backend uses them (and, with train.group_by_length, its
+    length-grouped batches)."""
+    from hfpipe.tasks import TASKS
+    from hfpipe.train.common import example_lengths
 
+    task = TASKS[params.task]
     names = train_set.features["label"].names
-    gpt2 = params.task == "gpt2-classifier"
+    fns = task.loop_fns(len(names), label_tokens) if label_tokens is not None else task.loop_fns(len(names))
     if params.train.group_by_length:
         loop_kwargs.setdefault("lengths", example_lengths(train_set))
-    return train_accelerate(params, model, train_set.select_columns(model_columns(train_set, params.task)),
-                            eval_set.select_columns(model_columns(eval_set, params.task)),
-                            classification_collator(tokenizer, params.task),
-                            classification_task(len(names), label_tokens if gpt2 else None), **loop_kwargs)
+    return train_accelerate(params, model, train_set.select_columns(task.model_columns(train_set)),
+                            eval_set.select_columns(task.model_columns(eval_set)), task.collator(tokenizer), fns,
+                            **loop_kwargs)
 
 
 # ---------------------------------------------------------------- the loop
@@ -229,7 +128,7 @@ def _set_rng_states(states: tuple) -> None:
         torch.cuda.set_rng_state_all(states[3])
 
 
-def evaluate_loop(accelerator, model, eval_dl, task: TaskFns) -> dict:
+def evaluate_loop(accelerator, model, eval_dl, task: LoopFns) -> dict:
     """Eval numbers over the whole eval set, gathered across processes (duplicates from padding
     the last batch to equal sizes are dropped by gather_for_metrics)."""
     import torch
@@ -292,7 +191,7 @@ def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, li
     return final
 
 
-def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: TaskFns,
+def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: LoopFns,
                      marker_for_step: Callable[[int], dict] | None = None,
                      resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
                      live_dir: str | Path = DVCLIVE_DIR, lengths: list[int] | None = None) -> AccelerateResult:
@@ -313,15 +212,12 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
 
     tp = params.train
     live_dir, checkpoint_root = Path(live_dir), Path(checkpoint_root)
-    if tp.threads:
-        torch.set_num_threads(tp.threads)
+    set_threads(tp.threads)
     # The seedable sampler draws epoch e's order from seed + e on every process: the same shuffle
     # everywhere (so the shards are disjoint) and after a resume.
     # cpu=True on a machine without a GPU: without it Accelerator() ignores torchrun's environment
     # (accelerate only picks MULTI_CPU/gloo when told it is on CPU) and every process trains alone.
-    has_gpu = (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-               or torch.backends.mps.is_available())
-    accelerator = Accelerator(cpu=not has_gpu, mixed_precision=tp.mixed_precision,
+    accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=tp.mixed_precision,
                               dynamo_backend="inductor" if tp.torch_compile else "no",
                               gradient_accumulation_steps=tp.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=params.seed))
@@ -330,7 +226,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
 
     sampler = None
     if lengths is not None:  # the seeded, per-epoch length-grouped order (not a RandomSampler: accelerate keeps it)
-        from hfpipe.train import length_grouped_sampler
+        from hfpipe.train.common import length_grouped_sampler
 
         sampler = length_grouped_sampler(lengths, tp.batch_size * tp.gradient_accumulation_steps, params.seed)
         train_dl = DataLoader(train_dataset, batch_size=tp.batch_size, sampler=sampler, collate_fn=collate_fn)
@@ -401,7 +297,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
             raise PipelineError(f"train.metric_for_best_model = {name!r}: not among the evaluation metrics "
                                 f"{sorted(metrics)}")
         value = float(metrics[name])
-        greater = name != "loss"  # as hfpipe.train.evaluation_overrides tells the Trainer
+        greater = greater_is_better(name)
         if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
             state.best_step, state.best_metric = state.step, value
             weights = accelerator.get_state_dict(model)  # every process takes part (FSDP/DeepSpeed gather)

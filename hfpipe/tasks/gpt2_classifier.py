@@ -1,0 +1,112 @@
+"""GPT-2 as a classifier (seed 05): a causal LM trained on `text EOS label-token`, predicting the
+label token after EOS.
+
+What differs for this task: the labels are -100 everywhere but the label token (padded with -100),
+the loss is the LM loss on that token, and the class scores are the label tokens' logits at the
+position that predicts it.
+"""
+
+from __future__ import annotations
+
+from hfpipe.params import ModelParams
+from hfpipe.tasks.common import LoopFns, classification_eval_metrics, classifier_compute_metrics
+
+
+def collator(tokenizer):
+    """Dynamic padding of inputs and labels (labels with -100)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    tokenizer.padding_side = "right"  # label_position counts from the left
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+
+
+def model_columns(dataset) -> list[str]:
+    """The columns the model takes (texts, label_position and the like stay out of the batches)."""
+    return [c for c in ["input_ids", "attention_mask", "labels"] if c in dataset.column_names]
+
+
+def label_classes(label_ids, label_tokens: list[int]):
+    """The class of each row of seed-05 labels (-100 everywhere but the label token); -1 if none."""
+    import numpy as np
+
+    label_ids = np.asarray(label_ids)
+    has = label_ids != -100
+    first = np.where(has.any(-1), has.argmax(-1), 0)
+    tokens = label_ids[np.arange(len(label_ids)), first]
+    lookup = {t: i for i, t in enumerate(label_tokens)}
+    return np.array([lookup.get(int(t), -1) if h else -1 for t, h in zip(tokens, has.any(-1))])
+
+
+def label_logits(logits, labels, label_tokens: list[int]):
+    """Logits of the label tokens at the position that predicts the label (the EOS before it).
+
+    For Trainer's preprocess_logits_for_metrics: (batch, seq, vocab) -> (batch, n_labels).
+    """
+    import torch
+
+    has = labels != -100
+    position = (has.int().argmax(-1) - 1).clamp(min=0)
+    rows = torch.arange(logits.size(0), device=logits.device)
+    return logits[rows, position][:, label_tokens]
+
+
+def class_scores(logits, rows, label_tokens: list[int]):
+    """The class scores of a batch of a tokenized split's rows: the label tokens' logits at each
+    row's `label_position` (the EOS before the label)."""
+    import torch
+
+    position = torch.tensor(rows["label_position"])
+    return logits[torch.arange(len(position)), position][:, label_tokens]
+
+
+def loop_fns(num_labels: int, label_tokens: list[int]) -> LoopFns:
+    """The LM loss on the label token; the prediction is the argmax over the label tokens' logits."""
+    from hfpipe.tasks.causal_lm import next_token_nll
+
+    def train_loss(batch, outputs):
+        return outputs.loss
+
+    def eval_stats(batch, outputs):
+        import torch
+
+        labels = batch["labels"]
+        nll, targets = next_token_nll(outputs.logits, labels)
+        loss = nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
+        has = labels != -100
+        label_token = labels[torch.arange(labels.size(0)), has.int().argmax(-1)]
+        classes = torch.full_like(label_token, -1)
+        for i, token in enumerate(label_tokens):
+            classes[label_token == token] = i
+        predictions = label_logits(outputs.logits, labels, label_tokens).argmax(-1)
+        return {"loss": loss.double(), "predictions": predictions, "labels": classes}
+
+    return LoopFns(train_loss, eval_stats, classification_eval_metrics(num_labels))
+
+
+def compute_metrics(num_labels: int, label_tokens: list[int]):
+    from functools import partial
+
+    return classifier_compute_metrics(num_labels, classes_of=partial(label_classes, label_tokens=label_tokens))
+
+
+def preprocess_logits(label_tokens: list[int]):
+    """Trainer preprocess_logits_for_metrics: only the label tokens' logits are kept."""
+    from functools import partial
+
+    return partial(label_logits, label_tokens=label_tokens)
+
+
+def build_model(mp: ModelParams, tokenizer, label_names: list[str], max_length: int, seed: int):
+    """A causal LM whose embeddings cover the tokenizer (its added pad token), n_positions >= max_length."""
+    from hfpipe.modeling import build_causal_lm, enable_gradient_checkpointing
+
+    model = build_causal_lm(mp, tokenizer, max_length, seed)
+    enable_gradient_checkpointing(model, mp.gradient_checkpointing)
+    return model
+
+
+def auto_model_class():
+    """The transformers Auto class a saved model of this task loads with (a causal LM)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM

@@ -1,0 +1,184 @@
+"""The train stage: data/tokenized + models/tokenizer -> models/trained, for every task and both
+backends (hfpipe.train.trainer: the HF Trainer; hfpipe.train.accelerate_loop: the Accelerate loop;
+what they share: hfpipe.train.common; what differs by task: hfpipe.tasks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data
+from hfpipe.io import atomic_dir, read_json, write_json_atomic
+from hfpipe.params import Params
+from hfpipe.train.common import slow_bf16_warning, use_deterministic_algorithms
+
+
+def check_training_inputs(params: Params, tokenizer, n_train: int, log=print) -> list[int]:
+    """Checks that need the data or tokenizer, run before any model is built; returns the
+    keytoken ids of the keytoken-weighted loss ([] when it is off)."""
+    from hfpipe.io import PipelineError
+
+    tp = params.train
+    per_process = -(-n_train // (tp.batch_size * tp.num_processes))
+    if tp.gradient_accumulation_steps > per_process:
+        raise PipelineError(f"train.gradient_accumulation_steps = {tp.gradient_accumulation_steps}: exceeds the "
+                            f"{per_process} batches per epoch ({n_train} training examples / train.batch_size "
+                            f"{tp.batch_size} / {tp.num_processes} process(es)), so no optimizer step would "
+                            f"complete; use at most {per_process}")
+    if tp.keytoken_alpha <= 0:
+        return []
+    from hfpipe.tasks.causal_lm import keytoken_ids
+
+    words, key = tp.keytokens, "train.keytokens"
+    ids, not_single = keytoken_ids(tokenizer, words)
+    for form in not_single:  # as seed 04 prints them
+        log(f"Keyword has not single token: {form!r}")
+    if not ids:
+        raise PipelineError(f"{key} = {words!r}: none is a single token of the tokenizer (Keyword has not single "
+                            f"token: {', '.join(repr(w) for w in words)}); the keytoken-weighted loss "
+                            "(train.keytoken_alpha > 0) needs words the tokenizer keeps whole")
+    return ids
+
+
+def run_train_stage(params: Params) -> None:
+    """The train stage: data/tokenized + models/tokenizer -> models/trained, for every task and
+    both backends (dvclive/ curves, resumable checkpoints in models/checkpoints)."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hfpipe import launch
+    from hfpipe.modeling import check_context_length, count_parameters
+    from hfpipe.tasks import TASKS
+
+    if launch.in_distributed_run() and params.train.num_processes != launch.world_size():
+        # started by an outside launcher (torchrun / accelerate launch): the real process count counts
+        params = params.model_copy(update={"train": params.train.model_copy(
+            update={"num_processes": launch.world_size()})})
+    log = print if launch.rank() == 0 else _quiet
+    if warning := slow_bf16_warning(params.train.mixed_precision):
+        log(warning)
+    use_deterministic_algorithms(params.train.deterministic)
+    params, sources = pin_hub_model(params)
+    tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
+    data = load_from_disk("data/tokenized")
+    # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
+    # stage reads no tokenize.* key, so a recipe of any task carries only its own.
+    tokenize_stats = read_json("data/stats/tokenize.json")
+    backend = params.train.backend
+
+    if params.task == "causal-lm":
+        context_length = tokenize_stats["context_length"]
+        check_context_length(params.model, context_length)
+        train_set, eval_set = data["train"], data["validation"]
+        if params.train.eval_max_blocks:
+            eval_set = eval_set.select(range(min(params.train.eval_max_blocks, len(eval_set))))
+        keytokens = check_training_inputs(params, tokenizer, len(train_set), log=log)
+
+        def build_model():
+            from hfpipe.modeling import build_causal_lm
+
+            model = build_causal_lm(params.model, tokenizer, context_length, params.seed)
+            log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training blocks; "
+                f"backend {backend}, {params.train.num_processes} process(es)")
+            return model
+
+        def train(model, resume_from, marker_for_step):
+            if backend == "accelerate":
+                from hfpipe.tasks import causal_lm
+                from hfpipe.train.accelerate_loop import train_accelerate
+
+                result = train_accelerate(params, model, train_set, eval_set, causal_lm.collator(tokenizer),
+                                          causal_lm.loop_fns(keytokens, params.train.keytoken_alpha),
+                                          marker_for_step=marker_for_step, resume_from=resume_from)
+                return result.model.save_pretrained
+            from hfpipe.train.trainer import train_causal_lm
+
+            trainer = train_causal_lm(params, model, tokenizer, train_set, eval_set, CHECKPOINT_DIR,
+                                      marker_for_step=marker_for_step, resume_from=resume_from)
+            return lambda out: trainer.save_model(str(out))
+    else:  # classification, gpt2-classifier
+        from hfpipe.tokenize import label_token_ids
+
+        max_length = tokenize_stats["max_length"]
+        check_context_length(params.model, max_length, key="tokenize.max_length")
+        train_set, eval_set = data["train"], data["validation"]
+        names = train_set.features["label"].names
+        tokens = label_token_ids(tokenizer, names) if params.task == "gpt2-classifier" else None
+        check_training_inputs(params, tokenizer, len(train_set), log=log)
+
+        def build_model():
+            model = TASKS[params.task].build_model(params.model, tokenizer, names, max_length, params.seed)
+            log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training examples; "
+                f"labels {names}; backend {backend}, {params.train.num_processes} process(es)")
+            return model
+
+        def train(model, resume_from, marker_for_step):
+            if backend == "accelerate":
+                from hfpipe.train.accelerate_loop import train_classifier_accelerate
+
+                result = train_classifier_accelerate(params, model, tokenizer, train_set, eval_set, tokens,
+                                                     marker_for_step=marker_for_step, resume_from=resume_from)
+                return result.model.save_pretrained
+            from hfpipe.train.trainer import train_classifier
+
+            trainer = train_classifier(params, model, tokenizer, train_set, eval_set, CHECKPOINT_DIR, tokens,
+                                       marker_for_step=marker_for_step, resume_from=resume_from)
+            return lambda out: trainer.save_model(str(out))
+
+    train_resumable(params, tokenizer, build_model, train, log=log, sources=sources)
+
+
+def pin_hub_model(params: Params) -> tuple[Params, dict]:
+    """Resolve model.revision to the commit the Hub serves now and train from exactly that commit;
+    returns (params with that commit, the sources record: the tokenizer's and the model's name,
+    revision asked for and commit read) for models/trained/hub_provenance.json and the model card."""
+    from hfpipe.hub import PROVENANCE_FILE, hub_commit, provenance
+
+    sources = {}
+    tokenizer_record = Path("models/tokenizer") / PROVENANCE_FILE
+    if tokenizer_record.is_file():
+        sources["tokenizer"] = read_json(tokenizer_record)
+    mp = params.model
+    if mp.name_or_path:
+        commit = hub_commit(mp.name_or_path, mp.revision)  # None offline or for a local folder
+        sources["model"] = provenance(mp.name_or_path, mp.revision, commit)
+        if commit:
+            params = params.model_copy(update={"model": mp.model_copy(update={"revision": commit})})
+    return params, sources
+
+
+def train_resumable(params: Params, tokenizer, build_model, train, log=print, sources: dict | None = None) -> None:
+    """What every task and backend shares: find the checkpoint to resume (hfpipe.checkpoint: same
+    params and data, complete), relaunch under torchrun for train.num_processes > 1, build the model,
+    train it (`train(model, resume_from, marker_for_step) -> save(folder)`, checkpointing into
+    models/checkpoints and emptying it when done) and save the model with the tokenizer to
+    models/trained on the main process only.
+
+    Everything that can refuse the run (params, data, a checkpoint of another model config) runs
+    before the relaunch, in one process, so it fails with one line.
+    """
+    from hfpipe import launch
+
+    backend = params.train.backend
+    main = launch.rank() == 0
+    data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
+    resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main, log=log)
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)  # a DVC output: must exist even when empty
+    if params.train.num_processes > 1 and not launch.in_distributed_run():
+        launch.exec_torchrun(params.train.num_processes, "stages.train")  # does not return
+
+    def marker_for_step(step: int) -> dict:
+        return marker_data(params, data_hash, step, backend)
+
+    save = train(build_model(), resume.path if resume else None, marker_for_step)
+    if main:
+        with atomic_dir("models/trained") as out:
+            save(out)
+            tokenizer.save_pretrained(out)
+            if sources:
+                from hfpipe.hub import PROVENANCE_FILE
+
+                write_json_atomic(out / PROVENANCE_FILE, sources)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """Other processes of a multi-process run: the main one reports."""
