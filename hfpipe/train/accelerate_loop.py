@@ -191,19 +191,26 @@ def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, li
     return final
 
 
-def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: LoopFns,
-                     marker_for_step: Callable[[int], dict] | None = None,
-                     resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
-                     live_dir: str | Path = DVCLIVE_DIR, lengths: list[int] | None = None) -> AccelerateResult:
-    """Train `model` in place. Checkpoints every train.save_steps when marker_for_step is given
-    (it returns the marker for a step); resume_from is a complete checkpoint of this run.
+@dataclass
+class _Run:
+    """What the loop works with, made once by _prepare."""
+    accelerator: object
+    model: object
+    optimizer: object
+    scheduler: object
+    train_dl: object
+    eval_dl: object
+    sampler: object | None       # the length-grouped sampler, whose epoch the loop sets
+    batches_per_epoch: int       # per process, after sharding
+    total: int                   # optimizer steps
 
-    Evaluates every train.eval_steps, or (train.eval_strategy: epoch) at the end of each epoch and
-    of training. train.load_best_model_at_end: after each evaluation the weights with the best
-    train.metric_for_best_model so far are kept (a CPU copy on the main process, written into each
-    checkpoint) and loaded into the returned model at the end, as the Trainer does.
-    lengths (one per training example): batches of similar lengths (hfpipe.train.length_grouped_sampler).
-    """
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def _prepare(params: Params, model, train_dataset, eval_dataset, collate_fn, lengths: list[int] | None) -> _Run:
+    """The Accelerator, the data loaders, AdamW and the schedule, the model prepared for them."""
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
@@ -211,7 +218,6 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     from transformers import get_scheduler
 
     tp = params.train
-    live_dir, checkpoint_root = Path(live_dir), Path(checkpoint_root)
     set_threads(tp.threads)
     # The seedable sampler draws epoch e's order from seed + e on every process: the same shuffle
     # everywhere (so the shards are disjoint) and after a resume.
@@ -221,7 +227,6 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
                               dynamo_backend="inductor" if tp.torch_compile else "no",
                               gradient_accumulation_steps=tp.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=params.seed))
-    main = accelerator.is_main_process
     set_seed(params.seed)
 
     sampler = None
@@ -235,7 +240,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     eval_dl = DataLoader(eval_dataset, batch_size=tp.eval_batch_size, collate_fn=collate_fn)
     optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
     model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
-    batches_per_epoch = len(train_dl)  # per process, after sharding
+    batches_per_epoch = len(train_dl)
     if batches_per_epoch < tp.gradient_accumulation_steps:
         raise PipelineError(f"train.gradient_accumulation_steps = {tp.gradient_accumulation_steps}: exceeds the "
                             f"{batches_per_epoch} batches per epoch of each process; use at most {batches_per_epoch}")
@@ -245,35 +250,38 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     scheduler = get_scheduler(tp.lr_scheduler, optimizer, num_warmup_steps=math.ceil(tp.warmup_ratio * total),
                               num_training_steps=total)
     accelerator.register_for_checkpointing(scheduler)
+    return _Run(accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, batches_per_epoch, total)
 
-    state = LoopState()
-    keep_best = bool(tp.load_best_model_at_end and tp.metric_for_best_model)
-    best_state: dict | None = None  # main process: CPU copy of the best weights so far
-    running, running_n = torch.zeros((), dtype=torch.float64, device=accelerator.device), 0
-    restored_rng = None
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        restored_rng = _rng_states()
-        state = LoopState(**json.loads((Path(resume_from) / STATE_FILE).read_text()))
-        loss_sum, running_n = json.loads(_running_loss_file(Path(resume_from), accelerator.process_index).read_text())
-        running += loss_sum
-        if main and keep_best and state.best_step is not None:
-            from safetensors.torch import load_file
 
-            best_state = load_file(str(Path(resume_from) / BEST_FILE))
-        if main:
-            restore_dvclive(Path(resume_from), live_dir)
-            print(f"resumed from {resume_from} at step {state.step} of {total} (epoch {state.epoch}, "
-                  f"batch {state.batches_in_epoch})", flush=True)
-    resumed_step = state.step if resume_from is not None else None
+def _resume(run: _Run, checkpoint: Path, live_dir: Path, keep_best: bool):
+    """Load a checkpoint: (loop state, running loss sum and count, best weights or None, the RNG
+    states to put back after the data iterator's first draw)."""
+    run.accelerator.load_state(str(checkpoint))
+    restored_rng = _rng_states()
+    state = LoopState(**json.loads((checkpoint / STATE_FILE).read_text()))
+    loss_sum, running_n = json.loads(_running_loss_file(checkpoint, run.accelerator.process_index).read_text())
+    best_state = None
+    if run.main and keep_best and state.best_step is not None:
+        from safetensors.torch import load_file
+
+        best_state = load_file(str(checkpoint / BEST_FILE))
+    if run.main:
+        restore_dvclive(checkpoint, live_dir)
+        print(f"resumed from {checkpoint} at step {state.step} of {run.total} (epoch {state.epoch}, "
+              f"batch {state.batches_in_epoch})", flush=True)
+    return state, loss_sum, running_n, best_state, restored_rng
+
+
+def _dvclive_logger(run: _Run, params: Params, live_dir: Path, resume: bool):
+    """(log(step, metrics), the Live or None): only the main process writes dvclive/."""
     live = None
-    if main:
+    if run.main:
         from dvclive import Live
 
         # dvcyaml=False: dvc.yaml declares the plots; resume keeps the restored curves.
-        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume_from is not None)
-        live.log_params({"backend": "accelerate", "num_processes": accelerator.num_processes,
-                         "distributed_type": str(accelerator.distributed_type), **params.model_dump(mode="json")})
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
+        live.log_params({"backend": "accelerate", "num_processes": run.accelerator.num_processes,
+                         "distributed_type": str(run.accelerator.distributed_type), **params.model_dump(mode="json")})
 
     def log(step: int, metrics: dict) -> None:
         if live is not None:
@@ -282,113 +290,169 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
                 live.log_metric(key, value)
             live.next_step()
 
-    def evaluate_and_keep_best() -> None:
-        nonlocal best_state
-        metrics = evaluate_loop(accelerator, model, eval_dl, task)
-        eval_history.append({"step": state.step, **metrics})
-        log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
-        if main:
-            print(f"step {state.step}/{total}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()),
-                  flush=True)
-        if not keep_best:
-            return
-        name = tp.metric_for_best_model
-        if name not in metrics:
-            raise PipelineError(f"train.metric_for_best_model = {name!r}: not among the evaluation metrics "
-                                f"{sorted(metrics)}")
-        value = float(metrics[name])
-        greater = greater_is_better(name)
-        if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
-            state.best_step, state.best_metric = state.step, value
-            weights = accelerator.get_state_dict(model)  # every process takes part (FSDP/DeepSpeed gather)
-            if main:
-                best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
+    return log, live
 
-    model.train()
+
+def _evaluate_and_keep_best(run: _Run, task: LoopFns, state: LoopState, metric: str | None, best_state,
+                            log, eval_history: list[dict]):
+    """Evaluate, log, and (metric: train.metric_for_best_model with load_best_model_at_end) keep a
+    CPU copy of the weights when they are the best so far; returns the best weights."""
+    metrics = evaluate_loop(run.accelerator, run.model, run.eval_dl, task)
+    eval_history.append({"step": state.step, **metrics})
+    log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
+    if run.main:
+        print(f"step {state.step}/{run.total}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()),
+              flush=True)
+    if metric is None:
+        return best_state
+    if metric not in metrics:
+        raise PipelineError(f"train.metric_for_best_model = {metric!r}: not among the evaluation metrics "
+                            f"{sorted(metrics)}")
+    value = float(metrics[metric])
+    greater = greater_is_better(metric)
+    if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
+        state.best_step, state.best_metric = state.step, value
+        weights = run.accelerator.get_state_dict(run.model)  # every process takes part (FSDP/DeepSpeed gather)
+        if run.main:
+            best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
+    return best_state
+
+
+def _stop_on_nonfinite(run: _Run, loss, grad_norm, step: int, checkpoint_root: Path) -> float:
+    """The NaN guard; returns the gradient norm as a float. A NaN/inf loss on any process must stop
+    all of them at the same step (one stopping alone would leave the others waiting in the next
+    collective): the flag is summed over processes. An inf gradient norm on a step fp16's loss
+    scaler skipped is its normal overflow probe."""
+    import torch
+
+    accelerator = run.accelerator
+    norm = float(grad_norm) if grad_norm is not None else 0.0
+    loss_bad = torch.tensor(0.0 if math.isfinite(loss.item()) else 1.0, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        loss_bad = accelerator.reduce(loss_bad, reduction="sum")
+    scaler_skip = accelerator.scaler is not None and accelerator.optimizer_step_was_skipped
+    if loss_bad.item() > 0 or (not math.isfinite(norm) and not scaler_skip):
+        raise PipelineError(f"training loss is {loss.item()} (gradient norm {norm}) at step {step}; last good "
+                            f"checkpoint: {last_good_checkpoint(checkpoint_root)}; lower lr or check the data")
+    return norm
+
+
+def _epoch_batches(run: _Run, state: LoopState, restored_rng):
+    """This epoch's remaining micro-batches (a resumed run skips those it had consumed)."""
+    run.train_dl.set_epoch(state.epoch)
+    if run.sampler is not None:
+        run.sampler.set_epoch(state.epoch)  # also when accelerate's wrappers would not pass it on
+    loader = (run.accelerator.skip_first_batches(run.train_dl, state.batches_in_epoch) if state.batches_in_epoch
+              else run.train_dl)
+    batches = iter(loader)
+    if restored_rng is not None:
+        # Starting a DataLoader iterator (at its first batch) draws from the global torch RNG;
+        # the uninterrupted run drew that at the epoch's start, before the checkpoint. Put the
+        # checkpoint's RNG state back after the draw, so dropout continues bit for bit.
+        first = next(batches, None)
+        _set_rng_states(restored_rng)
+        batches = itertools.chain([first], batches) if first is not None else iter(())
+    return batches
+
+
+def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: LoopFns,
+                     marker_for_step: Callable[[int], dict] | None = None,
+                     resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
+                     live_dir: str | Path = DVCLIVE_DIR, lengths: list[int] | None = None) -> AccelerateResult:
+    """Train `model` in place. Checkpoints every train.save_steps when marker_for_step is given
+    (it returns the marker for a step); resume_from is a complete checkpoint of this run.
+
+    Evaluates every train.eval_steps, or (train.eval_strategy: epoch) at the end of each epoch and
+    of training. train.load_best_model_at_end: after each evaluation the weights with the best
+    train.metric_for_best_model so far are kept (a CPU copy on the main process, written into each
+    checkpoint) and loaded into the returned model at the end, as the Trainer does.
+    lengths (one per training example): batches of similar lengths (hfpipe.train.common.length_grouped_sampler).
+    """
+    import torch
+
+    tp = params.train
+    live_dir, checkpoint_root = Path(live_dir), Path(checkpoint_root)
+    run = _prepare(params, model, train_dataset, eval_dataset, collate_fn, lengths)
+    accelerator, total = run.accelerator, run.total
+    best_metric = tp.metric_for_best_model if tp.load_best_model_at_end and tp.metric_for_best_model else None
+    state, best_state, restored_rng = LoopState(), None, None
+    running, running_n = torch.zeros((), dtype=torch.float64, device=accelerator.device), 0
+    if resume_from is not None:
+        state, loss_sum, running_n, best_state, restored_rng = _resume(run, Path(resume_from), live_dir,
+                                                                         best_metric is not None)
+        running += loss_sum
+    resumed_step = state.step if resume_from is not None else None
+    log, live = _dvclive_logger(run, params, live_dir, resume_from is not None)
+
+    run.model.train()
     eval_history: list[dict] = []
-    seen = hashlib.sha256()  # a digest of the blocks this process trained on: shows the sharding
-    n_seen = 0
-    grad_norm = None
-    start = time.time()
+    seen, n_seen = hashlib.sha256(), 0  # a digest of the blocks this process trained on: shows the sharding
+    grad_norm, start = None, time.time()
     while state.step < total:
-        train_dl.set_epoch(state.epoch)
-        if sampler is not None:
-            sampler.set_epoch(state.epoch)  # also when accelerate's wrappers would not pass it on
-        loader = accelerator.skip_first_batches(train_dl, state.batches_in_epoch) if state.batches_in_epoch else train_dl
-        batches = iter(loader)
-        if restored_rng is not None:
-            # Starting a DataLoader iterator (at its first batch) draws from the global torch RNG;
-            # the uninterrupted run drew that at the epoch's start, before the checkpoint. Put the
-            # checkpoint's RNG state back after the draw, so dropout continues bit for bit.
-            first = next(batches, None)
-            _set_rng_states(restored_rng)
+        for batch in _epoch_batches(run, state, restored_rng):
             restored_rng = None
-            batches = itertools.chain([first], batches) if first is not None else iter(())
-        for batch in batches:
             seen.update(batch["input_ids"].cpu().numpy().tobytes())
             n_seen += 1
-            with accelerator.accumulate(model):
-                loss = task.train_loss(batch, model(**batch))
+            with accelerator.accumulate(run.model):
+                loss = task.train_loss(batch, run.model(**batch))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tp.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
+                    grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), tp.max_grad_norm)
+                run.optimizer.step()
+                run.optimizer.zero_grad()
             state.batches_in_epoch += 1
             running += loss.detach().double()
             running_n += 1
             if not accelerator.sync_gradients:
                 continue
-            lr = scheduler.get_last_lr()[0]  # the rate this step used
-            scheduler.step()
+            lr = run.scheduler.get_last_lr()[0]  # the rate this step used
+            run.scheduler.step()
             state.step += 1
-            # A NaN/inf loss on any process must stop all of them at the same step (one stopping alone
-            # would leave the others waiting in the next collective): the flag is summed over processes.
-            # An inf gradient norm on a step fp16's loss scaler skipped is its normal overflow probe.
-            norm = float(grad_norm) if grad_norm is not None else 0.0
-            loss_bad = torch.tensor(0.0 if math.isfinite(loss.item()) else 1.0, device=accelerator.device)
-            if accelerator.num_processes > 1:
-                loss_bad = accelerator.reduce(loss_bad, reduction="sum")
-            scaler_skip = accelerator.scaler is not None and accelerator.optimizer_step_was_skipped
-            if loss_bad.item() > 0 or (not math.isfinite(norm) and not scaler_skip):
-                raise PipelineError(f"training loss is {loss.item()} (gradient norm {norm}) at step "
-                                    f"{state.step}; last good checkpoint: {last_good_checkpoint(checkpoint_root)}; "
-                                    "lower lr or check the data")
+            norm = _stop_on_nonfinite(run, loss, grad_norm, state.step, checkpoint_root)
             if state.step % tp.logging_steps == 0 or state.step == 1:
                 mean_loss = accelerator.reduce(running / running_n, reduction="mean").item()
                 running.zero_()
                 running_n = 0
                 log(state.step, {"loss": mean_loss, "learning_rate": lr, "grad_norm": norm,
-                                 "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch})
+                                 "epoch": state.epoch + state.batches_in_epoch / run.batches_per_epoch})
             if tp.eval_strategy == "steps" and state.step % tp.eval_steps == 0:
-                evaluate_and_keep_best()
+                best_state = _evaluate_and_keep_best(run, task, state, best_metric, best_state, log, eval_history)
             if marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
                 path = _save_checkpoint(accelerator, checkpoint_root, state, marker_for_step(state.step), live_dir,
                                         (running.item(), running_n), best_state)
-                if main:
+                if run.main:
                     print(f"saved checkpoint {path}", flush=True)
             if state.step >= total:
                 break
+        restored_rng = None
         # The epoch is over, or training is (max_steps can end it mid-epoch). A checkpoint saved at the
         # epoch's last step comes before this evaluation: a run resumed from it redoes it here.
-        epoch_done = state.batches_in_epoch >= batches_per_epoch
+        epoch_done = state.batches_in_epoch >= run.batches_per_epoch
         if tp.eval_strategy == "epoch" and (epoch_done or state.step >= total):
-            evaluate_and_keep_best()
+            best_state = _evaluate_and_keep_best(run, task, state, best_metric, best_state, log, eval_history)
         if epoch_done:
             state.epoch += 1
             state.batches_in_epoch = 0
     accelerator.wait_for_everyone()
     print(f"process {accelerator.process_index}/{accelerator.num_processes}: trained on {n_seen} batches "
           f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
+    return _finish(run, live, state, best_state, tp.metric_for_best_model, checkpoint_root,
+                   marker_for_step is not None, eval_history, resumed_step)
+
+
+def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, checkpoint_root: Path,
+            checkpointing: bool, eval_history: list[dict], resumed_step: int | None) -> AccelerateResult:
+    """End dvclive, load the best weights (load_best_model_at_end), remove the checkpoints of a
+    finished run; the plain module, not torch.compile's wrapper (whose state_dict names carry an
+    `_orig_mod.` prefix)."""
+    accelerator = run.accelerator
     if live is not None:
         live.end()
-    # the plain module, not torch.compile's wrapper (whose state_dict names carry an `_orig_mod.` prefix)
-    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-    if main and best_state is not None:
+    unwrapped = accelerator.unwrap_model(run.model, keep_torch_compile=False)
+    if run.main and best_state is not None:
         unwrapped.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in best_state.items()})
-        print(f"loaded the best model: step {state.best_step} ({tp.metric_for_best_model} {state.best_metric:.4f})",
-              flush=True)
-    if main and marker_for_step is not None:
+        print(f"loaded the best model: step {state.best_step} ({metric} {state.best_metric:.4f})", flush=True)
+    if run.main and checkpointing:
         remove_checkpoints(checkpoint_root)  # finished: nothing left that another run could resume
     accelerator.wait_for_everyone()
-    return AccelerateResult(unwrapped, main, accelerator.num_processes, state.step, eval_history, resumed_step)
+    return AccelerateResult(unwrapped, run.main, accelerator.num_processes, state.step, eval_history, resumed_step)
