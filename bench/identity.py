@@ -11,6 +11,8 @@ samples/steps per second). Run it before and after a change, then compare:
     python bench/identity.py --compare /tmp/before.json /tmp/after.json
 
 Same machine, same environment: the bf16 kernels differ between CPUs, so compare on one machine.
+--standins DIR builds the stand-in models there once and reuses them (they are deterministic:
+two builds gave the same bytes; reusing them saves the build and keeps the inputs the same).
 Takes about 4 minutes on 2 cores.
 """
 
@@ -66,20 +68,33 @@ def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def fingerprint_all() -> dict:
+def standin_models(folder: Path) -> dict[str, Path]:
+    """The tests' local stand-ins for distilbert-base-uncased and gpt2, built into `folder` once."""
     import csv
 
     from tests.conftest import synthetic_documents
-    from tests.e2e import dvc, make_repo_copy, save_distilbert_standin, save_gpt2_standin
+    from tests.e2e import save_distilbert_standin, save_gpt2_standin
+
+    paths = {"distilbert": folder / "distilbert", "gpt2": folder / "gpt2"}
+    if not paths["distilbert"].is_dir():
+        save_distilbert_standin(paths["distilbert"])
+    if not paths["gpt2"].is_dir():
+        with (ROOT / "samples/sentiment/train.csv").open(newline="") as f:
+            reviews = [row["text"] for row in csv.DictReader(f)]
+        save_gpt2_standin(paths["gpt2"], reviews * 3 + synthetic_documents(200))
+    return paths
+
+
+def fingerprint_all(standins_dir: Path | None = None, only: str | None = None) -> dict:
+    from tests.e2e import dvc, make_repo_copy
 
     result = {}
     with tempfile.TemporaryDirectory(prefix="hfpipe-identity-") as tmp:
         tmp = Path(tmp)
-        with (ROOT / "samples/sentiment/train.csv").open(newline="") as f:
-            reviews = [row["text"] for row in csv.DictReader(f)]
-        standins = {"distilbert": save_distilbert_standin(tmp / "distilbert"),
-                    "gpt2": save_gpt2_standin(tmp / "gpt2", reviews * 3 + synthetic_documents(200))}
+        standins = standin_models(standins_dir or tmp / "standins")
         for name, (recipe, overrides) in runs(standins).items():
+            if only and not name.startswith(only):
+                continue
             repo = make_repo_copy(tmp / name.replace("/", "-"), recipe, overrides)
             dvc(repo, "repro")
             result[name] = {"weights": sha(repo / "models/trained/model.safetensors"),
@@ -111,6 +126,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", type=Path, help="write the fingerprints here")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--standins", type=Path, help="build the stand-in models here once and reuse them")
+    parser.add_argument("--only", help="only the runs whose name starts with this (e.g. gpt2-classifier)")
     args = parser.parse_args()
     if args.compare:
         before, after = (json.loads(p.read_text()) for p in args.compare)
@@ -118,7 +135,9 @@ def main() -> None:
         files = sum(1 + len(r["metrics"]) + len(r["dvclive"]) for r in before.values())
         print("\n".join(diffs) if diffs else f"identical: {len(before)} runs, {files} files")
         sys.exit(1 if diffs else 0)
-    result = fingerprint_all()
+    if args.standins:
+        args.standins.mkdir(parents=True, exist_ok=True)
+    result = fingerprint_all(args.standins, args.only)
     text = json.dumps(result, indent=2, sort_keys=True) + "\n"
     if args.out:
         args.out.write_text(text)

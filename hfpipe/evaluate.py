@@ -31,9 +31,9 @@ def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> d
         for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit=" batch", mininterval=1.0):
             ids = data[start: start + batch_size]["input_ids"].long()
             logits = model(input_ids=ids).logits
-            nll, targets = next_token_nll(logits, ids)
+            loss, targets = next_token_nll(logits, ids, reduction="sum")
             predicted = logits[:, :-1, :].float().argmax(-1)
-            total_loss += nll.sum().item()
+            total_loss += loss.item()
             n_tokens += targets.numel()
             n_correct += (predicted == targets).sum().item()
             is_key = torch.isin(targets, keyset)

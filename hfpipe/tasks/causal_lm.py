@@ -11,17 +11,19 @@ import math
 from hfpipe.tasks.common import LoopFns
 
 
-def next_token_nll(logits, labels):
-    """(per-position next-token cross-entropy in float32, the targets): position i predicts token
-    i + 1; targets of -100 (padding) get 0. The one definition of the loss every causal-LM number
-    is computed from (training, train-time and stage evaluation, gpt2-classifier's label loss)."""
+def next_token_nll(logits, labels, reduction: str = "none"):
+    """(next-token cross-entropy in float32, the targets): position i predicts token i + 1; targets
+    of -100 (padding) count 0. Per position (reduction "none", shaped like the targets) or summed
+    ("sum": one reduction in the kernel, as the evaluate stage adds up its blocks). The one
+    definition of the loss every causal-LM number is computed from (training, train-time and stage
+    evaluation, gpt2-classifier's label loss)."""
     import torch
 
     targets = labels[..., 1:]
     shifted = logits[..., :-1, :].float()
     nll = torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1),
-                                            ignore_index=-100, reduction="none").view(targets.shape)
-    return nll, targets
+                                            ignore_index=-100, reduction=reduction)
+    return (nll.view(targets.shape) if reduction == "none" else nll), targets
 
 
 def keytoken_ids(tokenizer, keywords: list[str]) -> tuple[list[int], list[str]]:
