@@ -93,6 +93,9 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
+            # the new rows are drawn at random (around the mean of the others): seeded, or two runs
+            # of the same params would train from different pad embeddings
+            torch.manual_seed(seed)
             model.resize_token_embeddings(len(tokenizer))
     else:
         torch.manual_seed(seed)

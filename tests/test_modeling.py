@@ -71,6 +71,24 @@ def test_build_causal_lm_pretrained_loads_weights(tiny_model, tiny_tokenizer, tm
     assert loaded.config.pad_token_id == 1
 
 
+def test_a_pretrained_model_grown_for_an_added_token_gets_the_same_new_rows_per_seed(tiny_model, tiny_tokenizer,
+                                                                                    tmp_path):
+    """gpt2-classifier adds a pad token to a pretrained GPT-2: resize_token_embeddings draws the new
+    row at random. Seeded, two runs of the same params start from the same weights (unseeded, each
+    process drew another row, and the recipe's results moved from run to run)."""
+    import copy
+
+    tiny_model.save_pretrained(tmp_path)
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[NEW]"]})
+    mp = ModelParams(name_or_path=str(tmp_path), from_scratch=False)
+    first = build_causal_lm(mp, tokenizer, CONTEXT, seed=5).get_input_embeddings().weight[-1].detach().clone()
+    torch.randn(100)  # whatever drew from the global RNG in between
+    again = build_causal_lm(mp, tokenizer, CONTEXT, seed=5).get_input_embeddings().weight[-1]
+    other = build_causal_lm(mp, tokenizer, CONTEXT, seed=6).get_input_embeddings().weight[-1]
+    assert len(first) == tiny_model.config.n_embd and torch.equal(first, again) and not torch.equal(first, other)
+
+
 def local_config(tmp_path, n_positions=64):
     from transformers import GPT2Config
 
