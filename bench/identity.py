@@ -56,7 +56,7 @@ def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
     from tests.e2e import MRPC, TINY, gpt2_overrides, sentiment_overrides
 
     recipes = {"code-lm": ("params.yaml", TINY),
-               "sentiment": ("recipes/sentiment.yaml", sentiment_overrides(ROOT / "samples/sentiment", standins["distilbert"])),
+               "sentiment": ("recipes/sentiment.yaml", sentiment_overrides(standins["sentiment-data"], standins["distilbert"])),
                "mrpc": ("recipes/mrpc.yaml", MRPC),
                "gpt2-classifier": ("recipes/gpt2-classifier.yaml", gpt2_overrides(standins["gpt2"]))}
     out = {}
@@ -69,13 +69,19 @@ def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
 
 
 def standin_models(folder: Path) -> dict[str, Path]:
-    """The tests' local stand-ins for distilbert-base-uncased and gpt2, built into `folder` once."""
+    """The tests' local stand-ins for distilbert-base-uncased and gpt2 (and the sentiment samples),
+    built into `folder` once."""
     import csv
 
     from tests.conftest import synthetic_documents
     from tests.e2e import save_distilbert_standin, save_gpt2_standin
 
-    paths = {"distilbert": folder / "distilbert", "gpt2": folder / "gpt2"}
+    import shutil
+
+    # the sentiment recipe's local data folder too: its path is a param the Accelerate backend logs
+    paths = {"distilbert": folder / "distilbert", "gpt2": folder / "gpt2", "sentiment-data": folder / "sentiment-data"}
+    if not paths["sentiment-data"].is_dir():
+        shutil.copytree(ROOT / "samples/sentiment", paths["sentiment-data"])
     if not paths["distilbert"].is_dir():
         save_distilbert_standin(paths["distilbert"])
     if not paths["gpt2"].is_dir():
