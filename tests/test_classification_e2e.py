@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import (GPT2_SCRATCH, ROOT, checkpoints, copy_run, dvc, git, make_repo_copy, set_train,
-                       stages_run)
+from tests.e2e import GPT2_SCRATCH, checkpoints, copy_run, dvc, git, make_repo_copy, set_train, stages_run
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import (TINY, checkpoints, copy_run, dvc, env, git, make_repo_copy, repro_and_commit, run, set_train,
+from tests.e2e import (TINY, checkpoints, copy_run, dvc, env, make_repo_copy, repro_and_commit, run, set_train,
                        stale_stages, stages_run)
 
 pytestmark = pytest.mark.e2e
