@@ -71,12 +71,9 @@ def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
 def standin_models(folder: Path) -> dict[str, Path]:
     """The tests' local stand-ins for distilbert-base-uncased and gpt2 (and the sentiment samples),
     built into `folder` once."""
-    import csv
-
-    from tests.conftest import synthetic_documents
-    from tests.e2e import save_distilbert_standin, save_gpt2_standin
-
     import shutil
+
+    from tests.e2e import gpt2_standin_texts, save_distilbert_standin, save_gpt2_standin
 
     # the sentiment recipe's local data folder too: its path is a param the Accelerate backend logs
     paths = {"distilbert": folder / "distilbert", "gpt2": folder / "gpt2", "sentiment-data": folder / "sentiment-data"}
@@ -85,9 +82,7 @@ def standin_models(folder: Path) -> dict[str, Path]:
     if not paths["distilbert"].is_dir():
         save_distilbert_standin(paths["distilbert"])
     if not paths["gpt2"].is_dir():
-        with (ROOT / "samples/sentiment/train.csv").open(newline="") as f:
-            reviews = [row["text"] for row in csv.DictReader(f)]
-        save_gpt2_standin(paths["gpt2"], reviews * 3 + synthetic_documents(200))
+        save_gpt2_standin(paths["gpt2"], gpt2_standin_texts())
     return paths
 
 

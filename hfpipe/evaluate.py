@@ -84,9 +84,6 @@ def completions_markdown(prompts: list[str], completions: list[str]) -> str:
 # a confusion matrix for `dvc plots`.
 
 
-_METRIC_CACHE: dict = {}
-
-
 def predict_classifier(model, dataset, collator, batch_size: int, task: str, label_tokens: list[int] | None = None):
     """(predicted class ids, probability of the predicted class, class probabilities) for each row.
 

@@ -167,7 +167,7 @@ def offline_template(script_names: list[str]) -> str:
 """
 
 
-def show_offline(out_dir: Path, repo: Path = Path("."), extra_args: list[str] | None = None) -> Path:
+def show_offline(out_dir: Path, repo: Path = Path(".")) -> Path:
     """`dvc plots show -o out_dir` with the offline template; returns out_dir/index.html."""
     bundles = vega_scripts(repo / VEGA_CACHE)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def show_offline(out_dir: Path, repo: Path = Path("."), extra_args: list[str] | 
     template.parent.mkdir(parents=True, exist_ok=True)
     template.write_text(offline_template([b.name for b in bundles]))
     result = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(out_dir.resolve()),
-                             "--html-template", str(template.resolve()), *(extra_args or [])],
+                             "--html-template", str(template.resolve())],
                             cwd=repo, capture_output=True, text=True)
     if result.returncode != 0:
         raise PipelineError(f"dvc plots show failed: {(result.stderr.strip().splitlines() or [''])[-1]}")
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"every plot of task {params.task} has its data")
         return
     print(f"file://{show_offline(Path(args.out)).resolve()}")
+
 
 if __name__ == "__main__":
     from hfpipe.io import run_stage

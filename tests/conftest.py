@@ -198,13 +198,9 @@ def standins(tmp_path_factory) -> dict[str, Path]:
     """Local stand-ins for the Hub models and tokenizers the recipes name, built once (tests/e2e.py):
     distilbert (a DistilBERT, no token_type_ids), gpt2 (a GPT-2 + its GPT-2-kind tokenizer),
     code_tokenizer (a byte-level BPE like the course's code-search-net tokenizer)."""
-    import csv
-
-    from tests.e2e import ROOT, save_bpe_tokenizer, save_distilbert_standin, save_gpt2_standin
+    from tests.e2e import gpt2_standin_texts, save_bpe_tokenizer, save_distilbert_standin, save_gpt2_standin
 
     root = tmp_path_factory.mktemp("standins")
-    with (ROOT / "samples/sentiment/train.csv").open(newline="") as f:
-        reviews = [row["text"] for row in csv.DictReader(f)]
     return {"distilbert": save_distilbert_standin(root / "distilbert-base-uncased"),
-            "gpt2": save_gpt2_standin(root / "gpt2", reviews * 3 + synthetic_documents(200)),
+            "gpt2": save_gpt2_standin(root / "gpt2", gpt2_standin_texts()),
             "code_tokenizer": save_bpe_tokenizer(root / "code-search-net-tokenizer", synthetic_documents(400, seed=7))}

@@ -156,6 +156,18 @@ def save_gpt2_standin(dest: Path, texts: list[str], n_positions: int = 64) -> Pa
     return dest
 
 
+def gpt2_standin_texts() -> list[str]:
+    """What the GPT-2 stand-in's tokenizer is trained on: the sentiment samples' reviews (their
+    words become tokens) and synthetic python-like documents."""
+    import csv
+
+    from tests.conftest import synthetic_documents
+
+    with (ROOT / "samples/sentiment/train.csv").open(newline="") as f:
+        reviews = [row["text"] for row in csv.DictReader(f)]
+    return reviews * 3 + synthetic_documents(200)
+
+
 def save_distilbert_standin(dest: Path) -> Path:
     """Stand-in for distilbert-base-uncased: a DistilBERT (1 layer, 32 wide, random weights: no
     token_type_ids) with the uncased WordPiece vocabulary it shares with all-MiniLM-L6-v2."""

@@ -22,7 +22,7 @@ def model_columns(dataset) -> list[str]:
     return [c for c in ["input_ids", "attention_mask", "token_type_ids", "label"] if c in dataset.column_names]
 
 
-def loop_fns(num_labels: int) -> LoopFns:
+def loop_fns(num_labels: int, label_tokens=None) -> LoopFns:
     """The model's own loss; loss, accuracy, F1, precision, recall (as the Trainer backend reports them)."""
 
     def train_loss(batch, outputs):

@@ -61,11 +61,11 @@ def train_classifier_accelerate(params: Params, model, tokenizer, train_set, eva
 
     task = TASKS[params.task]
     names = train_set.features["label"].names
-    fns = task.loop_fns(len(names), label_tokens) if label_tokens is not None else task.loop_fns(len(names))
     if params.train.group_by_length:
         loop_kwargs.setdefault("lengths", example_lengths(train_set))
     return train_accelerate(params, model, train_set.select_columns(task.model_columns(train_set)),
-                            eval_set.select_columns(task.model_columns(eval_set)), task.collator(tokenizer), fns,
+                            eval_set.select_columns(task.model_columns(eval_set)), task.collator(tokenizer),
+                            task.loop_fns(len(names), label_tokens),
                             **loop_kwargs)
 
 
