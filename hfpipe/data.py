@@ -495,3 +495,18 @@ def fetch_classification(dp: DatasetParams, out_dir: Path, commit: str | None = 
         stats["label_counts"][split] = ({"unlabelled": counts[-1]} if -1 in counts
                                         else {names[i]: counts.get(i, 0) for i in range(len(names))})
     return stats
+
+
+def code_corpus_summary(stats: dict) -> str:
+    return (f"kept {stats['kept']} of {stats['seen']} documents ({stats['bytes'] / 1e6:.1f} MB): "
+            f"{stats['split_documents']}")
+
+
+def classification_summary(stats: dict) -> str:
+    return f"rows {stats['split_rows']}; labels {stats['label_names']}"
+
+
+# What the fetch stage loads for each kind of model a task trains (hfpipe.tasks: each module's KIND):
+# (fetch(dp, out_dir, commit) -> stats, the stats' one-line summary).
+FETCHES = {"language-model": (fetch_code_corpus, code_corpus_summary),
+           "classifier": (fetch_classification, classification_summary)}

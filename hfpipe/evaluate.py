@@ -1,8 +1,17 @@
-"""Evaluation: loss, perplexity, next-token and keytoken accuracy; greedy completions."""
+"""The evaluate stage: models/trained on data/tokenized -> metrics/eval.json and metrics/report/.
+
+Two procedures, one per kind of model a task trains (hfpipe.tasks: each module's KIND): a language
+model's loss, perplexity, next-token and keytoken accuracy and greedy completions; a classifier's
+accuracy / F1 / precision / recall per labelled split, predictions tables and confusion matrices.
+What differs between the tasks of one kind comes from the task module.
+"""
 
 from __future__ import annotations
 
 import math
+
+from hfpipe.io import PipelineError, atomic_dir, write_json_atomic, write_text_atomic
+from hfpipe.params import Params
 
 # Seed 04's four prompts, plus the one-line check that shows what a data-science code model learned.
 SEED_PROMPTS = [
@@ -179,3 +188,61 @@ def evaluate_classification(model, tokenizer, data, task: str, batch_size: int, 
                 scores[split] = (labels, probs[:, 1].tolist())
     log_confusion_matrices(report_dir / "confusion", confusion, names, scores)
     return metrics
+
+
+def evaluate_language_model(params: Params, task) -> None:
+    """Validation metrics against the same architecture untrained; completions of SEED_PROMPTS."""
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hfpipe.tasks.causal_lm import keytoken_ids
+
+    tokenizer = AutoTokenizer.from_pretrained("models/trained")
+    model = task.auto_model_class().from_pretrained("models/trained")
+    blocks = load_from_disk("data/tokenized")["validation"]
+    if params.evaluate.max_blocks:
+        blocks = blocks.select(range(min(params.evaluate.max_blocks, len(blocks))))
+    keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
+    if not keys:
+        raise PipelineError(f"evaluate.keytokens = {params.evaluate.keytokens!r}: none is a single token "
+                            f"({', '.join(repr(k) for k in not_single)}); use words the tokenizer keeps whole")
+    metrics = causal_lm_metrics(model, blocks, keys, params.evaluate.batch_size)
+    # The same architecture, untrained (seeded): the reference the trained perplexity is judged against.
+    torch.manual_seed(params.seed)
+    untrained = causal_lm_metrics(task.auto_model_class().from_config(model.config), blocks, keys,
+                                  params.evaluate.batch_size)
+    metrics["untrained_perplexity"] = untrained["perplexity"]
+    metrics["perplexity_reduction"] = round(untrained["perplexity"] / metrics["perplexity"], 4)
+    completions = greedy_completions(model, tokenizer, SEED_PROMPTS, params.evaluate.max_new_tokens)
+    write_json_atomic("metrics/eval.json", metrics)
+    write_text_atomic("metrics/report/completions.md", completions_markdown(SEED_PROMPTS, completions))
+    print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); "
+          f"'import pandas as' -> {completions[-1]!r}")
+
+
+def evaluate_classifier(params: Params, task) -> None:
+    """evaluate_classification of the trained classifier, with its task's class scores."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained("models/trained")
+    data = load_from_disk("data/tokenized")
+    model = task.auto_model_class().from_pretrained("models/trained")
+    tokens = task.label_tokens_of(tokenizer, data["train"])
+    with atomic_dir("metrics/report") as report:
+        metrics = evaluate_classification(model, tokenizer, data, params.task, params.evaluate.batch_size, report,
+                                          tokens)
+    write_json_atomic("metrics/eval.json", metrics)
+    for split, m in metrics.items():
+        print(f"{split}: accuracy {m['accuracy']}, F1 {m['f1']} ({m['examples']} examples)")
+
+
+EVALUATIONS = {"language-model": evaluate_language_model, "classifier": evaluate_classifier}
+
+
+def run_evaluate_stage(params: Params) -> None:
+    from hfpipe.tasks import TASKS
+
+    task = TASKS[params.task]
+    EVALUATIONS[task.KIND](params, task)

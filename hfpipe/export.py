@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from hfpipe.hub import PROVENANCE_FILE
-from hfpipe.io import PipelineError
+from hfpipe.io import PipelineError, read_json
 from hfpipe.params import Params
 
 
@@ -120,41 +120,18 @@ def export_causal_lm(model_dir: Path, out_dir: Path, params: Params, data_stats:
         raise PipelineError(f"{out_dir}: the exported model did not load into a text-generation pipeline")
 
 
-def classifier_model_card(params: Params, data_stats: dict, tokenize_stats: dict, metrics: dict, n_params: int,
-                          label_names: list[str], pipeline_task: str, sources: dict | None = None) -> str:
-    """README.md for an exported classifier: labels, data, params, metrics, usage, limits."""
-    if params.task == "gpt2-classifier":
-        usage = f"""```python
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained("models/export")
-model = AutoModelForCausalLM.from_pretrained("models/export")
-labels = {label_names!r}
-label_tokens = [tok(name, add_special_tokens=False)["input_ids"][0] for name in labels]
-ids = tok("a gripping, funny film", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-logits = model(torch.tensor([ids])).logits[0, -1, label_tokens]
-print(labels[int(logits.argmax())])
-```
-
-The label is the first token of its name after the text and EOS (seed 05); compare those tokens'
-logits at the EOS position."""
-        what = f"causal LM ({params.model.name_or_path or 'GPT-2 from scratch'}) used as a classifier"
-    else:
-        example = ('{"text": "first sentence", "text_pair": "second sentence"}' if params.dataset.text_pair_column
-                   else '"a sentence to classify"')
-        usage = f"""```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="models/export")
-print(clf({example}))
-```"""
-        what = f"sequence classifier fine-tuned from {params.model.name_or_path}"
+def classifier_model_card(params: Params, task, data_stats: dict, tokenize_stats: dict, metrics: dict,
+                          n_params: int, label_names: list[str], sources: dict | None = None) -> str:
+    """README.md for an exported classifier: labels, data, params, metrics, usage (the task
+    module's), limits."""
+    what, usage = task.card_usage(params, label_names)
     data = f"""{_json_block(data_stats)}
 
 Tokenization (`max_length` {tokenize_stats.get("max_length", params.tokenize.max_length)}):
 
 {_json_block(tokenize_stats)}"""
     return render_model_card(
-        params, pipeline_task,
+        params, task.PIPELINE_TASK,
         summary=f"A {n_params / 1e6:.2f}M-parameter {what}, produced by `dvc repro` from this repository's\n"
                 f"`params.yaml`. Labels: {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.",
         usage=usage, data=data, metrics=metrics, metrics_title="Metrics",
@@ -163,35 +140,71 @@ Tokenization (`max_length` {tokenize_stats.get("max_length", params.tokenize.max
         sources=sources)
 
 
-def export_classifier(model_dir: Path, out_dir: Path, params: Params, data_stats: dict, tokenize_stats: dict,
+def export_classifier(model_dir: Path, out_dir: Path, params: Params, task, data_stats: dict, tokenize_stats: dict,
                       metrics: dict) -> None:
-    """Re-save the trained classifier (safetensors) + tokenizer + model card, then check that a
-    pipeline loads the folder: text-classification answering with the label names, or (gpt2-classifier)
-    text-generation."""
+    """Re-save the trained classifier (safetensors) + tokenizer + model card, then check that the
+    task's pipeline loads the folder (text-classification answering with the label names, or
+    gpt2-classifier's text-generation)."""
     from transformers import AutoTokenizer, pipeline
-
-    from hfpipe.export_onnx import model_class
 
     if not (model_dir / "config.json").is_file():
         raise PipelineError(f"{model_dir}: no trained model (config.json missing); run the train stage first")
-    gpt2 = params.task == "gpt2-classifier"
-    model = model_class(params.task).from_pretrained(model_dir)
+    model = task.auto_model_class().from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     label_names = list(tokenize_stats.get("label_names") or data_stats.get("label_names") or [])
-    if gpt2:
+    if model.can_generate():  # generation pads with the tokenizer's pad token
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    task = "text-generation" if gpt2 else "text-classification"
     n_params = sum(p.numel() for p in model.parameters())
-    (out_dir / "README.md").write_text(classifier_model_card(params, data_stats, tokenize_stats, metrics, n_params,
-                                                             label_names, task, sources_of(model_dir, data_stats)))
-    pipe = pipeline(task, model=str(out_dir))
-    if gpt2:
-        out = pipe("a film", max_new_tokens=1, do_sample=False)
-        ok = bool(out) and out[0]["generated_text"].startswith("a film")
-    else:
-        out = pipe("a film")
-        ok = bool(out) and out[0]["label"] in label_names
+    (out_dir / "README.md").write_text(classifier_model_card(params, task, data_stats, tokenize_stats, metrics,
+                                                             n_params, label_names, sources_of(model_dir, data_stats)))
+    ok, out = task.pipeline_works(pipeline(task.PIPELINE_TASK, model=str(out_dir)), label_names)
     if not ok:
-        raise PipelineError(f"{out_dir}: the exported model did not load into a {task} pipeline (got {out!r})")
+        raise PipelineError(f"{out_dir}: the exported model did not load into a {task.PIPELINE_TASK} pipeline "
+                            f"(got {out!r})")
+
+
+def export_onnx_into(out: Path, params: Params) -> dict:
+    """ONNX (+ int8) next to the saved model in `out`, checked on validation examples; the figures
+    also go into the model card. Returns the contents of metrics/export.json."""
+    if not params.export.onnx:
+        return {"onnx": False}
+    from hfpipe.export_onnx import card_section, export_and_check, insert_card_section
+
+    figures = export_and_check(out, Path("data/tokenized"), params.task, params.export.onnx_tolerance,
+                               params.export.check_examples, params.export.quantize_int8, "models/export")
+    card = out / "README.md"
+    card.write_text(insert_card_section(card.read_text(), card_section(figures)))
+    return figures
+
+
+def _export_language_model(params: Params, task, out: Path) -> None:
+    export_causal_lm(Path("models/trained"), out, params, read_json("data/stats/fetch.json"),
+                     read_json("data/stats/tokenize.json"), read_json("metrics/eval.json"))
+
+
+def _export_classifier(params: Params, task, out: Path) -> None:
+    export_classifier(Path("models/trained"), out, params, task, read_json("data/stats/fetch.json"),
+                      read_json("data/stats/tokenize.json"), read_json("metrics/eval.json"))
+
+
+EXPORTS = {"language-model": _export_language_model, "classifier": _export_classifier}
+
+
+def run_export_stage(params: Params) -> None:
+    """models/trained -> models/export (safetensors, tokenizer, model card, checked with pipeline()),
+    then ONNX (+ int8) checked against PyTorch -> metrics/export.json."""
+    from hfpipe.io import atomic_dir, write_json_atomic
+    from hfpipe.tasks import TASKS
+
+    task = TASKS[params.task]
+    with atomic_dir("models/export") as out:
+        EXPORTS[task.KIND](params, task, out)
+        figures = export_onnx_into(out, params)
+    write_json_atomic("metrics/export.json", figures)
+    if figures.get("onnx"):
+        print(f"onnx: max |logit difference| {figures['onnx']['onnx_max_abs_logit_diff']} on "
+              f"{figures['onnx']['examples']} validation examples -> models/export/onnx/")
+    print(f"exported to models/export; load it with transformers.pipeline('{task.PIPELINE_TASK}', "
+          f"model='models/export')")

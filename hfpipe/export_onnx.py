@@ -201,7 +201,7 @@ def max_logit_difference(reference: np.ndarray, other: np.ndarray, attention_mas
     return float(diff.max()) if diff.size else 0.0
 
 
-def check_examples(data_dir: Path, task: str, n: int, tokenizer, label_names: list[str] | None = None) -> CheckBatch:
+def check_examples(data_dir: Path, n: int, tokenizer, label_names: list[str] | None = None) -> CheckBatch:
     """The first `n` examples of the validation split of data/tokenized (a causal LM's blocks, or a
     classifier's tokenized examples, right-padded with the tokenizer's pad token)."""
     from datasets import load_from_disk
@@ -219,15 +219,17 @@ def check_examples(data_dir: Path, task: str, n: int, tokenizer, label_names: li
         input_ids[i, :len(r)] = r
         mask[i, :len(r)] = 1
     inputs = {"input_ids": input_ids, "attention_mask": mask}
-    if task == "classification" and "token_type_ids" in rows.column_names:
+    # What the check feeds and compares follows the tokenized data's columns: token types (BERT-style
+    # pairs), labels (classifiers), label positions (gpt2-classifier); blocks have none of them.
+    if "token_type_ids" in rows.column_names:
         types = np.zeros_like(input_ids)
         for i, r in enumerate(rows["token_type_ids"]):
             types[i, :len(r)] = r
         inputs["token_type_ids"] = types
-    if task == "causal-lm":
+    if "label" not in rows.column_names:
         return CheckBatch(inputs)
     labels = np.asarray(rows["label"], dtype=np.int64)
-    if task == "gpt2-classifier":
+    if "label_position" in rows.column_names:
         from hfpipe.tokenize import label_token_ids
 
         names = label_names or data["train"].features["label"].names
@@ -331,19 +333,19 @@ def export_and_check(export_dir: Path, data_dir: Path, task: str, tolerance: flo
     if int8_path is not None:
         quantize_int8(fp32_path, int8_path)
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    batch = check_examples(data_dir, task, n_examples, tokenizer)
+    batch = check_examples(data_dir, n_examples, tokenizer)
     model = load_model(export_dir, task)
     label = f"{final_dir}/{ONNX_DIR}/{FP32_FILE}" if final_dir else None  # export_dir may be a scratch folder
     result = check_onnx_export(model, fp32_path, int8_path, batch, tolerance, label)
     return {"onnx": {"inputs": names, "opset": OPSET, **result}}
 
 
-def card_section(metrics: dict, task: str) -> str:
+def card_section(metrics: dict) -> str:
     """The model card's ONNX section: files, onnxruntime usage, the checks' figures, limits."""
     m = metrics["onnx"]
     feed = ", ".join(f'"{n}": enc["{n}"]' for n in m["inputs"])
     int8_file = f"`onnx/{INT8_FILE}` (dynamic int8 quantization: int8 weights, activations quantized at run time)"
-    if task == "causal-lm":
+    if "pytorch_loss" in m:  # a language model's figures
         change = (f"loss {m['pytorch_loss']} -> {m['int8_loss']} (perplexity {m['pytorch_perplexity']} -> "
                   f"{m['int8_perplexity']}, {m['int8_perplexity_change_pct']:+}%)" if "int8_loss" in m else "")
         use = 'enc = tok(["import pandas as"], return_tensors="np")\nlogits = session.run(["logits"], {' + feed + \

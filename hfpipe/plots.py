@@ -31,7 +31,6 @@ from pathlib import Path
 import yaml
 
 from hfpipe.io import PipelineError, write_text_atomic
-from hfpipe.params import CLASSIFICATION_TASKS
 
 # The releases dvc-render's HTML loads from cdn.jsdelivr.net (dvc_render/vega.py), so the offline
 # page behaves like the online one. (vega-lite 5.2.0 declares a peer vega ^5.21.0: npm needs
@@ -65,7 +64,9 @@ def task_plot_definitions(task: str, root: Path = Path(".")) -> list[dict]:
     """The plots only `task` draws, as `metrics/dvc.yaml` declares them: for the classification
     tasks the accuracy curves and each sklearn plot evaluate wrote (one per labelled split); none
     for the causal LM. A classification run without any evaluate plot is an error (run evaluate)."""
-    if task not in CLASSIFICATION_TASKS:
+    from hfpipe.tasks import TASKS
+
+    if TASKS[task].KIND != "classifier":
         return []
     files = sorted((root / SKLEARN_DIR).glob("*.json"))
     if not files:

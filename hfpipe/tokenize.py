@@ -460,20 +460,18 @@ def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_leng
 
 
 def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch_size: int, out_dir: Path,
-                            max_shard_size: int | str | None = None) -> dict:
-    """Encode every split of data/filtered for `task` and save_to_disk; returns the stats."""
+                            max_shard_size: int | str | None = None, encode: Callable | None = None,
+                            extra_stats: dict | None = None) -> dict:
+    """Encode every split of data/filtered with `encode(dataset, tokenizer, max_length, batch_size)
+    -> (encoded, stats)` (default encode_classification; the task module passes its own) and
+    save_to_disk; returns the stats (`extra_stats` after the label names)."""
     from datasets import DatasetDict
 
+    encode = encode or encode_classification
     names = splits["train"].features["label"].names
-    stats: dict = {"task": task, "max_length": max_length, "label_names": names}
-    if task == "gpt2-classifier":
-        tokens = label_token_ids(tokenizer, names)
-        stats["label_tokens"] = tokenizer.convert_ids_to_tokens(tokens)
+    stats: dict = {"task": task, "max_length": max_length, "label_names": names, **(extra_stats or {})}
     out = {}
     for split in splits:
-        if task == "gpt2-classifier":
-            out[split], stats[split] = encode_gpt2_classifier(splits[split], tokenizer, tokens, max_length, batch_size)
-        else:
-            out[split], stats[split] = encode_classification(splits[split], tokenizer, max_length, batch_size)
+        out[split], stats[split] = encode(splits[split], tokenizer, max_length, batch_size)
     save_dataset_dict(DatasetDict(out), out_dir, max_shard_size)
     return stats

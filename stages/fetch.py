@@ -8,22 +8,16 @@ from hfpipe.params import load_params
 
 def main() -> None:
     params = load_params()
+    from hfpipe.data import FETCHES
+    from hfpipe.tasks import TASKS
+
+    fetch, summary = FETCHES[TASKS[params.task].KIND]  # a code corpus, or labelled text (pairs)
     # The Hub commit the inputs stage resolved dataset.revision to (None offline or for local data).
     commit = read_json("data/stats/inputs.json").get("commit")
-    if params.task != "causal-lm":  # classification, gpt2-classifier
-        from hfpipe.data import fetch_classification
-
-        with atomic_dir("data/filtered") as out:
-            stats = fetch_classification(params.dataset, out, commit)
-        write_json_atomic(Path("data/stats/fetch.json"), stats)
-        print(f"rows {stats['split_rows']}; labels {stats['label_names']}")
-        return
-    from hfpipe.data import fetch_code_corpus
-
     with atomic_dir("data/filtered") as out:
-        stats = fetch_code_corpus(params.dataset, out, commit)
+        stats = fetch(params.dataset, out, commit)
     write_json_atomic(Path("data/stats/fetch.json"), stats)
-    print(f"kept {stats['kept']} of {stats['seen']} documents ({stats['bytes'] / 1e6:.1f} MB): {stats['split_documents']}")
+    print(summary(stats))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage tokenize: documents -> blocks of context_length token ids (data/tokenized) + data/stats/tokenize.json."""
+"""Stage tokenize: data/filtered -> data/tokenized (a causal LM's packed blocks, or a classifier's
+examples) + data/stats/tokenize.json."""
 
 from pathlib import Path
 
@@ -11,33 +12,16 @@ def main() -> None:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hfpipe.tokenize import tokenize_and_chunk
+    from hfpipe.tasks import TASKS
 
-    tp = params.tokenize
+    task = TASKS[params.task]
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     splits = load_from_disk("data/filtered")
-    if params.task != "causal-lm":  # classification, gpt2-classifier
-        from hfpipe.tokenize import tokenize_classification
-
-        with atomic_dir("data/tokenized") as out:
-            stats = tokenize_classification(splits, tokenizer, params.task, tp.max_length, tp.batch_size, out,
-                                            tp.max_shard_size)
-        write_json_atomic(Path("data/stats/tokenize.json"), stats)
-        for split in splits:
-            s = stats[split]
-            print(f"{split}: {s['examples']} examples, mean length {s['length_mean']}, "
-                  f"{100 * s['truncation_rate']:.1f}% truncated at {tp.max_length}")
-        return
     with atomic_dir("data/tokenized") as out:
-        stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out,
-                                   num_proc=tp.num_proc, max_shard_size=tp.max_shard_size)
-    # num_proc is not recorded: it changes how blocks straddling range boundaries are arranged, never
-    # the counts below (the stats are sums over the processes plus the packed remainders).
-    write_json_atomic(Path("data/stats/tokenize.json"),
-                      {"method": tp.method, "context_length": tp.context_length, **stats})
-    for split, s in stats.items():
-        print(f"{split}: {s['documents']} documents, {s['tokens']} tokens, {s['blocks']} blocks, "
-              f"{s['tokens_kept_pct']:.2f}% of tokens kept")
+        stats = task.tokenize(splits, tokenizer, params.tokenize, out)
+    write_json_atomic(Path("data/stats/tokenize.json"), stats)
+    for line in task.tokenize_summary(stats):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ def main() -> None:
     params = load_params()
     from datasets import load_from_disk
 
+    from hfpipe.tasks import TASKS
     from hfpipe.tokenize import iter_text_batches, load_pretrained_tokenizer, train_bpe_tokenizer
 
+    task = TASKS[params.task]
     tp = params.tokenizer
     source = None
     if tp.name_or_path:
@@ -19,14 +21,11 @@ def main() -> None:
         tokenizer = load_pretrained_tokenizer(tp.name_or_path, commit or tp.revision)
         source = provenance(tp.name_or_path, tp.revision, commit)
     else:
-        column = "content" if params.task == "causal-lm" else "text"
         train = load_from_disk("data/filtered")["train"]
-        texts = (text for batch in iter_text_batches(train, column, 1000) for text in batch)
-        tokenizer = train_bpe_tokenizer(texts, tp.vocab_size, tp.min_frequency)
-    if params.task == "gpt2-classifier":
-        from hfpipe.tokenize import add_pad_token
-
-        add_pad_token(tokenizer)  # seed 05: a pad token of its own (the model's embeddings grow to match)
+        batches = iter_text_batches(train, task.TOKENIZER_TEXT_COLUMN, 1000)
+        tokenizer = train_bpe_tokenizer((text for batch in batches for text in batch), tp.vocab_size,
+                                        tp.min_frequency)
+    task.prepare_tokenizer(tokenizer)
     with atomic_dir("models/tokenizer") as out:
         tokenizer.save_pretrained(out)
         if source:  # the train stage copies it next to the model; export puts it in the model card

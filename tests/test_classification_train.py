@@ -20,36 +20,36 @@ def _params(**train):
                                    "warmup_ratio": 0.0, "lr_scheduler": "linear", **train}})
 
 
-def test_classification_overrides_keep_best_checkpoints(tmp_path):
-    from hfpipe.train.trainer import classification_overrides, training_arguments
+def test_training_overrides_keep_best_checkpoints(tmp_path):
+    from hfpipe.train.trainer import training_overrides, training_arguments
 
     p = _params(load_best_model_at_end=True, metric_for_best_model="f1", eval_steps=20)
-    args = training_arguments(p, tmp_path, **classification_overrides(p))
+    args = training_arguments(p, tmp_path, **training_overrides(p))
     assert (args.eval_strategy, args.save_strategy, args.save_steps) == ("steps", "steps", 20)
     assert args.load_best_model_at_end and args.metric_for_best_model == "f1" and args.greater_is_better
     p = _params(eval_strategy="epoch")
-    args = training_arguments(p, tmp_path, **classification_overrides(p))
+    args = training_arguments(p, tmp_path, **training_overrides(p))
     assert args.eval_strategy == "epoch" and args.save_strategy == "no" and not args.load_best_model_at_end
     p = _params(load_best_model_at_end=True, metric_for_best_model="loss")
-    assert classification_overrides(p)["greater_is_better"] is False
+    assert training_overrides(p)["greater_is_better"] is False
 
 
-def test_classification_overrides_when_checkpointing_and_grouping_by_length(tmp_path):
-    from hfpipe.train.trainer import classification_overrides, training_arguments
+def test_training_overrides_when_checkpointing_and_grouping_by_length(tmp_path):
+    from hfpipe.train.trainer import training_overrides, training_arguments
 
     p = _params(save_steps=7, group_by_length=True)
-    args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
+    args = training_arguments(p, tmp_path, **training_overrides(p, checkpointing=True))
     assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 7, None)
     assert args.train_sampling_strategy == "group_by_length"
-    assert "train_sampling_strategy" not in classification_overrides(_params())
+    assert "train_sampling_strategy" not in training_overrides(_params())
     # keeping the best: a checkpoint at each evaluation; our pruning (not save_total_limit) keeps the best
     p = _params(save_steps=7, load_best_model_at_end=True, metric_for_best_model="accuracy", eval_steps=20)
-    args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
+    args = training_arguments(p, tmp_path, **training_overrides(p, checkpointing=True))
     assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 20, None)
-    args = training_arguments(p, tmp_path, **classification_overrides(p))
+    args = training_arguments(p, tmp_path, **training_overrides(p))
     assert args.save_total_limit == 2  # a direct call: the Trainer bounds its own checkpoints
     p = _params(eval_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1")
-    args = training_arguments(p, tmp_path, **classification_overrides(p, checkpointing=True))
+    args = training_arguments(p, tmp_path, **training_overrides(p, checkpointing=True))
     assert (args.eval_strategy, args.save_strategy) == ("epoch", "epoch")
 
 
@@ -94,10 +94,9 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
     import hfpipe.train.trainer as train_module
     from hfpipe.checkpoint import complete_checkpoints
     from hfpipe.tasks import TASKS
-    from hfpipe.train.trainer import train_classifier
+    from hfpipe.train.trainer import train_with_trainer
 
     tokenizer, data = _gpt2_data(tiny_tokenizer, 96)
-    tokens = data["tokens"]
     params = _params(max_steps=-1, epochs=3, eval_steps=5, save_steps=5, logging_steps=5, group_by_length=True,
                      load_best_model_at_end=True, metric_for_best_model="accuracy")
     params = params.model_copy(update={"model": params.model.model_copy(update={"dropout": 0.1})})
@@ -106,8 +105,8 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
         return {"step": step, "backend": "trainer", "fingerprint": "t"}
 
     def run(root, resume_from=None):
-        model = TASKS[params.task].build_model(params.model, tokenizer, ["neg", "pos"], params.tokenize.max_length, params.seed)
-        return train_classifier(params, model, tokenizer, data["train"], data["validation"], root, tokens,
+        model = TASKS[params.task].build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
+        return train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]), root,
                                 live_dir=tmp_path / f"live-{root.name}", marker_for_step=marker,
                                 resume_from=resume_from)
 
@@ -177,7 +176,7 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
     from hfpipe.tasks import TASKS
-    from hfpipe.train.trainer import train_classifier
+    from hfpipe.train.trainer import train_with_trainer
 
     rng = random.Random(0)
     rows = [(f"the {rng.choice(['film', 'plot', 'cast'])} was {rng.choice(GOOD if y else BAD)}", y)
@@ -191,10 +190,9 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
         ds = Dataset.from_dict({"text": [t for t, _ in part], "label": [y for _, y in part]}, features=feats)
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params()
-    model = TASKS[params.task].build_model(params.model, tokenizer, ["neg", "pos"], params.tokenize.max_length, params.seed)
+    model = TASKS[params.task].build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
     assert model.config.n_positions == 16 and model.get_input_embeddings().num_embeddings == len(tokenizer)
-    trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], tmp_path / "work",
-                               tokens, live_dir=tmp_path / "live")
+    trainer = train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]), tmp_path / "work", live_dir=tmp_path / "live")
     train_eval = [h for h in trainer.state.log_history if "eval_accuracy" in h][-1]
     (tmp_path / "report").mkdir()
     metrics = evaluate_classification(trainer.model, tokenizer, data, "gpt2-classifier", 7, tmp_path / "report", tokens)
@@ -216,7 +214,7 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
     from hfpipe.tasks import TASKS
-    from hfpipe.train.trainer import train_classifier
+    from hfpipe.train.trainer import train_with_trainer
 
     tokenizer = copy.deepcopy(tiny_tokenizer)
     add_pad_token(tokenizer)
@@ -228,8 +226,8 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
                                features=feats)
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params(max_steps=6, eval_steps=2, logging_steps=2)
-    model = TASKS[params.task].build_model(params.model, tokenizer, ["neg", "pos"], params.tokenize.max_length, params.seed)
-    train_classifier(params, model, tokenizer, data["train"], data["validation"], tmp_path / "work", tokens,
+    model = TASKS[params.task].build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
+    train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]), tmp_path / "work",
                      live_dir=tmp_path / "dvclive")
     report = tmp_path / "metrics/report"
     report.mkdir(parents=True)

@@ -139,7 +139,7 @@ def test_card_section_goes_before_limits_and_names_the_figures():
                         "onnx_max_abs_logit_diff": 1.2e-05, "onnx_tolerance": 0.001, "pytorch_loss": 4.0,
                         "pytorch_perplexity": 54.6, "int8_loss": 4.01, "int8_perplexity": 55.1,
                         "int8_perplexity_change_pct": 0.9, "int8_max_abs_logit_diff": 0.4}}
-    card = insert_card_section("# m\n\n## Metrics\n\n## Limits\n\nsmall\n", card_section(metrics, "causal-lm"))
+    card = insert_card_section("# m\n\n## Metrics\n\n## Limits\n\nsmall\n", card_section(metrics))
     assert card.index("## ONNX (onnxruntime)") < card.index("## Limits")
     assert "1.2e-05" in card and "perplexity 54.6 -> 55.1" in card and "ort.InferenceSession" in card
 

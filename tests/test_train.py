@@ -12,7 +12,8 @@ import yaml
 from hfpipe.evaluate import causal_lm_metrics
 from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
-from hfpipe.train.trainer import train_causal_lm, training_arguments
+from hfpipe.tasks import causal_lm
+from hfpipe.train.trainer import train_with_trainer, training_arguments
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTEXT = 32
@@ -52,16 +53,16 @@ def test_training_arguments_from_params(tmp_path):
 
 
 def test_causal_lm_evaluation_and_saving_follow_the_params(tmp_path):
-    from hfpipe.train.trainer import evaluation_overrides
+    from hfpipe.train.trainer import training_overrides
 
     p = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "save_steps": 7}})
-    assert evaluation_overrides(p) == {"eval_strategy": "steps"}  # no checkpoints: save_strategy stays "no"
-    args = training_arguments(p, tmp_path, **evaluation_overrides(p, checkpointing=True))
+    assert training_overrides(p) == {"eval_strategy": "steps"}  # no checkpoints: save_strategy stays "no"
+    args = training_arguments(p, tmp_path, **training_overrides(p, checkpointing=True))
     assert (args.eval_strategy, args.save_strategy, args.save_steps, args.load_best_model_at_end) == \
         ("steps", "steps", 7, False)
     p = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "eval_strategy": "epoch",
                                                 "load_best_model_at_end": True, "metric_for_best_model": "loss"}})
-    args = training_arguments(p, tmp_path, **evaluation_overrides(p, checkpointing=True))
+    args = training_arguments(p, tmp_path, **training_overrides(p, checkpointing=True))
     assert (args.eval_strategy, args.save_strategy, args.load_best_model_at_end, args.greater_is_better) == \
         ("epoch", "epoch", True, False)
     assert args.metric_for_best_model == "loss" and args.save_total_limit is None
@@ -84,7 +85,7 @@ def trained(tiny_tokenizer, tmp_path_factory):
     before = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
     root = tmp_path_factory.mktemp("train")
     work_dir, live_dir = root / "work", root / "live"
-    trainer = train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, work_dir, live_dir=live_dir)
+    trainer = train_with_trainer(params, model, tiny_tokenizer, causal_lm.training_setup(params, tiny_tokenizer, train_blocks, eval_blocks), work_dir, live_dir=live_dir)
     after = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
     return {"trainer": trainer, "model": model, "before": before, "after": after, "work_dir": work_dir,
             "live_dir": live_dir, "eval_blocks": eval_blocks}

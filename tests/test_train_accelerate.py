@@ -128,7 +128,7 @@ def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, 
     from datasets import ClassLabel, Dataset, Features, Sequence, Value
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from hfpipe.train.accelerate_loop import train_classifier_accelerate
+    from hfpipe.train.accelerate_loop import train_with_accelerate
 
     texts = [f"{'plt.plot' if i % 2 else 'df.head'}(x{i % 7})" for i in range(96)]
     enc = tiny_tokenizer(texts, truncation=True, max_length=16)
@@ -148,7 +148,7 @@ def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, 
 
     torch.manual_seed(0)
     model = GPT2ForSequenceClassification(config)
-    result = train_classifier_accelerate(params, model, tiny_tokenizer, data.select(range(64)), data.select(range(64, 96)),
+    result = train_with_accelerate(params, model, _setup(params, tiny_tokenizer, data.select(range(64)), data.select(range(64, 96))),
                                          checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
     last = result.eval_history[-1]
     assert set(last) >= {"step", "loss", "accuracy", "f1", "precision", "recall"}
@@ -203,12 +203,11 @@ def _eval_loss(model, tokenizer, eval_set) -> float:
 
 
 def test_accelerate_evaluates_each_epoch_and_keeps_the_best_model(tiny_tokenizer, tmp_path, one_torch_thread):
-    from hfpipe.train.accelerate_loop import train_classifier_accelerate
+    from hfpipe.train.accelerate_loop import train_with_accelerate
 
     train_set, eval_set = _classification_data(tiny_tokenizer)
     params = _classifier_params(lr=0.02)
-    result = train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set,
-                                         eval_set, checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    result = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set), checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
     history = result.eval_history
     assert [e["step"] for e in history] == [8, 16, 24]  # 64 examples / batch 8: an evaluation per epoch
     rows = read_tsv(tmp_path / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv")
@@ -226,7 +225,7 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     import torch
 
     from hfpipe.checkpoint import complete_checkpoints
-    from hfpipe.train.accelerate_loop import BEST_FILE, train_classifier_accelerate
+    from hfpipe.train.accelerate_loop import BEST_FILE, train_with_accelerate
 
     train_set, eval_set = _classification_data(tiny_tokenizer)
     params = _classifier_params(save_steps=3, group_by_length=True)  # best by accuracy: the first 1.0 (step 8)
@@ -234,7 +233,7 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     def marker(step):
         return {"step": step, "backend": "accelerate", "fingerprint": "t"}
 
-    full = train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set, eval_set,
+    full = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set),
                                        marker_for_step=marker, checkpoint_root=tmp_path / "full",
                                        live_dir=tmp_path / "full-live")
     assert list((tmp_path / "full").iterdir()) == []  # finished: no checkpoint left
@@ -262,7 +261,7 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     task_module.loop_fns = dying_task
     try:
         with pytest.raises(Killed):
-            train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set, eval_set,
+            train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set),
                                         marker_for_step=marker, checkpoint_root=tmp_path / "ckpt",
                                         live_dir=tmp_path / "live")
     finally:
@@ -275,8 +274,7 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     # the best has not changed since the previous checkpoint: a hard link, not a second copy
     assert (saved[0] / BEST_FILE).stat().st_ino == (saved[1] / BEST_FILE).stat().st_ino
 
-    resumed = train_classifier_accelerate(params, _tiny_classifier(tiny_tokenizer), tiny_tokenizer, train_set,
-                                          eval_set, marker_for_step=marker, resume_from=saved[-1],
+    resumed = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set), marker_for_step=marker, resume_from=saved[-1],
                                           checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
     assert resumed.resumed_from == 18
     assert resumed.eval_history == full.eval_history[-1:]  # the epoch-3 evaluation, the same numbers
@@ -314,30 +312,30 @@ def test_gradient_accumulation_beyond_an_epoch_fails_with_the_numbers(tiny_token
 
     params = parse_params({"train": {"batch_size": 8, "gradient_accumulation_steps": 5}})
     with pytest.raises(PipelineError) as err:
-        check_training_inputs(params, tiny_tokenizer, n_train=30)  # 4 batches per epoch
+        check_training_inputs(params, n_train=30)  # 4 batches per epoch
     assert str(err.value).startswith("train.gradient_accumulation_steps = 5: exceeds the 4 batches per epoch "
                                      "(30 training examples / train.batch_size 8 / 1 process(es))")
     params2 = parse_params({"train": {"batch_size": 8, "gradient_accumulation_steps": 2, "num_processes": 2}})
     with pytest.raises(PipelineError, match="exceeds the 1 batches per epoch"):
-        check_training_inputs(params2, tiny_tokenizer, n_train=12)
-    assert check_training_inputs(params, tiny_tokenizer, n_train=40) == []  # 5 batches: fine
+        check_training_inputs(params2, n_train=12)
+    check_training_inputs(params, n_train=40)  # 5 batches: fine
 
 
 def test_keytokens_none_of_which_is_a_single_token_are_named(tiny_tokenizer):
-    from hfpipe.train import check_training_inputs
+    from hfpipe.tasks.causal_lm import training_keytokens
 
     params = parse_params({"train": {"backend": "accelerate", "keytoken_alpha": 1.0,
                                      "keytokens": ["zqxjv", "wvkqz"]}})
     printed: list[str] = []
     with pytest.raises(PipelineError) as err:
-        check_training_inputs(params, tiny_tokenizer, n_train=100, log=printed.append)
+        training_keytokens(params, tiny_tokenizer, log=printed.append)
     assert str(err.value).startswith("train.keytokens = ['zqxjv', 'wvkqz']: none is a single token of the tokenizer "
                                      "(Keyword has not single token: 'zqxjv', 'wvkqz')")
     assert "Keyword has not single token: 'zqxjv'" in printed
     # one single-token word is enough; the others are reported as the seed does
     ok = parse_params({"train": {"backend": "accelerate", "keytoken_alpha": 1.0, "keytokens": ["=", "zqxjv"]}})
     printed.clear()
-    ids = check_training_inputs(ok, tiny_tokenizer, n_train=100, log=printed.append)
+    ids = training_keytokens(ok, tiny_tokenizer, log=printed.append)
     assert tiny_tokenizer.convert_tokens_to_ids("=") in ids
     assert set(ids) <= {tiny_tokenizer.convert_tokens_to_ids(t) for t in ("=", "\u0120=")}
     assert "Keyword has not single token: 'zqxjv'" in printed
@@ -413,12 +411,12 @@ def test_accelerate_loop_trains_and_logs_like_the_trainer_backend(accelerate_run
 def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer, tmp_path):
     from hfpipe.evaluate import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train.trainer import train_causal_lm
+    from hfpipe.train.trainer import train_with_trainer
 
     params = parse_params(PARAMS)
     train_blocks, eval_blocks = _data(tiny_tokenizer)
     model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
-    train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, tmp_path / "work", live_dir=tmp_path / "live")
+    train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks), tmp_path / "work", live_dir=tmp_path / "live")
     trainer_loss = causal_lm_metrics(model, eval_blocks, [], 8)["loss"]
     accelerate_loss = accelerate_run["after"]["loss"]
     untrained = causal_lm_metrics(build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed), eval_blocks, [], 8)
@@ -434,7 +432,7 @@ def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, 
     the saved weights are plain (no torch.compile wrapper prefixes in their names)."""
     from hfpipe.evaluate import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train.trainer import train_causal_lm
+    from hfpipe.train.trainer import train_with_trainer
 
     import torch._dynamo
     from torch._dynamo.utils import counters
@@ -457,7 +455,7 @@ def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, 
     model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
     torch._dynamo.reset()
     counters.clear()
-    trainer = train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, tmp_path / "work",
+    trainer = train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks), tmp_path / "work",
                               live_dir=tmp_path / "live")
     assert compiled_graphs() > 0  # and so did the Trainer
     trainer.save_model(str(tmp_path / "saved"))
@@ -473,7 +471,7 @@ def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenize
     mixed_precision): the numbers move off fp32's by bf16 rounding, and both backends move alike."""
     from hfpipe.evaluate import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.train.trainer import train_causal_lm
+    from hfpipe.train.trainer import train_with_trainer
 
     fp32 = accelerate_run["after"]["loss"]
     bf16 = {**PARAMS["train"], "mixed_precision": "bf16"}
@@ -483,7 +481,7 @@ def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenize
     accelerate_bf16 = causal_lm_metrics(result.model, eval_blocks, [], 8)["loss"]
     params = parse_params({**PARAMS, "train": bf16})
     model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
-    train_causal_lm(params, model, tiny_tokenizer, train_blocks, eval_blocks, tmp_path / "work", live_dir=tmp_path / "live")
+    train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks), tmp_path / "work", live_dir=tmp_path / "live")
     trainer_bf16 = causal_lm_metrics(model, eval_blocks, [], 8)["loss"]
     print(f"validation loss: fp32 {fp32:.6f}, bf16 accelerate {accelerate_bf16:.6f}, bf16 trainer {trainer_bf16:.6f}")
     for loss in (accelerate_bf16, trainer_bf16):
@@ -539,3 +537,10 @@ def test_trainer_nan_guard_names_the_step(tmp_path):
     with pytest.raises(PipelineError, match=r"^training loss is inf at step 15 \(logged every 5 steps\); "
                                             r"last good checkpoint: none"):
         guard.on_log(args, state, TrainerControl(), logs={"loss": float("inf")})
+
+
+def _setup(params, tokenizer, train_set, eval_set):
+    """What the train stage gives a backend: the task module's training setup."""
+    from hfpipe.tasks import TASKS
+
+    return TASKS[params.task].training_setup(params, tokenizer, train_set, eval_set)

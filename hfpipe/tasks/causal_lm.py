@@ -1,14 +1,80 @@
 """The causal LM task (seed 04): next-token prediction on packed blocks of code.
 
-What differs for this task: its loss (the plain next-token loss, or seed 04's keytoken-weighted
-one), its eval numbers, its collator and its model.
+What differs for this task: packed blocks of tokens, its
+loss (the plain next-token loss, or seed 04's keytoken-weighted one), its eval numbers, its
+collator and its model; evaluate and export run their language-model procedures.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from hfpipe.tasks.common import LoopFns
+from hfpipe.params import ModelParams, Params, TokenizeParams
+from hfpipe.tasks.common import LoopFns, TrainingSetup
+
+KIND = "language-model"
+TOKENIZER_TEXT_COLUMN = "content"  # what a new BPE tokenizer is trained on
+SEQUENCE_LENGTH_KEY = "tokenize.context_length"
+PIPELINE_TASK = "text-generation"
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Nothing to add: packed blocks need no pad token."""
+
+
+def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
+    """Packed blocks of tp.context_length tokens; the stats (data/stats/tokenize.json)."""
+    from hfpipe.tokenize import tokenize_and_chunk
+
+    stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out_dir,
+                               num_proc=tp.num_proc, max_shard_size=tp.max_shard_size)
+    # num_proc is not recorded: it changes how blocks straddling range boundaries are arranged, never
+    # the counts below (the stats are sums over the processes plus the packed remainders).
+    return {"method": tp.method, "context_length": tp.context_length, **stats}
+
+
+def tokenize_summary(stats: dict) -> list[str]:
+    return [f"{split}: {s['documents']} documents, {s['tokens']} tokens, {s['blocks']} blocks, "
+            f"{s['tokens_kept_pct']:.2f}% of tokens kept"
+            for split, s in stats.items() if isinstance(s, dict)]
+
+
+def sequence_length(tokenize_stats: dict) -> int:
+    return tokenize_stats["context_length"]
+
+
+def training_keytokens(params: Params, tokenizer, log=print) -> list[int]:
+    """The keytoken ids of the keytoken-weighted loss ([] when train.keytoken_alpha is 0)."""
+    from hfpipe.io import PipelineError
+
+    tp = params.train
+    if tp.keytoken_alpha <= 0:
+        return []
+    ids, not_single = keytoken_ids(tokenizer, tp.keytokens)
+    for form in not_single:  # as seed 04 prints them
+        log(f"Keyword has not single token: {form!r}")
+    if not ids:
+        raise PipelineError(f"train.keytokens = {tp.keytokens!r}: none is a single token of the tokenizer "
+                            f"(Keyword has not single token: {', '.join(repr(w) for w in tp.keytokens)}); the "
+                            "keytoken-weighted loss (train.keytoken_alpha > 0) needs words the tokenizer keeps whole")
+    return ids
+
+
+def training_setup(params: Params, tokenizer, train_set, eval_set, log=print) -> TrainingSetup:
+    """Packed blocks as they are (train.eval_max_blocks of them for train-time evaluation)."""
+    if params.train.eval_max_blocks:
+        eval_set = eval_set.select(range(min(params.train.eval_max_blocks, len(eval_set))))
+    keytokens = training_keytokens(params, tokenizer, log)
+    return TrainingSetup(train_set, eval_set, collator(tokenizer), loop_fns(keytokens, params.train.keytoken_alpha),
+                         compute_metrics=None, preprocess_logits=None,
+                         description=f"{len(train_set)} training blocks")
+
+
+def build_model(mp: ModelParams, tokenizer, train_set, sequence_length: int, seed: int):
+    from hfpipe.modeling import build_causal_lm
+
+    return build_causal_lm(mp, tokenizer, sequence_length, seed)
 
 
 def next_token_nll(logits, labels, reduction: str = "none"):

@@ -1,13 +1,44 @@
 """Sequence classification (seeds 01-03): a model with a classification head over the text (pair).
 
 What differs for this task: dynamic-padding batches of the tokenized examples with their label,
-the head's loss and logits as the class scores.
+the head's loss and logits as the class scores, a text-classification pipeline.
 """
 
 from __future__ import annotations
 
-from hfpipe.params import ModelParams
-from hfpipe.tasks.common import LoopFns, classification_eval_metrics, classifier_compute_metrics
+import sys
+from pathlib import Path
+
+from hfpipe.params import ModelParams, Params, TokenizeParams
+from hfpipe.tasks.common import (LoopFns, TrainingSetup, classification_eval_metrics, classifier_compute_metrics,
+                                 classifier_sequence_length,
+                                 classifier_tokenize_summary, classifier_training_setup)
+
+KIND = "classifier"
+TOKENIZER_TEXT_COLUMN = "text"
+SEQUENCE_LENGTH_KEY = "tokenize.max_length"
+PIPELINE_TASK = "text-classification"
+tokenize_summary, sequence_length = classifier_tokenize_summary, classifier_sequence_length
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Nothing to add: the pretrained tokenizer has its pad token."""
+
+
+def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
+    from hfpipe.tokenize import tokenize_classification
+
+    return tokenize_classification(splits, tokenizer, "classification", tp.max_length, tp.batch_size, out_dir,
+                                   tp.max_shard_size)
+
+
+def label_tokens_of(tokenizer, train_set) -> None:
+    """No label tokens: the class scores are the head's logits."""
+    return None
+
+
+def training_setup(params: Params, tokenizer, train_set, eval_set, log=print) -> TrainingSetup:
+    return classifier_training_setup(sys.modules[__name__], params, tokenizer, train_set, eval_set)
 
 
 def collator(tokenizer):
@@ -52,10 +83,10 @@ def class_scores(logits, rows, label_tokens=None):
     return logits
 
 
-def build_model(mp: ModelParams, tokenizer, label_names: list[str], max_length: int, seed: int):
+def build_model(mp: ModelParams, tokenizer, train_set, max_length: int, seed: int):
     from hfpipe.modeling import build_sequence_classifier
 
-    return build_sequence_classifier(mp, label_names, seed, pad_token_id=tokenizer.pad_token_id)
+    return build_sequence_classifier(mp, train_set.features["label"].names, seed, pad_token_id=tokenizer.pad_token_id)
 
 
 def auto_model_class():
@@ -63,3 +94,21 @@ def auto_model_class():
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification
+
+
+def card_usage(params: Params, label_names: list[str]) -> tuple[str, str]:
+    """(what the model is, how to use it) for the model card."""
+    example = ('{"text": "first sentence", "text_pair": "second sentence"}' if params.dataset.text_pair_column
+               else '"a sentence to classify"')
+    usage = f"""```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="models/export")
+print(clf({example}))
+```"""
+    return f"sequence classifier fine-tuned from {params.model.name_or_path}", usage
+
+
+def pipeline_works(pipe, label_names: list[str]):
+    """(whether the exported folder's pipeline answers with a label name, what it answered)."""
+    out = pipe("a film")
+    return bool(out) and out[0]["label"] in label_names, out

@@ -1,16 +1,43 @@
 """What every task module provides, and what the classification tasks share.
 
-A task module (hfpipe/tasks/<task>.py, listed in hfpipe.tasks.TASKS) has:
-  collator(tokenizer)            batches of its tokenized examples
-  model_columns(dataset)         the columns the model takes (classification tasks)
-  loop_fns(...) -> LoopFns       the Accelerate loop's loss and eval numbers
-  compute_metrics(...)           the Trainer's eval numbers (classification tasks)
+A task module (hfpipe/tasks/<task>.py, listed in hfpipe.tasks.TASKS) has, per stage:
+  TOKENIZER_TEXT_COLUMN, prepare_tokenizer(tokenizer)             tokenizer: what a new BPE learns from
+  tokenize(splits, tokenizer, tp, out) -> stats, tokenize_summary   tokenize: examples or packed blocks
+  SEQUENCE_LENGTH_KEY, sequence_length(tokenize_stats)            train: the length the model must hold
+  training_setup(params, tokenizer, train, eval) -> TrainingSetup  train: what both backends run
+  build_model(mp, tokenizer, train_set, length, seed)             train: the model
+  auto_model_class()                                              evaluate, export: how to load it
+  label_tokens_of(tokenizer, train_set), class_scores(logits, rows, label_tokens)
+                                                                  evaluate: classifiers' class scores
+  PIPELINE_TASK, card_usage(params, label_names), pipeline_works(pipe, label_names)   export
+  KIND: "language-model" | "classifier"                           fetch, evaluate, export: which of their two
+                                                                  procedures the task's model gets
+and the pieces training_setup is made of: collator(tokenizer), model_columns(dataset), loop_fns(...)
+(the Accelerate loop's loss and eval numbers), compute_metrics(...) and preprocess_logits(...) (the
+Trainer's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+@dataclass
+class TrainingSetup:
+    """What a task gives either backend (hfpipe.train.trainer, hfpipe.train.accelerate_loop), so
+    neither needs to know the task.
+
+    train_set / eval_set: only the columns the model takes. compute_metrics / preprocess_logits:
+    the Trainer's (None: its eval loss only). description: the data, for the log line.
+    """
+    train_set: object
+    eval_set: object
+    collator: object
+    loop_fns: "LoopFns"
+    compute_metrics: Callable | None
+    preprocess_logits: Callable | None
+    description: str
 
 
 @dataclass
@@ -62,3 +89,27 @@ def classifier_compute_metrics(num_labels: int, classes_of=None):
         return classification_metrics(np.argmax(logits, -1), labels, num_labels)
 
     return compute
+
+
+# ---- what the classification tasks share (their tokenization differs only in the encoding)
+
+
+def classifier_tokenize_summary(stats: dict) -> list[str]:
+    return [f"{split}: {s['examples']} examples, mean length {s['length_mean']}, "
+            f"{100 * s['truncation_rate']:.1f}% truncated at {stats['max_length']}"
+            for split, s in stats.items() if isinstance(s, dict) and "examples" in s]
+
+
+def classifier_sequence_length(tokenize_stats: dict) -> int:
+    return tokenize_stats["max_length"]
+
+
+def classifier_training_setup(task, params, tokenizer, train_set, eval_set) -> TrainingSetup:
+    """A classification task module's (`task`) columns, collator, loss and eval numbers."""
+    names = train_set.features["label"].names
+    label_tokens = task.label_tokens_of(tokenizer, train_set)
+    return TrainingSetup(train_set.select_columns(task.model_columns(train_set)),
+                         eval_set.select_columns(task.model_columns(eval_set)), task.collator(tokenizer),
+                         task.loop_fns(len(names), label_tokens), task.compute_metrics(len(names), label_tokens),
+                         task.preprocess_logits(label_tokens),
+                         description=f"{len(train_set)} training examples; labels {names}")

@@ -3,13 +3,56 @@ label token after EOS.
 
 What differs for this task: the labels are -100 everywhere but the label token (padded with -100),
 the loss is the LM loss on that token, and the class scores are the label tokens' logits at the
-position that predicts it.
+position that predicts it; exported as a text-generation pipeline.
 """
 
 from __future__ import annotations
 
-from hfpipe.params import ModelParams
-from hfpipe.tasks.common import LoopFns, classification_eval_metrics, classifier_compute_metrics
+import sys
+from pathlib import Path
+
+from hfpipe.params import ModelParams, Params, TokenizeParams
+from hfpipe.tasks.common import (LoopFns, TrainingSetup, classification_eval_metrics, classifier_compute_metrics,
+                                 classifier_sequence_length,
+                                 classifier_tokenize_summary, classifier_training_setup)
+
+KIND = "classifier"
+TOKENIZER_TEXT_COLUMN = "text"
+SEQUENCE_LENGTH_KEY = "tokenize.max_length"
+PIPELINE_TASK = "text-generation"
+tokenize_summary, sequence_length = classifier_tokenize_summary, classifier_sequence_length
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Seed 05: a pad token of its own (the model's embeddings grow to match)."""
+    from hfpipe.tokenize import add_pad_token
+
+    add_pad_token(tokenizer)
+
+
+def label_tokens_of(tokenizer, train_set) -> list[int]:
+    """The token id of each label name, in label order (each name must be one token)."""
+    from hfpipe.tokenize import label_token_ids
+
+    return label_token_ids(tokenizer, train_set.features["label"].names)
+
+
+def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
+    """`text EOS label-token` examples (the label token's position recorded)."""
+    from hfpipe.tokenize import encode_gpt2_classifier, tokenize_classification
+
+    tokens = label_tokens_of(tokenizer, splits["train"])
+
+    def encode(dataset, tokenizer, max_length, batch_size):
+        return encode_gpt2_classifier(dataset, tokenizer, tokens, max_length, batch_size)
+
+    return tokenize_classification(splits, tokenizer, "gpt2-classifier", tp.max_length, tp.batch_size, out_dir,
+                                   tp.max_shard_size, encode=encode,
+                                   extra_stats={"label_tokens": tokenizer.convert_ids_to_tokens(tokens)})
+
+
+def training_setup(params: Params, tokenizer, train_set, eval_set, log=print) -> TrainingSetup:
+    return classifier_training_setup(sys.modules[__name__], params, tokenizer, train_set, eval_set)
 
 
 def collator(tokenizer):
@@ -96,7 +139,7 @@ def preprocess_logits(label_tokens: list[int]):
     return partial(label_logits, label_tokens=label_tokens)
 
 
-def build_model(mp: ModelParams, tokenizer, label_names: list[str], max_length: int, seed: int):
+def build_model(mp: ModelParams, tokenizer, train_set, max_length: int, seed: int):
     """A causal LM whose embeddings cover the tokenizer (its added pad token), n_positions >= max_length."""
     from hfpipe.modeling import build_causal_lm, enable_gradient_checkpointing
 
@@ -110,3 +153,28 @@ def auto_model_class():
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM
+
+
+def card_usage(params: Params, label_names: list[str]) -> tuple[str, str]:
+    """(what the model is, how to use it) for the model card."""
+    usage = f"""```python
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained("models/export")
+model = AutoModelForCausalLM.from_pretrained("models/export")
+labels = {label_names!r}
+label_tokens = [tok(name, add_special_tokens=False)["input_ids"][0] for name in labels]
+ids = tok("a gripping, funny film", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+logits = model(torch.tensor([ids])).logits[0, -1, label_tokens]
+print(labels[int(logits.argmax())])
+```
+
+The label is the first token of its name after the text and EOS (seed 05); compare those tokens'
+logits at the EOS position."""
+    return f"causal LM ({params.model.name_or_path or 'GPT-2 from scratch'}) used as a classifier", usage
+
+
+def pipeline_works(pipe, label_names: list[str]):
+    """(whether the exported folder's text-generation pipeline continues a prompt, what it made)."""
+    out = pipe("a film", max_new_tokens=1, do_sample=False)
+    return bool(out) and out[0]["generated_text"].startswith("a film"), out

@@ -12,9 +12,8 @@ from hfpipe.params import Params
 from hfpipe.train.common import slow_bf16_warning, use_deterministic_algorithms
 
 
-def check_training_inputs(params: Params, tokenizer, n_train: int, log=print) -> list[int]:
-    """Checks that need the data or tokenizer, run before any model is built; returns the
-    keytoken ids of the keytoken-weighted loss ([] when it is off)."""
+def check_training_inputs(params: Params, n_train: int) -> None:
+    """Checks that need the data, run before any model is built."""
     from hfpipe.io import PipelineError
 
     tp = params.train
@@ -24,24 +23,12 @@ def check_training_inputs(params: Params, tokenizer, n_train: int, log=print) ->
                             f"{per_process} batches per epoch ({n_train} training examples / train.batch_size "
                             f"{tp.batch_size} / {tp.num_processes} process(es)), so no optimizer step would "
                             f"complete; use at most {per_process}")
-    if tp.keytoken_alpha <= 0:
-        return []
-    from hfpipe.tasks.causal_lm import keytoken_ids
-
-    words, key = tp.keytokens, "train.keytokens"
-    ids, not_single = keytoken_ids(tokenizer, words)
-    for form in not_single:  # as seed 04 prints them
-        log(f"Keyword has not single token: {form!r}")
-    if not ids:
-        raise PipelineError(f"{key} = {words!r}: none is a single token of the tokenizer (Keyword has not single "
-                            f"token: {', '.join(repr(w) for w in words)}); the keytoken-weighted loss "
-                            "(train.keytoken_alpha > 0) needs words the tokenizer keeps whole")
-    return ids
 
 
 def run_train_stage(params: Params) -> None:
     """The train stage: data/tokenized + models/tokenizer -> models/trained, for every task and
-    both backends (dvclive/ curves, resumable checkpoints in models/checkpoints)."""
+    both backends (dvclive/ curves, resumable checkpoints in models/checkpoints). The task module
+    gives what to train (hfpipe.tasks.common.TrainingSetup) and the model; the backend trains it."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -58,71 +45,35 @@ def run_train_stage(params: Params) -> None:
         log(warning)
     use_deterministic_algorithms(params.train.deterministic)
     params, sources = pin_hub_model(params)
+    task = TASKS[params.task]
     tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
     data = load_from_disk("data/tokenized")
     # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
     # stage reads no tokenize.* key, so a recipe of any task carries only its own.
-    tokenize_stats = read_json("data/stats/tokenize.json")
+    length = task.sequence_length(read_json("data/stats/tokenize.json"))
+    check_context_length(params.model, length, key=task.SEQUENCE_LENGTH_KEY)
+    check_training_inputs(params, len(data["train"]))
+    setup = task.training_setup(params, tokenizer, data["train"], data["validation"], log=log)
     backend = params.train.backend
 
-    if params.task == "causal-lm":
-        context_length = tokenize_stats["context_length"]
-        check_context_length(params.model, context_length)
-        train_set, eval_set = data["train"], data["validation"]
-        if params.train.eval_max_blocks:
-            eval_set = eval_set.select(range(min(params.train.eval_max_blocks, len(eval_set))))
-        keytokens = check_training_inputs(params, tokenizer, len(train_set), log=log)
+    def build_model():
+        model = task.build_model(params.model, tokenizer, data["train"], length, params.seed)
+        log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {setup.description}; "
+            f"backend {backend}, {params.train.num_processes} process(es)")
+        return model
 
-        def build_model():
-            from hfpipe.modeling import build_causal_lm
+    def train(model, resume_from, marker_for_step):
+        if backend == "accelerate":
+            from hfpipe.train.accelerate_loop import train_with_accelerate
 
-            model = build_causal_lm(params.model, tokenizer, context_length, params.seed)
-            log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training blocks; "
-                f"backend {backend}, {params.train.num_processes} process(es)")
-            return model
+            result = train_with_accelerate(params, model, setup, marker_for_step=marker_for_step,
+                                           resume_from=resume_from)
+            return result.model.save_pretrained
+        from hfpipe.train.trainer import train_with_trainer
 
-        def train(model, resume_from, marker_for_step):
-            if backend == "accelerate":
-                from hfpipe.tasks import causal_lm
-                from hfpipe.train.accelerate_loop import train_accelerate
-
-                result = train_accelerate(params, model, train_set, eval_set, causal_lm.collator(tokenizer),
-                                          causal_lm.loop_fns(keytokens, params.train.keytoken_alpha),
-                                          marker_for_step=marker_for_step, resume_from=resume_from)
-                return result.model.save_pretrained
-            from hfpipe.train.trainer import train_causal_lm
-
-            trainer = train_causal_lm(params, model, tokenizer, train_set, eval_set, CHECKPOINT_DIR,
-                                      marker_for_step=marker_for_step, resume_from=resume_from)
-            return lambda out: trainer.save_model(str(out))
-    else:  # classification, gpt2-classifier
-        from hfpipe.tokenize import label_token_ids
-
-        max_length = tokenize_stats["max_length"]
-        check_context_length(params.model, max_length, key="tokenize.max_length")
-        train_set, eval_set = data["train"], data["validation"]
-        names = train_set.features["label"].names
-        tokens = label_token_ids(tokenizer, names) if params.task == "gpt2-classifier" else None
-        check_training_inputs(params, tokenizer, len(train_set), log=log)
-
-        def build_model():
-            model = TASKS[params.task].build_model(params.model, tokenizer, names, max_length, params.seed)
-            log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {len(train_set)} training examples; "
-                f"labels {names}; backend {backend}, {params.train.num_processes} process(es)")
-            return model
-
-        def train(model, resume_from, marker_for_step):
-            if backend == "accelerate":
-                from hfpipe.train.accelerate_loop import train_classifier_accelerate
-
-                result = train_classifier_accelerate(params, model, tokenizer, train_set, eval_set, tokens,
-                                                     marker_for_step=marker_for_step, resume_from=resume_from)
-                return result.model.save_pretrained
-            from hfpipe.train.trainer import train_classifier
-
-            trainer = train_classifier(params, model, tokenizer, train_set, eval_set, CHECKPOINT_DIR, tokens,
-                                       marker_for_step=marker_for_step, resume_from=resume_from)
-            return lambda out: trainer.save_model(str(out))
+        trainer = train_with_trainer(params, model, tokenizer, setup, CHECKPOINT_DIR,
+                                     marker_for_step=marker_for_step, resume_from=resume_from)
+        return lambda out: trainer.save_model(str(out))
 
     train_resumable(params, tokenizer, build_model, train, log=log, sources=sources)
 

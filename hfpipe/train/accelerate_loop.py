@@ -51,21 +51,14 @@ def get_grouped_params(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train_classifier_accelerate(params: Params, model, tokenizer, train_set, eval_set,
-                                label_tokens: list[int] | None = None, **loop_kwargs) -> AccelerateResult:
-    """The classification recipes on the Accelerate loop: the task module's collator, columns and
-    loss / eval numbers, as the Trainer backend uses them (and, with train.group_by_length, its
-    length-grouped batches)."""
-    from hfpipe.tasks import TASKS
+def train_with_accelerate(params: Params, model, setup: TrainingSetup, **loop_kwargs) -> AccelerateResult:
+    """Train `model` on what the task gives (`setup`: data, collator, loss and eval numbers), as the
+    Trainer backend does; train.group_by_length: batches of similar lengths."""
     from hfpipe.train.common import example_lengths
 
-    task = TASKS[params.task]
-    names = train_set.features["label"].names
     if params.train.group_by_length:
-        loop_kwargs.setdefault("lengths", example_lengths(train_set))
-    return train_accelerate(params, model, train_set.select_columns(task.model_columns(train_set)),
-                            eval_set.select_columns(task.model_columns(eval_set)), task.collator(tokenizer),
-                            task.loop_fns(len(names), label_tokens),
+        loop_kwargs.setdefault("lengths", example_lengths(setup.train_set))
+    return train_accelerate(params, model, setup.train_set, setup.eval_set, setup.collator, setup.loop_fns,
                             **loop_kwargs)
 
 

@@ -1,5 +1,6 @@
-"""The Hugging Face Trainer backend (`train.backend: trainer`), logged through dvclive: causal LM
-and the classification tasks, resumable checkpoints, the length-grouped sampler."""
+"""The Hugging Face Trainer backend (`train.backend: trainer`), logged through dvclive: whatever the
+task module sets up (hfpipe.tasks.common.TrainingSetup), resumable checkpoints, the length-grouped
+sampler."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from hfpipe.device import has_accelerator
 from hfpipe.params import Params
+from hfpipe.tasks.common import TrainingSetup
 from hfpipe.train.common import (DVCLIVE_DIR, example_lengths, greater_is_better, length_grouped_sampler,
                                  set_threads)
 
@@ -114,31 +116,13 @@ def checkpoint_callbacks(marker_for_step, live_dir: str | Path, checkpoint_dir: 
     return [CheckpointMarkerCallback(), NaNGuardCallback()]
 
 
-def train_causal_lm(params: Params, model, tokenizer, train_blocks, eval_blocks, work_dir: Path,
-                    live_dir: str | Path = DVCLIVE_DIR, marker_for_step=None, resume_from: Path | None = None):
-    """Trainer + DataCollatorForLanguageModeling(mlm=False) on packed blocks; returns the trainer.
-
-    With marker_for_step (step -> marker dict, see hfpipe.checkpoint), checkpoints go to work_dir
-    every train.save_steps and are deleted once training finishes; resume_from continues one
-    (model, optimizer, scheduler, RNG and data position: Trainer's resume_from_checkpoint).
-    (train.group_by_length does not apply: packed blocks all have the same length.)
-    """
-    from hfpipe.tasks import causal_lm
-
-    overrides = evaluation_overrides(params, checkpointing=marker_for_step is not None)
-    return run_trainer(params, work_dir, overrides, live_dir=live_dir, marker_for_step=marker_for_step,
-                       resume_from=resume_from, model=model,
-                       data_collator=causal_lm.collator(tokenizer),
-                       train_dataset=train_blocks, eval_dataset=eval_blocks, processing_class=tokenizer)
-
-
 def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str | Path = DVCLIVE_DIR,
                 marker_for_step=None, resume_from: Path | None = None, trainer_class=None,
                 extra_callbacks: tuple = (), **trainer_kwargs):
     """Build a Trainer (dvclive + checkpoint callbacks), train it, resuming from `resume_from`, and
     delete the checkpoints once it has finished (marker-driven runs); returns the trainer.
 
-    Shared by the causal LM and the classification tasks. Only the main process restores and
+    Only the main process restores and
     writes dvclive/ and deletes checkpoints; every process has finished (and, with
     load_best_model_at_end, reloaded the best checkpoint) before they are deleted.
     """
@@ -168,8 +152,9 @@ def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str |
     return trainer
 
 
-def evaluation_overrides(params: Params, checkpointing: bool = False) -> dict:
-    """TrainingArguments for evaluating and saving (every task): eval every epoch or every eval_steps.
+def training_overrides(params: Params, checkpointing: bool = False) -> dict:
+    """TrainingArguments for evaluating and saving: eval every epoch or every eval_steps;
+    train.group_by_length: the Trainer's length grouping (replaced by length_grouped_trainer).
 
     checkpointing (the train stage: resumable checkpoints in models/checkpoints): save every
     train.save_steps. With load_best_model_at_end the Trainer must checkpoint at each evaluation
@@ -189,13 +174,7 @@ def evaluation_overrides(params: Params, checkpointing: bool = False) -> dict:
                          greater_is_better=greater_is_better(tp.metric_for_best_model))
         if not checkpointing:
             overrides["save_total_limit"] = 2
-    return overrides
-
-
-def classification_overrides(params: Params, checkpointing: bool = False) -> dict:
-    """evaluation_overrides, and group_by_length: batches of similar lengths (length_grouped_trainer)."""
-    overrides = evaluation_overrides(params, checkpointing)
-    if params.train.group_by_length:
+    if tp.group_by_length:
         overrides["train_sampling_strategy"] = "group_by_length"
     return overrides
 
@@ -227,26 +206,22 @@ def length_grouped_trainer(params: Params):
     return LengthGroupedTrainer, [SamplerEpochCallback()]
 
 
-def train_classifier(params: Params, model, tokenizer, train_set, eval_set, work_dir: Path,
-                     label_tokens: list[int] | None = None, live_dir: str | Path = DVCLIVE_DIR,
-                     marker_for_step=None, resume_from: Path | None = None):
-    """Trainer for `classification` and `gpt2-classifier` (the task module gives the collator,
-    columns and eval numbers); returns the trainer (best model loaded when
-    train.load_best_model_at_end). marker_for_step / resume_from: as train_causal_lm."""
-    from hfpipe.tasks import TASKS
+def train_with_trainer(params: Params, model, tokenizer, setup: TrainingSetup, work_dir: Path,
+                       live_dir: str | Path = DVCLIVE_DIR, marker_for_step=None, resume_from: Path | None = None):
+    """Train `model` on what the task gives (`setup`: data, collator, eval numbers); returns the
+    trainer (best model loaded when train.load_best_model_at_end).
 
-    task = TASKS[params.task]
-    names = train_set.features["label"].names
+    With marker_for_step (step -> marker dict, see hfpipe.checkpoint), checkpoints go to work_dir
+    every train.save_steps and are deleted once training finishes; resume_from continues one
+    (model, optimizer, scheduler, RNG and data position: Trainer's resume_from_checkpoint).
+    train.group_by_length: batches of similar lengths (length_grouped_trainer).
+    """
     trainer_class, extra_callbacks = length_grouped_trainer(params) if params.train.group_by_length else (None, [])
     return run_trainer(
-        params, work_dir, classification_overrides(params, checkpointing=marker_for_step is not None),
+        params, work_dir, training_overrides(params, checkpointing=marker_for_step is not None),
         live_dir=live_dir, marker_for_step=marker_for_step, resume_from=resume_from,
         trainer_class=trainer_class, extra_callbacks=tuple(extra_callbacks),
-        model=model,
-        data_collator=task.collator(tokenizer),
-        train_dataset=train_set.select_columns(task.model_columns(train_set)),
-        eval_dataset=eval_set.select_columns(task.model_columns(eval_set)),
-        processing_class=tokenizer,
-        compute_metrics=task.compute_metrics(len(names), label_tokens),
-        preprocess_logits_for_metrics=task.preprocess_logits(label_tokens),
+        model=model, data_collator=setup.collator, train_dataset=setup.train_set, eval_dataset=setup.eval_set,
+        processing_class=tokenizer, compute_metrics=setup.compute_metrics,
+        preprocess_logits_for_metrics=setup.preprocess_logits,
     )
