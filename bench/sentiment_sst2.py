@@ -45,9 +45,9 @@ def main() -> None:
     from hfpipe.data import classification_splits
     from hfpipe.evaluate import evaluate_classification
     from hfpipe.params import parse_params
-    from hfpipe.tokenize import load_pretrained_tokenizer, tokenize_classification
+    from hfpipe.tokenize import load_pretrained_tokenizer
     from hfpipe.tasks import TASKS
-    from hfpipe.train.trainer import train_classifier
+    from hfpipe.train.trainer import train_with_trainer
 
     raw = yaml.safe_load((ROOT / "recipes" / "sentiment.yaml").read_text())
     raw["dataset"].update(path=str(args.data), text_column="sentence", label_column="label",
@@ -63,18 +63,18 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t0 = time.perf_counter()
-    splits, names, _ = classification_splits(params.dataset)
+    task = TASKS[params.task]
+    splits, _, _ = classification_splits(params.dataset)
     tokenizer = load_pretrained_tokenizer(params.tokenizer.name_or_path)
     t1 = time.perf_counter()
-    tok_stats = tokenize_classification(splits, tokenizer, params.task, params.tokenize.max_length,
-                                        params.tokenize.batch_size, work / "tokenized")
+    tok_stats = task.tokenize(splits, tokenizer, params.tokenize, work / "tokenized")
     t2 = time.perf_counter()
     from datasets import load_from_disk
 
     data = load_from_disk(str(work / "tokenized"))
-    model = TASKS[params.task].build_model(params.model, tokenizer, names, params.tokenize.max_length, params.seed)
-    trainer = train_classifier(params, model, tokenizer, data["train"], data["validation"], work / "trainer",
-                               live_dir=work / "dvclive")
+    model = task.build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
+    setup = task.training_setup(params, tokenizer, data["train"], data["validation"])
+    trainer = train_with_trainer(params, model, tokenizer, setup, work / "trainer", live_dir=work / "dvclive")
     t3 = time.perf_counter()
     report = work / "report"
     report.mkdir()

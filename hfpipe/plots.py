@@ -50,12 +50,12 @@ ACCURACY_CURVES = {"Accuracy": {"template": "linear", "x": "step",
                                 "y": {"../dvclive/plots/metrics/eval/accuracy.tsv": "accuracy",
                                       "../dvclive/plots/metrics/eval/f1.tsv": "f1"}}}
 
-# Plots (ids as `dvc plots show` names them) each task's run must have data for. Test-split plots
-# are optional (GLUE-style test splits are unlabelled).
-TASK_PLOTS = {
-    "causal-lm": ["Loss", "Learning rate"],
-    "classification": ["Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL],
-    "gpt2-classifier": ["Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL],
+# Plots (ids as `dvc plots show` names them) a run must have data for, by the kind of model its task
+# trains (hfpipe.tasks: each module's KIND). Test-split plots are optional (GLUE-style test splits
+# are unlabelled).
+KIND_PLOTS = {
+    "language-model": ["Loss", "Learning rate"],
+    "classifier": ["Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL],
 }
 WRITTEN_BY = {"dvclive/": "train", "metrics/report/": "evaluate"}
 
@@ -66,7 +66,7 @@ def task_plot_definitions(task: str, root: Path = Path(".")) -> list[dict]:
     for the causal LM. A classification run without any evaluate plot is an error (run evaluate)."""
     from hfpipe.tasks import TASKS
 
-    if TASKS[task].KIND != "classifier":
+    if "Accuracy" not in KIND_PLOTS[TASKS[task].KIND]:  # the language model draws only dvc.yaml's
         return []
     files = sorted((root / SKLEARN_DIR).glob("*.json"))
     if not files:
@@ -101,7 +101,9 @@ def write_task_plots(task: str, root: Path = Path(".")) -> list[str]:
 
 def required_plots(task: str, binary: bool = True) -> list[str]:
     """The plot ids `task` must draw (a precision-recall curve only for two-class tasks)."""
-    return [p for p in TASK_PLOTS[task] if binary or p != PRECISION_RECALL]
+    from hfpipe.tasks import TASKS
+
+    return [p for p in KIND_PLOTS[TASKS[task].KIND] if binary or p != PRECISION_RECALL]
 
 
 def check_plot_data(show: dict, required: list[str]) -> None:

@@ -217,7 +217,7 @@ def test_gpt2_classifier_recipe(gpt2_classifier_run, standins):
 # A multi-process run of a classification recipe (gpt2-classifier, tiny, from scratch) whose launcher
 # is killed. (Killed-and-resumed runs to identical results: under real dvc in tests/test_train_e2e.py
 # for both backends; for the classifiers, with per-epoch evaluation and the best model kept, in
-# tests/test_train_accelerate.py and tests/test_classification_train.py.)
+# tests/train/test_accelerate_loop.py and tests/train/test_classifier_training.py.)
 
 RESUME_TRAIN = {"max_steps": -1, "epochs": 6, "save_steps": 5, "eval_steps": 10, "logging_steps": 5,
                 "batch_size": 16, "threads": 1, "group_by_length": True}  # 140 examples: 9 steps an epoch

@@ -7,46 +7,8 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from hfpipe.evaluate import log_confusion_matrices, predictions_table
-from hfpipe.tasks.common import classification_metrics
-from hfpipe.tasks.gpt2_classifier import label_classes as gpt2_label_classes
-from hfpipe.tasks.gpt2_classifier import label_logits as gpt2_label_logits
-
-
-def test_classification_metrics_match_sklearn():
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    rng = np.random.default_rng(0)
-    refs, preds = rng.integers(0, 2, 200).tolist(), rng.integers(0, 2, 200).tolist()
-    got = classification_metrics(preds, refs, num_labels=2)
-    assert got == {"accuracy": round(accuracy_score(refs, preds), 6), "f1": round(f1_score(refs, preds), 6),
-                   "precision": round(precision_score(refs, preds), 6), "recall": round(recall_score(refs, preds), 6)}
-
-
-def test_multiclass_uses_macro_average():
-    refs, preds = [0, 1, 2, 2, 1, 0], [0, 2, 2, 2, 1, 1]
-    got = classification_metrics(preds, refs, num_labels=3)
-    assert got["accuracy"] == round(4 / 6, 6)
-    # per class F1: 0 -> 2/3, 1 -> 1/2, 2 -> 4/5
-    assert got["f1"] == round((2 / 3 + 1 / 2 + 4 / 5) / 3, 6)
-
-
-def test_hand_computed_binary_values():
-    assert classification_metrics([1, 1, 0, 0], [1, 0, 0, 1], 2) == {"accuracy": 0.5, "f1": 0.5, "precision": 0.5,
-                                                                      "recall": 0.5}
-
-
-def test_gpt2_label_logits_and_classes():
-    import torch
-
-    logits = torch.arange(2 * 5 * 7, dtype=torch.float).reshape(2, 5, 7)
-    labels = torch.tensor([[-100, -100, 3, -100, -100], [-100, -100, -100, -100, 6]])
-    out = gpt2_label_logits(logits, labels, label_tokens=[3, 6])
-    assert out.tolist() == [logits[0, 1, [3, 6]].tolist(), logits[1, 3, [3, 6]].tolist()]
-    assert gpt2_label_classes(labels.numpy(), [3, 6]).tolist() == [0, 1]
-    assert gpt2_label_classes(np.full((1, 4), -100), [3, 6]).tolist() == [-1]
 
 
 def test_predictions_table_columns_and_unlabelled_rows():

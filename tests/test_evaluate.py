@@ -15,28 +15,6 @@ CONTEXT = 32
 
 # --- keytoken_ids --------------------------------------------------------------------------------------
 
-def test_keytoken_ids_splits_single_and_multi_token_keywords(tiny_tokenizer):
-    vocab = tiny_tokenizer.get_vocab()
-    # in the tiny vocabulary (Ġ is byte-level BPE's space): ' pd' is a token but 'pd' is not, 'plt' is but
-    # ' plt' is not, 'fit' and ' fit' both are, nothing of 'zzqx' is
-    assert [f in vocab for f in ("pd", "Ġpd", "plt", "Ġplt", "fit", "Ġfit", "zzqx", "Ġzzqx")] == \
-        [False, True, True, False, True, True, False, False]
-    ids, not_single = keytoken_ids(tiny_tokenizer, ["pd", "plt", "fit", "zzqx"])
-    assert ids == sorted([vocab["Ġpd"], vocab["plt"], vocab["fit"], vocab["Ġfit"]])
-    assert not_single == ["pd", " plt", "zzqx", " zzqx"]
-    for form in not_single:
-        assert len(tiny_tokenizer(form, add_special_tokens=False)["input_ids"]) > 1
-
-
-def test_keytoken_ids_nothing_single(tiny_tokenizer):
-    assert keytoken_ids(tiny_tokenizer, ["zzqx"]) == ([], ["zzqx", " zzqx"])
-    assert keytoken_ids(tiny_tokenizer, []) == ([], [])
-
-
-def test_keytoken_ids_deduplicates(tiny_tokenizer):
-    ids, _ = keytoken_ids(tiny_tokenizer, ["pd", "pd"])
-    assert ids == sorted(set(ids)) and len(ids) == len(keytoken_ids(tiny_tokenizer, ["pd"])[0])
-
 
 # --- causal_lm_metrics -------------------------------------------------------------------------------
 

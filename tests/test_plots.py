@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from hfpipe.io import PipelineError
-from hfpipe.plots import (CONFUSION, PRECISION_RECALL, SKLEARN_DIR, TASK_PLOTS, TASK_PLOTS_FILE, check_plot_data,
+from hfpipe.plots import (CONFUSION, PRECISION_RECALL, SKLEARN_DIR, KIND_PLOTS, TASK_PLOTS_FILE, check_plot_data,
                           offline_template, required_plots, task_plot_definitions, write_task_plots)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,9 +20,9 @@ def root_plot_ids() -> list[str]:
 
 def test_dvc_yaml_declares_only_the_plots_every_task_draws():
     # a plot there that one task does not draw makes that task's `dvc plots show` fail to load it
-    assert root_plot_ids() == TASK_PLOTS["causal-lm"]
-    for task, plots in TASK_PLOTS.items():
-        assert set(root_plot_ids()) <= set(plots), task
+    assert root_plot_ids() == KIND_PLOTS["language-model"]
+    for kind, plots in KIND_PLOTS.items():
+        assert set(root_plot_ids()) <= set(plots), kind
 
 
 def sklearn_files(root: Path, *names: str) -> None:

@@ -15,7 +15,7 @@ from hfpipe.params import parse_params
 from hfpipe.tasks import causal_lm
 from hfpipe.train.trainer import train_with_trainer, training_arguments
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = 32
 MAX_STEPS, LOGGING_STEPS, EVAL_STEPS = 30, 5, 10
 
@@ -148,7 +148,7 @@ def test_dvc_yaml_plots_read_files_that_training_writes(trained):
     for plot in dvc_yaml.get("plots", []):
         for _name, spec in plot.items():
             # Classification plots (eval accuracy, confusion matrices) are checked against what
-            # classification training and evaluation write, in tests/test_classification_train.py.
+            # classification training and evaluation write, in tests/train/test_classifier_training.py.
             if _name == "Accuracy" or _name.startswith("metrics/report/"):
                 continue
             for path, column in spec["y"].items():

@@ -206,7 +206,6 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
     """The Accuracy plot reads dvclive files a classifier's training writes; the confusion plots
     read the files evaluate_classification writes under metrics/report/."""
     import copy
-    from pathlib import Path
 
     import yaml
     from datasets import ClassLabel, Dataset, Features, Value

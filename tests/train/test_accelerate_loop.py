@@ -1,5 +1,5 @@
-"""hfpipe.train.accelerate_loop (and the task modules' loss / eval numbers): the keytoken-weighted loss, grouped weight decay, and real short runs of
-the Accelerate loop (one process, in-process) against the Trainer backend on the same data."""
+"""hfpipe.train.accelerate_loop: grouped weight decay, training steps, and real short runs of the
+Accelerate loop (one process, in-process) against the Trainer backend on the same data."""
 
 from __future__ import annotations
 
@@ -30,42 +30,6 @@ def read_tsv(path: Path) -> list[dict]:
 # ------------------------------------------------------------------------------ loss and params
 
 
-def test_keytoken_weighted_loss_with_alpha_0_is_the_plain_mean_loss(tiny_model, tiny_blocks):
-    import torch
-
-    from hfpipe.tasks.causal_lm import keytoken_weighted_loss
-
-    ids = torch.tensor(tiny_blocks["input_ids"][:4], dtype=torch.long)
-    with torch.no_grad():
-        out = tiny_model(input_ids=ids, labels=ids)
-    keys = sorted(set(ids[0, 1:6].tolist()))  # tokens that do occur: alpha 0 must still ignore them
-    plain = keytoken_weighted_loss(ids, out.logits, keys, alpha=0.0)
-    assert plain.item() == pytest.approx(out.loss.item(), rel=1e-6)
-    assert keytoken_weighted_loss(ids, out.logits, [], alpha=3.0).item() == pytest.approx(out.loss.item(), rel=1e-6)
-
-
-def test_keytoken_weighted_loss_weights_each_sequence_by_its_keytoken_count():
-    import torch
-
-    from hfpipe.tasks.causal_lm import keytoken_weighted_loss
-
-    torch.manual_seed(0)
-    labels = torch.tensor([[1, 2, 3, 2, 2], [1, 4, 4, 4, 4]])
-    logits = torch.randn(2, 5, 6)
-    token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1),
-                                                   reduction="none").view(2, 4)
-    # keytoken 2 occurs 3 times among sequence 0's targets, never in sequence 1's: weights 1 + 0.5 * count
-    expected = (token_loss[0].sum() * 2.5 + token_loss[1].sum() * 1.0) / 8
-    got = keytoken_weighted_loss(labels, logits, [2], alpha=0.5)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
-    # ignored (-100) positions count neither as loss nor in the mean
-    padded = labels.clone()
-    padded[1, 3:] = -100
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float)
-    expected = (token_loss[0].sum() * 2.5 + (token_loss[1] * mask[1]).sum()) / 6
-    assert keytoken_weighted_loss(padded, logits, [2], alpha=0.5).item() == pytest.approx(expected.item(), rel=1e-6)
-
-
 def test_grouped_params_exempt_biases_and_layernorms(tiny_tokenizer):
     from hfpipe.modeling import build_causal_lm
     from hfpipe.params import ModelParams
@@ -91,36 +55,6 @@ def test_training_steps_counts_like_the_trainer():
     assert training_steps(10, 4, 1.0, -1) == 3  # a short last accumulation still steps
     assert training_steps(10, 4, 2.0, -1) == 6
     assert training_steps(10, 4, 2.0, 7) == 7
-
-
-def test_classification_metrics_from_gathered_stats():
-    import torch
-
-    from hfpipe.tasks import classification
-
-    task = classification.loop_fns(num_labels=2)
-    stats = {"loss": torch.tensor([0.5, 1.5, 1.0, 1.0], dtype=torch.float64),
-             "predictions": torch.tensor([1, 1, 0, 0]), "labels": torch.tensor([1, 0, 0, 1])}
-    m = task.eval_metrics(stats)
-    assert m["accuracy"] == 0.5 and m["loss"] == 1.0
-    assert m["f1"] == pytest.approx(0.5) and m["precision"] == pytest.approx(0.5)  # class 1: tp 1, fp 1, fn 1
-
-
-def test_gpt2_classifier_eval_reads_the_label_token():
-    import torch
-    from types import SimpleNamespace
-
-    from hfpipe.tasks import gpt2_classifier
-
-    label_tokens = [7, 9]  # class 0 -> token 7, class 1 -> token 9
-    labels = torch.tensor([[-100, -100, 9, -100], [-100, 7, -100, -100]])
-    logits = torch.zeros(2, 4, 12)
-    logits[0, 1, 9] = 5.0  # row 0: position 1 predicts the label at 2; says token 9 (class 1): right
-    logits[1, 0, 9] = 5.0  # row 1: position 0 predicts the label at 1; says token 9 (class 1): wrong
-    stats = gpt2_classifier.loop_fns(2, label_tokens).eval_stats({"labels": labels}, SimpleNamespace(logits=logits))
-    assert stats["labels"].tolist() == [1, 0] and stats["predictions"].tolist() == [1, 1]
-    expected_row0 = torch.nn.functional.cross_entropy(logits[0, 1:2], torch.tensor([9])).item()
-    assert stats["loss"][0].item() == pytest.approx(expected_row0)
 
 
 def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, one_torch_thread):
@@ -319,26 +253,6 @@ def test_gradient_accumulation_beyond_an_epoch_fails_with_the_numbers(tiny_token
     with pytest.raises(PipelineError, match="exceeds the 1 batches per epoch"):
         check_training_inputs(params2, n_train=12)
     check_training_inputs(params, n_train=40)  # 5 batches: fine
-
-
-def test_keytokens_none_of_which_is_a_single_token_are_named(tiny_tokenizer):
-    from hfpipe.tasks.causal_lm import training_keytokens
-
-    params = parse_params({"train": {"backend": "accelerate", "keytoken_alpha": 1.0,
-                                     "keytokens": ["zqxjv", "wvkqz"]}})
-    printed: list[str] = []
-    with pytest.raises(PipelineError) as err:
-        training_keytokens(params, tiny_tokenizer, log=printed.append)
-    assert str(err.value).startswith("train.keytokens = ['zqxjv', 'wvkqz']: none is a single token of the tokenizer "
-                                     "(Keyword has not single token: 'zqxjv', 'wvkqz')")
-    assert "Keyword has not single token: 'zqxjv'" in printed
-    # one single-token word is enough; the others are reported as the seed does
-    ok = parse_params({"train": {"backend": "accelerate", "keytoken_alpha": 1.0, "keytokens": ["=", "zqxjv"]}})
-    printed.clear()
-    ids = training_keytokens(ok, tiny_tokenizer, log=printed.append)
-    assert tiny_tokenizer.convert_tokens_to_ids("=") in ids
-    assert set(ids) <= {tiny_tokenizer.convert_tokens_to_ids(t) for t in ("=", "\u0120=")}
-    assert "Keyword has not single token: 'zqxjv'" in printed
 
 
 # ------------------------------------------------------------------------------ real runs
