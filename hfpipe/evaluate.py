@@ -24,6 +24,41 @@ SEED_PROMPTS = [
     "import pandas as",
 ]
 
+# Idioms of the data-science stack and the word every codebase writes next, scored by greedy
+# decoding: what a newcomer checks first. seaborn is not installed, so `import seaborn as` is in no
+# file of the default corpus: a model gets it right only from other data.
+IDIOMS = [
+    ("import pandas as", " pd"),
+    ("import numpy as", " np"),
+    ("import matplotlib.pyplot as", " plt"),
+    ("import seaborn as", " sns"),
+    ("import matplotlib as", " mpl"),
+    ("import pyarrow as", " pa"),
+    ("import scipy.sparse as", " sp"),
+    ("import pandas._testing as", " tm"),
+    ("df = pd.", "DataFrame"),
+]
+IDIOM_NEW_TOKENS = 6  # enough for any expected word above, even spelt in byte-level pieces
+
+
+def idiom_is_right(completion: str, expected: str) -> bool:
+    """The completion starts with the expected word, and the word ends there (" pd", not " pdf")."""
+    after = completion[len(expected):len(expected) + 1]
+    return completion.startswith(expected) and not (after.isalnum() or after == "_")
+
+
+def idiom_results(model, tokenizer, idioms: list[tuple[str, str]] = IDIOMS) -> list[dict]:
+    """Each idiom's prompt, expected word, greedy completion and whether it is right."""
+    completions = greedy_completions(model, tokenizer, [prompt for prompt, _ in idioms], IDIOM_NEW_TOKENS)
+    return [{"prompt": prompt, "expected": expected, "completion": completion,
+             "right": idiom_is_right(completion, expected)}
+            for (prompt, expected), completion in zip(idioms, completions)]
+
+
+def idiom_metrics(results: list[dict]) -> dict:
+    right = sum(r["right"] for r in results)
+    return {"idiom_accuracy": round(right / len(results), 6), "idioms_right": right, "idioms": len(results)}
+
 
 def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> dict:
     """Token-level metrics over every predicted position of every block (no padding in blocks)."""
@@ -80,11 +115,19 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     return out
 
 
-def completions_markdown(prompts: list[str], completions: list[str]) -> str:
+def completions_markdown(prompts: list[str], completions: list[str], idioms: list[dict] | None = None) -> str:
     parts = ["# Greedy completions of seed 04's prompts\n"]
     for i, (prompt, completion) in enumerate(zip(prompts, completions), 1):
         parts.append(f"## Prompt {i}\n\n```python\n{prompt}\u2588{completion}\n```\n")
     parts.append("(\u2588 marks where the prompt ends and the model's completion begins.)\n")
+    if idioms:
+        right = sum(r["right"] for r in idioms)
+        parts.append(f"# Idioms: {right} of {len(idioms)} right\n")
+        parts.append("| prompt | expected | greedy completion | right |\n|---|---|---|---|")
+        for r in idioms:
+            cell = r["completion"].replace("\n", "\\n").replace("|", "\\|")
+            parts.append(f"| `{r['prompt']}` | `{r['expected']}` | `{cell}` | {'yes' if r['right'] else 'no'} |")
+        parts.append("")
     return "\n".join(parts)
 
 
@@ -215,10 +258,12 @@ def evaluate_language_model(params: Params, task) -> None:
     metrics["untrained_perplexity"] = untrained["perplexity"]
     metrics["perplexity_reduction"] = round(untrained["perplexity"] / metrics["perplexity"], 4)
     completions = greedy_completions(model, tokenizer, SEED_PROMPTS, params.evaluate.max_new_tokens)
+    idioms = idiom_results(model, tokenizer)
+    metrics.update(idiom_metrics(idioms))
     write_json_atomic("metrics/eval.json", metrics)
-    write_text_atomic("metrics/report/completions.md", completions_markdown(SEED_PROMPTS, completions))
-    print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); "
-          f"'import pandas as' -> {completions[-1]!r}")
+    write_text_atomic("metrics/report/completions.md", completions_markdown(SEED_PROMPTS, completions, idioms))
+    print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); idioms "
+          f"{metrics['idioms_right']}/{metrics['idioms']} right; 'import pandas as' -> {completions[-1]!r}")
 
 
 def evaluate_classifier(params: Params, task) -> None:

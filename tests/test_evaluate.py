@@ -1,4 +1,4 @@
-"""hfpipe.evaluate: keytoken ids, token-level metrics against the model's own loss, greedy completions."""
+"""hfpipe.evaluate: token-level metrics against the model's own loss, greedy completions, the idiom metric."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import math
 import pytest
 import torch
 
-from hfpipe.evaluate import SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions
+from hfpipe.evaluate import (SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions, idiom_is_right,
+                             idiom_metrics, idiom_results)
 from hfpipe.tasks.causal_lm import keytoken_ids
 
 CONTEXT = 32
-
-
-# --- keytoken_ids --------------------------------------------------------------------------------------
 
 
 # --- causal_lm_metrics -------------------------------------------------------------------------------
@@ -122,3 +120,43 @@ def test_completions_markdown():
     assert "## Prompt 1\n\n```python\nimport pandas as\u2588 pd\n```\n" in md
     assert "## Prompt 2\n\n```python\nx =\u2588 1\n```\n" in md
     assert md.rstrip().endswith("(\u2588 marks where the prompt ends and the model's completion begins.)")
+
+
+# --- the idiom metric ----------------------------------------------------------------------------
+
+
+def test_an_idiom_is_right_only_when_the_expected_word_comes_whole():
+    assert idiom_is_right(" pd\n", " pd") and idiom_is_right(" pd", " pd") and idiom_is_right(" pd.read_csv", " pd")
+    assert not idiom_is_right(" pdf", " pd") and not idiom_is_right(" pd_x", " pd")
+    assert not idiom_is_right(" p", " pd") and not idiom_is_right("", " pd") and not idiom_is_right("pd", " pd")
+
+
+def test_idioms_a_model_learned_are_right_and_the_others_are_not(tiny_model_params, tiny_tokenizer, one_torch_thread):
+    """A tiny GPT-2 trained on two import lines (each one first in a sequence) completes them
+    greedily; an idiom it never saw is wrong."""
+    from hfpipe.modeling import build_causal_lm
+
+    model = build_causal_lm(tiny_model_params, tiny_tokenizer, CONTEXT, seed=0)
+    pandas, numpy = "import pandas as pd\n", "import numpy as np\n"
+    ids = tiny_tokenizer([(pandas + numpy) * 4, (numpy + pandas) * 4], return_tensors="pt")["input_ids"][:, :CONTEXT]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(100):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    idioms = [("import pandas as", " pd"), ("import numpy as", " np"), ("import seaborn as", " sns")]
+    results = idiom_results(model, tiny_tokenizer, idioms)
+    assert [r["right"] for r in results] == [True, True, False], results
+    assert [r["completion"] for r in results] == greedy_completions(model, tiny_tokenizer, [p for p, _ in idioms], 6)
+    assert idiom_metrics(results) == {"idiom_accuracy": 0.666667, "idioms_right": 2, "idioms": 3}
+
+
+def test_completions_markdown_lists_the_idioms():
+    idioms = [{"prompt": "import numpy as", "expected": " np", "completion": " np\nx|y", "right": True},
+              {"prompt": "import seaborn as", "expected": " sns", "completion": " pd", "right": False}]
+    md = completions_markdown(["x ="], [" 1"], idioms)
+    assert "# Idioms: 1 of 2 right\n" in md
+    assert "| `import numpy as` | ` np` | ` np\\nx\\|y` | yes |" in md
+    assert "| `import seaborn as` | ` sns` | ` pd` | no |" in md
