@@ -207,9 +207,11 @@ def length_grouped_trainer(params: Params):
 
 
 def train_with_trainer(params: Params, model, tokenizer, setup: TrainingSetup, work_dir: Path,
-                       live_dir: str | Path = DVCLIVE_DIR, marker_for_step=None, resume_from: Path | None = None):
+                       live_dir: str | Path = DVCLIVE_DIR, marker_for_step=None, resume_from: Path | None = None,
+                       callbacks: tuple = ()):
     """Train `model` on what the task gives (`setup`: data, collator, eval numbers); returns the
-    trainer (best model loaded when train.load_best_model_at_end).
+    trainer (best model loaded when train.load_best_model_at_end). `callbacks`: more
+    TrainerCallbacks (bench/default_sweep.py times steps with one).
 
     With marker_for_step (step -> marker dict, see hfpipe.checkpoint), checkpoints go to work_dir
     every train.save_steps and are deleted once training finishes; resume_from continues one
@@ -220,7 +222,7 @@ def train_with_trainer(params: Params, model, tokenizer, setup: TrainingSetup, w
     return run_trainer(
         params, work_dir, training_overrides(params, checkpointing=marker_for_step is not None),
         live_dir=live_dir, marker_for_step=marker_for_step, resume_from=resume_from,
-        trainer_class=trainer_class, extra_callbacks=tuple(extra_callbacks),
+        trainer_class=trainer_class, extra_callbacks=(*extra_callbacks, *callbacks),
         model=model, data_collator=setup.collator, train_dataset=setup.train_set, eval_dataset=setup.eval_set,
         processing_class=tokenizer, compute_metrics=setup.compute_metrics,
         preprocess_logits_for_metrics=setup.preprocess_logits,
