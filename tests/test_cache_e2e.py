@@ -79,10 +79,10 @@ FILE_ROWS = [
     ("requirements.txt", FROM["fetch"]),           # the lock: every stage computes with its libraries
     ("hfpipe/params.py", FROM["fetch"]),           # every stage validates its params with it
     ("hfpipe/data.py", FROM["fetch"]),
-    ("hfpipe/tokenize.py", FROM["tokenizer"]),
+    ("hfpipe/tokenize.py", FROM["fetch"]),         # the task modules, which every stage resolves, import it
     ("hfpipe/device.py", FROM["fetch"]),           # the accelerator probe: params' fp16 check uses it
     ("hfpipe/train/accelerate_loop.py", FROM["train"]),
-    ("hfpipe/tasks/causal_lm.py", FROM["train"]),  # train, evaluate and export read the task modules
+    ("hfpipe/tasks/causal_lm.py", FROM["fetch"]),  # every stage resolves its task through hfpipe.tasks
     ("hfpipe/evaluate.py", {"evaluate", "export"}),  # the evaluate stage's code only
     ("hfpipe/export_onnx.py", {"export"}),
 ]
