@@ -10,10 +10,10 @@ clone of this repository (HEAD, so the working tree may change meanwhile; its ow
   4. metrics/eval.json: validation loss per token, per byte of text (comparable across
      vocabularies), perplexity, idiom accuracy; the train stage's runtime.
 Prints a table and writes bench/default_sweep_results.json and bench/default_sweep.svg (validation
-bits per byte against the train stage's seconds, one point each).
+bits per byte against the train stage's seconds, one point each; --out names both).
 
     python bench/default_sweep.py                      # every point (about 5 minutes each)
-    python bench/default_sweep.py --only baseline,lr6e-3
+    python bench/default_sweep.py --only lr2e-3,vocab2048-lr2e-3 --out bench/default_sweep2_results.json
 """
 
 from __future__ import annotations
@@ -34,13 +34,23 @@ ROOT = Path(__file__).resolve().parents[1]
 # name -> params overrides (dotted keys). The first is the default as it is.
 POINTS: dict[str, dict] = {
     "baseline": {},
-    "lr6e-3": {"lr": 0.006},
     "vocab4096": {"tokenizer.vocab_size": 4096},
-    "vocab4096-lr6e-3": {"tokenizer.vocab_size": 4096, "lr": 0.006},
-    "vocab2048-lr6e-3": {"tokenizer.vocab_size": 2048, "lr": 0.006},
-    "4x192-vocab4096-lr6e-3": {"tokenizer.vocab_size": 4096, "lr": 0.006, "model.n_layer": 4, "model.n_embd": 192},
-    "ctx64-batch32-vocab4096-lr6e-3": {"tokenizer.vocab_size": 4096, "lr": 0.006, "tokenize.context_length": 64,
-                                       "train.batch_size": 32},
+    "vocab2048": {"tokenizer.vocab_size": 2048},
+    "vocab4096-lr2e-3": {"tokenizer.vocab_size": 4096, "lr": 0.002},
+    "vocab4096-batch32": {"tokenizer.vocab_size": 4096, "train.batch_size": 32},
+    "vocab4096-4x192": {"tokenizer.vocab_size": 4096, "model.n_layer": 4, "model.n_embd": 192},
+    "vocab4096-ctx64-batch32": {"tokenizer.vocab_size": 4096, "tokenize.context_length": 64, "train.batch_size": 32},
+    # the second round, around the first round's best (the lr mattered most)
+    "lr2e-3": {"lr": 0.002},
+    "vocab4096-lr1.5e-3": {"tokenizer.vocab_size": 4096, "lr": 0.0015},
+    "vocab2048-lr2e-3": {"tokenizer.vocab_size": 2048, "lr": 0.002},
+    "vocab2048-lr1.5e-3": {"tokenizer.vocab_size": 2048, "lr": 0.0015},
+    "vocab4096-ctx64-batch32-lr2e-3": {"tokenizer.vocab_size": 4096, "tokenize.context_length": 64,
+                                       "train.batch_size": 32, "lr": 0.002},
+    "vocab2048-ctx64-batch32-lr2e-3": {"tokenizer.vocab_size": 2048, "tokenize.context_length": 64,
+                                       "train.batch_size": 32, "lr": 0.002},
+    # with the new default as the baseline: the same steps in fp32 (does the result hinge on bf16 kernels?)
+    "fp32": {"train.mixed_precision": "no", "train.max_steps": 1547},
 }
 
 
@@ -188,7 +198,9 @@ def main() -> None:
                              "--probe-steps", str(args.probe_steps), "--skip", str(args.skip)).splitlines()[-1])[
             "steps_per_second"]
         baseline_sps = baseline_sps or sps
-        steps = round(default_steps * sps / baseline_sps)
+        # a point may fix its steps (say, to match the baseline's whole train-stage time, evaluations
+        # included, which the probe's steps/s leave out)
+        steps = overrides.get("train.max_steps") or round(default_steps * sps / baseline_sps)
         write_params(repo, base, {**overrides, "train.max_steps": steps})
         t0 = time.perf_counter()
         run(repo, "dvc", "repro", "-q", "-f", "-s", "train")  # trained here, now (not restored from a cache)
@@ -198,6 +210,7 @@ def main() -> None:
         live = json.loads((repo / "dvclive" / "metrics.json").read_text())
         bpt = validation_bytes_per_token(repo)
         row = {"point": name, "overrides": overrides, "steps_per_second": round(sps, 3), "max_steps": steps,
+               "steps_from": "the point" if "train.max_steps" in overrides else "the probe",
                "train_seconds": round(live["train"]["runtime"], 1), "repro_seconds": round(wall, 1),
                "loss": metrics["loss"], "perplexity": metrics["perplexity"],
                "bits_per_byte": round(metrics["loss"] / bpt / math.log(2), 4), "bytes_per_token": round(bpt, 3),
@@ -207,7 +220,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         args.out.write_text(json.dumps({"machine": machine(), "default_max_steps": default_steps,
                                         "points": results}, indent=2) + "\n")
-    svg_plot(results, args.out.with_name("default_sweep.svg"))
+    svg_plot(results, args.out.with_name(args.out.stem.removesuffix("_results") + ".svg"))
     print(f"\n{machine()}; every point trains for the baseline's {default_steps} steps' time")
     print(f"{'point':34} {'steps/s':>8} {'steps':>6} {'train s':>8} {'bits/byte':>9} {'ppl':>8} {'idioms':>7}")
     for r in results:

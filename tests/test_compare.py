@@ -268,7 +268,9 @@ def _file_at(repo: Path, rev: str, path: str) -> str:
 def test_compare_on_real_seeded_experiments(tiny_default_repo, tmp_path):
     from tests.e2e import copy_run, dvc, git, run as run_cmd
 
-    repo = copy_run(tiny_default_repo, tmp_path / "repo")  # committed baseline: seed 42, lr 0.003
+    repo = copy_run(tiny_default_repo, tmp_path / "repo")  # committed baseline: seed 42 and params.yaml's lr
+    committed = f"lr={yaml.safe_load((repo / 'params.yaml').read_text())['lr']}"
+    assert committed != "lr=0.001"
     # One run at the committed lr (with HEAD's, a group of 2) and two at lr=0.001, one after another:
     # --queue + `dvc queue start` costs ~40 s a run here against ~26 s in place (a temporary copy each).
     for overrides in (["-S", "seed=1"], ["-S", "seed=1", "-S", "lr=0.001"], ["-S", "seed=2", "-S", "lr=0.001"]):
@@ -283,17 +285,17 @@ def test_compare_on_real_seeded_experiments(tiny_default_repo, tmp_path):
     # the workspace holds the last experiment's results: counted once, not twice
     assert sorted(r for g in report["groups"] for r in g["runs"]) == sorted(revs)
     groups = {g["label"]: g for g in report["groups"]}
-    assert set(groups) == {"lr=0.003", "lr=0.001"} and report["baseline"] == "lr=0.003"
+    assert set(groups) == {committed, "lr=0.001"} and report["baseline"] == committed
     for label, group in groups.items():
         params = [yaml.safe_load(_file_at(repo, revs[name], "params.yaml")) for name in group["runs"]]
         assert {f"lr={x['lr']}" for x in params} == {label} and len({x["seed"] for x in params}) == 2
-    assert "main" in groups["lr=0.003"]["runs"]
+    assert "main" in groups[committed]["runs"]
 
     for key in ("perplexity", "loss", "accuracy"):
         entry = report["metrics"][f"metrics/eval.json:{key}"]
         values = {g["group"]: [json.loads(_file_at(repo, revs[name], "metrics/eval.json"))[key] for name in g["runs"]]
                   for g in entry["groups"]}
-        base, other = values["lr=0.003"], values["lr=0.001"]
+        base, other = values[committed], values["lr=0.001"]
         for g in entry["groups"]:
             own = values[g["group"]]
             assert g["values"] == pytest.approx(own, abs=0) and g["n"] == 2
