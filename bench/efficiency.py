@@ -11,9 +11,10 @@ sentiment recipe's model on the shipped sample, max_length 64), all measured in 
   the stage's threads;
 * the train stage's own Trainer (train_with_trainer, the stage's precision, compile and threads):
   tokens/s after a warm-up, so achieved FLOP/s and its fraction of the peak (MFU);
-* where the rest goes: the same batches through forward + backward alone (no optimizer, no
-  Trainer), and the GEMMs' own share of a step (their timed cost);
-* the evaluate stage's scoring (causal_lm_metrics): tokens/s, achieved FLOP/s, fraction of peak.
+* where the rest goes: the same batches through forward + backward alone (same precision and
+  compile; no optimizer, no Trainer), and the GEMMs' own share of a step (their timed cost);
+* the evaluate stage's scoring (causal_lm_metrics on models/trained, fp32 eager as the stage runs
+  it): tokens/s, achieved FLOP/s, fraction of the fp32 forward GEMMs' peak.
 
     python bench/efficiency.py [--steps 40 --warmup 15] -> bench/efficiency_results.json
 """
@@ -152,6 +153,8 @@ def causal_lm(steps: int, warmup: int) -> dict:
     stage = trainer_tokens_per_s(params, model, tokenizer, setup, steps, warmup, rows)
     collate = task.collator(tokenizer)
     plain = task.build_model(params.model, tokenizer, data["train"], ctx, params.seed)
+    if params.train.torch_compile:  # as the stage's Trainer runs it
+        plain = torch.compile(plain)
     batches = [collate([data["train"][i * batch + j] for j in range(batch)]) for i in range(steps)]
     fwd_bwd = forward_backward_tokens_per_s(plain, batches, bf16, warmup, rows)
     step_seconds = rows / stage
@@ -164,12 +167,13 @@ def causal_lm(steps: int, warmup: int) -> dict:
            "peak_bf16_gflops": round(peaks["bf16"]["flops_per_s"] / 1e9, 1),
            "peak_fp32_gflops": round(peaks["fp32"]["flops_per_s"] / 1e9, 1),
            **report("train", stage, per_token, peak),
-           "forward_backward_eager_tokens_per_s": round(fwd_bwd, 1),
+           "forward_backward_tokens_per_s": round(fwd_bwd, 1),
            # of a train step's wall time: the GEMMs at the measured peak, and the optimizer + Trainer
-           # (step minus an eager forward + backward; compile makes the stage's own faster)
+           # (a step minus the same forward + backward alone, same precision and compile)
            "gemm_share_of_step": round(peak["step_gemm_seconds"] / step_seconds, 3),
            "optimizer_and_trainer_share_of_step": round(max(0.0, 1 - stage / fwd_bwd), 3)}
-    model.eval()
+    # the evaluate stage's model: the trained one, loaded as the stage loads it (fp32, eager)
+    model = task.auto_model_class().from_pretrained("models/trained")
     blocks = data["validation"].select(range(min(256, len(data["validation"]))))
     keys = task.keytoken_ids(tokenizer, params.evaluate.keytokens)[0]
     causal_lm_metrics(model, blocks.select(range(32)), keys, params.evaluate.batch_size)  # warm-up
