@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from default_sweep import machine  # bench/ is on the path when a bench script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -236,13 +238,6 @@ def classifier(steps: int, warmup: int) -> dict:
             "peak_fp32_gflops": round(peaks["fp32"]["flops_per_s"] / 1e9, 1),
             **report("train", stage, per_token, peak),
             "gemm_share_of_step": round(peak["step_gemm_seconds"] / (tokens_per_step / stage), 3)}
-
-
-def machine() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    features = [f for f in ("avx512_bf16", "amx_bf16") if f in info]
-    return f"{model}, {os.cpu_count()} cores, {', '.join(features) or 'no native bf16'}"
 
 
 def main() -> None:
