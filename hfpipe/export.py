@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from hfpipe.hub import PROVENANCE_FILE
@@ -35,10 +36,12 @@ def render_model_card(params: Params, pipeline_task: str, summary: str, usage: s
     if sources:
         data += ("\n\n### Hub sources (revision asked for, commit read; commit null: offline or not "
                  f"resolved)\n\n{_json_block(sources)}")
+    tags = f"dvc, {params.task}" + (", lora, peft" if params.model.peft else "")
+    base = f"\nbase_model: {params.model.name_or_path}" if params.model.peft else ""
     return f"""---
 library_name: transformers
 pipeline_tag: {pipeline_task}
-tags: [dvc, {params.task}]
+tags: [{tags}]{base}
 ---
 
 # {params.task} model trained by the hfpipe DVC pipeline
@@ -192,6 +195,101 @@ def _export_classifier(params: Params, task, out: Path) -> None:
 EXPORTS = {"language-model": _export_language_model, "classifier": _export_classifier}
 
 
+# Base + adapter against the merged model: the merge changes the weights by float rounding only.
+ADAPTER_TOLERANCE = 1e-4
+
+
+def lora_card_section(params: Params, task, figures: dict, vocab_grown: bool) -> str:
+    """The model card's LoRA section: what was adapted, how much was trained, how to load the adapter."""
+    pp, name = params.model.peft, params.model.name_or_path
+    load_base = f'"{name}"'
+    imports = ""
+    if name.startswith("pkg:"):  # a pip package's model folder
+        module = name.removeprefix("pkg:").replace("-", "_")
+        imports, load_base = f"import {module}\n", f"{module}.get_model_path()"
+    auto = task.auto_model_class().__name__
+    labels = f", num_labels={figures['num_labels']}" if figures.get("num_labels") else ""
+    resize = ('\nbase.resize_token_embeddings(len(AutoTokenizer.from_pretrained("models/export")))  # its added pad token'
+              if vocab_grown else "")
+    head = f"; head trained fully: {', '.join(figures['head'])}" if figures["head"] else ""
+    return f"""## LoRA adapter
+
+A LoRA fine-tune of `{name}`: rank {pp.r}, alpha {pp.alpha:g}, dropout {pp.dropout:g}, adapted modules
+{', '.join(figures['target_modules'])}{head}. {figures['trainable_parameters']:,} of the model's
+{figures['model_parameters']:,} parameters were trained ({figures['trainable_percent']}%).
+
+- This folder holds the merged model: the adapter folded into the base's weights, a plain transformers
+  model (it is what `pipeline(...)` and the ONNX files use).
+- `adapter/` holds the adapter alone ({figures['adapter_bytes'] / 1e6:.2f} MB, peft's `save_pretrained` layout). On the
+  first {figures['examples']} validation examples, the base with this adapter gives the merged model's logits
+  to within {figures['adapter_max_abs_logit_diff']} (the export fails above {ADAPTER_TOLERANCE}).
+
+```python
+{imports}from peft import PeftModel
+from transformers import {auto}, AutoTokenizer
+base = {auto}.from_pretrained({load_base}{labels}){resize}
+model = PeftModel.from_pretrained(base, "models/export/adapter")
+```
+
+"""
+
+
+def export_adapter_into(out: Path, params: Params, task) -> dict:
+    """model.peft: models/trained/adapter -> out/adapter, checked: the base model with the adapter
+    loaded by PeftModel.from_pretrained must give the merged model's logits on the first
+    export.check_examples validation examples. Returns the figures for metrics/export.json."""
+    import shutil
+
+    from datasets import load_from_disk
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    from hfpipe.export_onnx import check_examples, insert_card_section, max_logit_difference, torch_logits
+    from hfpipe.modeling import ADAPTER_DIR, classifier_head, count_parameters, load_config, lora_targets
+
+    trained = Path("models/trained") / ADAPTER_DIR
+    if not (trained / "adapter_config.json").is_file():
+        raise PipelineError(f"{trained}: no adapter (adapter_config.json missing) though model.peft is set; "
+                            f"rerun the train stage (dvc repro -f train)")
+    shutil.copytree(trained, out / ADAPTER_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    data = load_from_disk("data/tokenized")
+    mp = params.model
+    commit = sources_of(Path("models/trained"), {}).get("model", {}).get("commit")
+    if commit:  # the Hub commit the train stage trained from
+        mp = mp.model_copy(update={"revision": commit})
+    base = task.build_model(mp, tokenizer, data["train"], task.sequence_length(read_json("data/stats/tokenize.json")),
+                            params.seed)
+    targets = lora_targets(base, mp.peft, mp.name_or_path)
+    head = classifier_head(base) if task.PEFT_TASK_TYPE == "SEQ_CLS" else []
+    # an added pad token (gpt2-classifier): the base must grow its embeddings before the adapter loads
+    vocab_grown = len(tokenizer) > getattr(load_config(mp.name_or_path, mp.revision), "vocab_size", len(tokenizer))
+    adapted = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).eval()
+    merged = task.auto_model_class().from_pretrained(out).eval()
+    batch = check_examples(Path("data/tokenized"), params.export.check_examples, tokenizer)
+    mask = batch.inputs["attention_mask"]
+    diff = max_logit_difference(torch_logits(merged, batch.inputs), torch_logits(adapted, batch.inputs), mask)
+    if not diff <= ADAPTER_TOLERANCE:
+        raise PipelineError(f"models/export/{ADAPTER_DIR}: the base model {mp.name_or_path!r} with the adapter "
+                            f"gives logits up to {diff:.3g} away from the merged model's (allowed {ADAPTER_TOLERANCE}); "
+                            f"has the base model changed since training? rerun the train stage (dvc repro -f train)")
+    with safe_open(str(out / ADAPTER_DIR / "adapter_model.safetensors"), "pt") as f:
+        # what training changed: the adapters and the head's trained copy
+        trainable = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    n_params = count_parameters(merged)
+    figures = {"method": mp.peft.method, "r": mp.peft.r, "target_modules": targets, "head": head,
+               "trainable_parameters": trainable, "model_parameters": n_params,
+               "trainable_percent": round(100 * trainable / n_params, 3),
+               "adapter_bytes": sum(f.stat().st_size for f in (out / ADAPTER_DIR).iterdir()),
+               "adapter_max_abs_logit_diff": float(f"{diff:.3g}"), "examples": len(mask)}
+    if task.PEFT_TASK_TYPE == "SEQ_CLS":
+        figures["num_labels"] = merged.config.num_labels
+    card = out / "README.md"
+    card.write_text(insert_card_section(card.read_text(), lora_card_section(params, task, figures, vocab_grown)))
+    return figures
+
+
 def run_export_stage(params: Params) -> None:
     """models/trained -> models/export (safetensors, tokenizer, model card, checked with pipeline()),
     then ONNX (+ int8) checked against PyTorch -> metrics/export.json."""
@@ -201,8 +299,15 @@ def run_export_stage(params: Params) -> None:
     task = TASKS[params.task]
     with atomic_dir("models/export") as out:
         EXPORTS[task.KIND](params, task, out)
+        lora = export_adapter_into(out, params, task) if params.model.peft else None
         figures = export_onnx_into(out, params)
+        if lora:
+            figures["lora"] = lora
     write_json_atomic("metrics/export.json", figures)
+    if lora:
+        print(f"lora: adapter ({lora['trainable_parameters']:,} trained parameters, {lora['trainable_percent']}%) "
+              f"-> models/export/adapter; base + adapter vs merged: max |logit difference| "
+              f"{lora['adapter_max_abs_logit_diff']}")
     if figures.get("onnx"):
         print(f"onnx: max |logit difference| {figures['onnx']['onnx_max_abs_logit_diff']} on "
               f"{figures['onnx']['examples']} validation examples -> models/export/onnx/")

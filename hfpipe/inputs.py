@@ -1,10 +1,13 @@
-"""What the fetch stage will read, fingerprinted, so DVC sees a change in inputs that live outside
-dvc.yaml's reach: the installed packages behind the default corpus, a user's local data files
-(inside the repository or not), a Hub dataset's revision.
+"""What the stages will read from outside dvc.yaml's reach, fingerprinted, so DVC sees a change:
+the installed packages behind the default corpus, a user's local data files (inside the repository
+or not), a Hub dataset's revision (data/stats/inputs.json: fetch's dep); a pretrained tokenizer's
+and model's local folder or Hub commit (data/stats/tokenizer_inputs.json: the tokenizer stage's;
+data/stats/model_inputs.json: train's and export's, which loads the base model of a LoRA adapter).
 
-The `inputs` stage runs on every `dvc repro` (always_changed: it takes ~1 s) and rewrites
-data/stats/inputs.json. Only when the file's content changes does DVC rerun fetch, and a fetch
-whose output comes out byte-identical leaves every later stage cached.
+The `inputs` stage runs on every `dvc repro` (always_changed: it takes ~1 s, plus ~1 s per GB of a
+local model folder) and rewrites the three files. Only when a file's content changes does DVC rerun
+the stages that depend on it, and a stage whose output comes out byte-identical leaves every later
+stage cached.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from hfpipe.data import EXCLUDED_DISTRIBUTIONS
 from hfpipe.hub import hub_commit
 from hfpipe.io import looks_local
+from hfpipe.modeling import PKG_PREFIX
 from hfpipe.params import DatasetParams
 
 
@@ -74,3 +78,15 @@ def fetch_inputs(dp: DatasetParams) -> dict:
         return {"source": dp.source, "path": dp.path, "exists": path.exists(), "files": local_files(path)}
     return {"source": dp.source, "path": dp.path, "name": dp.name, "revision": dp.revision,
             "commit": hub_commit(dp.path, dp.revision, "dataset")}
+
+
+def pretrained_inputs(name_or_path: str | None, revision: str | None) -> dict:
+    """The fingerprint of a pretrained tokenizer or model a stage loads: a local folder's files, or
+    the commit a Hub revision points at (None offline: the revision as written is all there is). A
+    pip package's folder (pkg:...) is pinned by the lock, which every stage depends on."""
+    if not name_or_path or name_or_path.startswith(PKG_PREFIX):
+        return {"name_or_path": name_or_path}
+    if looks_local(name_or_path):
+        path = Path(name_or_path).expanduser()
+        return {"name_or_path": name_or_path, "exists": path.exists(), "files": local_files(path)}
+    return {"name_or_path": name_or_path, "revision": revision, "commit": hub_commit(name_or_path, revision)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hfpipe.io import PipelineError, looks_local
-from hfpipe.params import ModelParams
+from hfpipe.params import ModelParams, PeftParams
 
 
 PKG_PREFIX = "pkg:"
@@ -156,3 +156,101 @@ def build_sequence_classifier(mp: ModelParams, label_names: list[str], seed: int
         model.config.pad_token_id = pad_token_id  # GPT-2-like models need it to find the last token
     enable_gradient_checkpointing(model, mp.gradient_checkpointing)
     return model
+
+
+# ---- LoRA (model.peft)
+
+ADAPTER_DIR = "adapter"  # models/trained/adapter, models/export/adapter: the adapter alone
+
+# Per architecture (config.model_type): the attention projections LoRA adapts by default (peft's own
+# table has bert and gpt2, not distilbert).
+LORA_TARGET_MODULES: dict[str, tuple[str, ...]] = {
+    "bert": ("query", "value"),
+    "distilbert": ("q_lin", "v_lin"),
+    "gpt2": ("c_attn",),
+}
+# A sequence classifier's head, trained fully: peft's SEQ_CLS modules_to_save, which match any
+# module whose name ends so (DistilBERT's pre_classifier too: both are newly initialised).
+CLASSIFIER_HEAD = ("classifier", "score")
+
+
+def adaptable_module_names(model) -> list[str]:
+    """The last name part of each layer LoRA can adapt (linear, GPT-2's Conv1D, embedding)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding, Conv1D)
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, kinds)})
+
+
+def lora_targets(model, peft: PeftParams, name_or_path: str) -> list[str]:
+    """The modules to adapt: model.peft.target_modules or the architecture's default, each checked
+    to name a layer of the model."""
+    model_type = getattr(model.config, "model_type", None)
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = list(peft.target_modules or LORA_TARGET_MODULES.get(model_type, ()))
+    layers = adaptable_module_names(model)
+    if not targets:
+        raise PipelineError(f"model.peft.target_modules: no default for model type {model_type!r} of "
+                            f"{name_or_path!r}; name the layers to adapt, from: {', '.join(layers)}")
+    for target in targets:
+        if target not in layers:
+            what = "is not a linear or embedding layer" if target in names else "matches no module"
+            raise PipelineError(f"model.peft.target_modules: {target!r} {what} of {name_or_path!r} "
+                                f"({model_type}); its adaptable layers are: {', '.join(layers)}")
+    return targets
+
+
+def classifier_head(model) -> list[str]:
+    """The modules a LoRA sequence classifier trains fully (CLASSIFIER_HEAD), in model order."""
+    heads = [name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name.endswith(CLASSIFIER_HEAD)]
+    return list(dict.fromkeys(heads))
+
+
+def add_lora(model, peft: PeftParams, task_type: str, name_or_path: str):
+    """`model` wrapped in peft's LoRA (a PeftModel): only the adapters (and, for a sequence
+    classifier, task_type SEQ_CLS, its head) are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type=task_type, r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
+                        target_modules=lora_targets(model, peft, name_or_path),
+                        modules_to_save=list(CLASSIFIER_HEAD) if task_type == "SEQ_CLS" else None)
+    wrapped = get_peft_model(model, config)
+    if getattr(model, "is_activation_checkpointing", False):
+        # the frozen embeddings give checkpointed blocks inputs without grad: make them carry it
+        wrapped.enable_input_require_grads()
+    return wrapped
+
+
+def check_lora_targets(mp: ModelParams, auto_model_class) -> None:
+    """model.peft's target modules, checked on the model's structure (built on the meta device from
+    its config: no weights read), before the train stage starts any process."""
+    import torch
+
+    if mp.peft is None:
+        return
+    config = load_config(mp.name_or_path, mp.revision)
+    with torch.device("meta"):
+        model = auto_model_class.from_config(config)
+    lora_targets(model, mp.peft, mp.name_or_path)
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def is_peft_model(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def save_trained_model(model, out: Path) -> None:
+    """models/trained: the model as transformers saves it; a LoRA model as its adapter alone
+    (out/adapter, peft's save_pretrained layout) and the base with the adapter merged into it
+    (out, a plain transformers model: evaluate and export load it like any other)."""
+    if not is_peft_model(model):
+        model.save_pretrained(out)
+        return
+    model.save_pretrained(out / ADAPTER_DIR)
+    model.merge_and_unload().save_pretrained(out)

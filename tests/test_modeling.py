@@ -8,7 +8,7 @@ import torch
 from hfpipe.io import PipelineError
 from hfpipe.modeling import (build_causal_lm, causal_lm_config, check_context_length, count_parameters, load_config,
                              max_positions)
-from hfpipe.params import ModelParams
+from hfpipe.params import ModelParams, PeftParams
 
 CONTEXT = 32
 
@@ -136,3 +136,127 @@ def test_max_positions():
         pass
 
     assert max_positions(NoPositions()) is None
+
+
+# ---- LoRA (model.peft)
+
+def _distilbert_classifier(seed: int = 0):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return DistilBertForSequenceClassification(DistilBertConfig(vocab_size=120, dim=32, n_layers=1, n_heads=2,
+                                                                hidden_dim=64, max_position_embeddings=64))
+
+
+def _bert_classifier(seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=64,
+                                                    max_position_embeddings=64))
+
+
+def _trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("build, adapted, head", [
+    (_distilbert_classifier, {"q_lin", "v_lin"}, {"pre_classifier", "classifier"}),
+    (_bert_classifier, {"query", "value"}, {"classifier"}),
+])
+def test_lora_on_a_classifier_adapts_the_attention_and_trains_the_head_fully(build, adapted, head):
+    from hfpipe.modeling import add_lora, trainable_parameters
+
+    model = build()
+    total = count_parameters(model)
+    wrapped = add_lora(model, PeftParams(r=4), "SEQ_CLS", "tiny")
+    names = _trainable_names(wrapped)
+    lora_layers = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names if ".lora_" in n}
+    head_layers = {n.split(".modules_to_save")[0].rsplit(".", 1)[-1] for n in names if "modules_to_save" in n}
+    assert lora_layers == adapted and head_layers == head
+    assert names == {n for n in names if ".lora_" in n or "modules_to_save" in n}  # nothing else trains
+    # each adapted (32 x 32) layer gets r x 32 + 32 x r; the head trains all its weights
+    head_params = sum(p.numel() for n, p in wrapped.named_parameters() if "modules_to_save" in n)
+    assert trainable_parameters(wrapped) == len(adapted) * 2 * 4 * 32 + head_params
+    assert trainable_parameters(wrapped) < 0.2 * total
+
+
+def test_lora_on_gpt2_adapts_c_attn_and_freezes_the_tied_output_layer(tiny_model):
+    import copy
+
+    from hfpipe.modeling import add_lora
+
+    wrapped = add_lora(copy.deepcopy(tiny_model), PeftParams(r=2), "CAUSAL_LM", "tiny")
+    names = _trainable_names(wrapped)
+    assert names and all(".c_attn.lora_" in n for n in names)
+
+
+def test_lora_target_modules_are_checked_against_the_model():
+    from hfpipe.modeling import add_lora, lora_targets
+
+    with pytest.raises(PipelineError, match=r"'nope' matches no module of 'tiny' \(distilbert\); its adaptable "
+                                            r"layers are: .*q_lin"):
+        add_lora(_distilbert_classifier(), PeftParams(target_modules=["nope"]), "SEQ_CLS", "tiny")
+    with pytest.raises(PipelineError, match="'attention' is not a linear or embedding layer"):
+        lora_targets(_distilbert_classifier(), PeftParams(target_modules=["attention"]), "tiny")
+    assert lora_targets(_distilbert_classifier(), PeftParams(target_modules=["out_lin"]), "tiny") == ["out_lin"]
+
+
+def test_lora_has_no_default_for_an_unknown_architecture():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from hfpipe.modeling import lora_targets
+
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(PipelineError, match="no default for model type 'gpt_neox'.*query_key_value"):
+        lora_targets(model, PeftParams(), "tiny")
+
+
+def test_check_lora_targets_reads_only_the_config(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hfpipe.modeling import check_lora_targets
+
+    _distilbert_classifier().config.save_pretrained(tmp_path)  # a config, no weights
+    mp = ModelParams(name_or_path=str(tmp_path), from_scratch=False, peft=PeftParams(target_modules=["q_lin"]))
+    check_lora_targets(mp, AutoModelForSequenceClassification)
+    with pytest.raises(PipelineError, match="'query' matches no module"):
+        check_lora_targets(mp.model_copy(update={"peft": PeftParams(target_modules=["query"])}),
+                           AutoModelForSequenceClassification)
+
+
+def test_saved_lora_model_is_the_merged_model_plus_a_loadable_adapter(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from hfpipe.modeling import ADAPTER_DIR, add_lora, save_trained_model
+
+    wrapped = add_lora(_distilbert_classifier(), PeftParams(r=4), "SEQ_CLS", "tiny")
+    with torch.no_grad():  # stand-in for training: move every trainable weight
+        for p in wrapped.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    wrapped.eval()
+    x = torch.randint(1, 120, (3, 9))
+    with torch.no_grad():
+        expected = wrapped(input_ids=x).logits
+    save_trained_model(wrapped, tmp_path)
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+    def base_with_a_fresh_head():  # the same pretrained body, a head initialised anew (as the stage's base)
+        base = _distilbert_classifier()
+        torch.manual_seed(1)
+        for layer in (base.pre_classifier, base.classifier):
+            layer.reset_parameters()
+        return base.eval()
+
+    reloaded = PeftModel.from_pretrained(base_with_a_fresh_head(), tmp_path / ADAPTER_DIR).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=x).logits, expected, atol=1e-5)
+        assert torch.allclose(reloaded(input_ids=x).logits, expected, atol=1e-5)
+        # the head came from the adapter: the base with its fresh head alone answers differently
+        assert not torch.allclose(base_with_a_fresh_head()(input_ids=x).logits, expected, atol=1e-3)

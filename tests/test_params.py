@@ -278,3 +278,34 @@ def test_revisions_pin_hub_ids_only():
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO_ROOT / "recipes").glob("*.yaml")))
 def test_every_recipe_sets_only_keys_its_task_reads(recipe):
     load_params(REPO_ROOT / "recipes" / recipe)  # raises on any key the task ignores
+
+
+# ---- model.peft
+
+LORA_MODEL = {"name_or_path": "gpt2", "from_scratch": False}
+
+
+def test_peft_parses_with_defaults_and_is_off_unless_set():
+    assert parse_params({}).model.peft is None
+    pp = parse_params({"model": {**LORA_MODEL, "peft": {"method": "lora", "r": 4}}}).model.peft
+    assert (pp.method, pp.r, pp.alpha, pp.dropout, pp.target_modules) == ("lora", 4, 16.0, 0.1, None)
+
+
+@pytest.mark.parametrize("peft, expected", [
+    ({"r": 0}, "params.yaml: model.peft.r = 0: Input should be greater than 0"),
+    ({"r": -8}, "params.yaml: model.peft.r = -8: Input should be greater than 0"),
+    ({"method": "ia3"}, "params.yaml: model.peft.method = 'ia3': Input should be 'lora'"),
+    ({"dropout": 1.0}, "params.yaml: model.peft.dropout = 1.0: Input should be less than 1"),
+    ({"target_modules": []}, "params.yaml: model.peft.target_modules = []: List should have at least 1 item after "
+                                 "validation, not 0"),
+    ({"rank": 8}, "params.yaml: unknown key 'model.peft.rank'; allowed keys here: alpha, dropout, method, r, "
+                  "target_modules"),
+])
+def test_bad_peft_values_are_one_line(peft, expected):
+    assert error_of({"model": {**LORA_MODEL, "peft": peft}}) == expected
+
+
+def test_peft_with_from_scratch_is_refused():
+    message = error_of({"model": {"from_scratch": True, "peft": {"r": 8}}})
+    assert message.startswith("params.yaml: model.peft trains adapters on a pretrained model, and "
+                              "model.from_scratch is true")

@@ -16,6 +16,7 @@ from hfpipe.tasks.common import LoopFns, TrainingSetup
 KIND = "language-model"
 TOKENIZER_TEXT_COLUMN = "content"  # what a new BPE tokenizer is trained on
 SEQUENCE_LENGTH_KEY = "tokenize.context_length"
+PEFT_TASK_TYPE = "CAUSAL_LM"  # model.peft: peft's task type (LoRA on a pretrained start)
 PIPELINE_TASK = "text-generation"
 
 

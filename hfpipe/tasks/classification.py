@@ -17,6 +17,7 @@ from hfpipe.tasks.common import (LoopFns, TrainingSetup, classification_eval_met
 KIND = "classifier"
 TOKENIZER_TEXT_COLUMN = "text"
 SEQUENCE_LENGTH_KEY = "tokenize.max_length"
+PEFT_TASK_TYPE = "SEQ_CLS"  # model.peft: peft's task type; the fresh head is trained fully
 PIPELINE_TASK = "text-classification"
 tokenize_summary, sequence_length = classifier_tokenize_summary, classifier_sequence_length
 

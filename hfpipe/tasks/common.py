@@ -6,6 +6,7 @@ A task module (hfpipe/tasks/<task>.py, listed in hfpipe.tasks.TASKS) has, per st
   SEQUENCE_LENGTH_KEY, sequence_length(tokenize_stats)            train: the length the model must hold
   training_setup(params, tokenizer, train, eval) -> TrainingSetup  train: what both backends run
   build_model(mp, tokenizer, train_set, length, seed)             train: the model
+  PEFT_TASK_TYPE                                                  train: peft's task type (model.peft)
   auto_model_class()                                              evaluate, export: how to load it
   label_tokens_of(tokenizer, train_set), class_scores(logits, rows, label_tokens)
                                                                   evaluate: classifiers' class scores

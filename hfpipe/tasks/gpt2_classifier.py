@@ -19,6 +19,7 @@ from hfpipe.tasks.common import (LoopFns, TrainingSetup, classification_eval_met
 KIND = "classifier"
 TOKENIZER_TEXT_COLUMN = "text"
 SEQUENCE_LENGTH_KEY = "tokenize.max_length"
+PEFT_TASK_TYPE = "CAUSAL_LM"  # model.peft: the head is the LM's own output layer (tied, kept frozen)
 PIPELINE_TASK = "text-generation"
 tokenize_summary, sequence_length = classifier_tokenize_summary, classifier_sequence_length
 

@@ -33,7 +33,7 @@ def run_train_stage(params: Params) -> None:
     from transformers import AutoTokenizer
 
     from hfpipe import launch
-    from hfpipe.modeling import check_context_length, count_parameters
+    from hfpipe.modeling import check_context_length, check_lora_targets, save_trained_model
     from hfpipe.tasks import TASKS
 
     if launch.in_distributed_run() and params.train.num_processes != launch.world_size():
@@ -53,12 +53,13 @@ def run_train_stage(params: Params) -> None:
     length = task.sequence_length(read_json("data/stats/tokenize.json"))
     check_context_length(params.model, length, key=task.SEQUENCE_LENGTH_KEY)
     check_training_inputs(params, len(data["train"]))
+    check_lora_targets(params.model, task.auto_model_class())
     setup = task.training_setup(params, tokenizer, data["train"], data["validation"], log=log)
     backend = params.train.backend
 
     def build_model():
-        model = task.build_model(params.model, tokenizer, data["train"], length, params.seed)
-        log(f"model: {count_parameters(model) / 1e6:.2f}M parameters; {setup.description}; "
+        model = build_model_to_train(params, task, tokenizer, data["train"], length)
+        log(f"model: {describe_model(model, params)}; {setup.description}; "
             f"backend {backend}, {params.train.num_processes} process(es)")
         return model
 
@@ -68,21 +69,44 @@ def run_train_stage(params: Params) -> None:
 
             result = train_with_accelerate(params, model, setup, marker_for_step=marker_for_step,
                                            resume_from=resume_from)
-            return result.model.save_pretrained
+            return lambda out: save_trained_model(result.model, out)
         from hfpipe.train.trainer import train_with_trainer
 
         trainer = train_with_trainer(params, model, tokenizer, setup, CHECKPOINT_DIR,
                                      marker_for_step=marker_for_step, resume_from=resume_from)
+        if params.model.peft is not None:
+            return lambda out: save_trained_model(trainer.accelerator.unwrap_model(trainer.model), out)
         return lambda out: trainer.save_model(str(out))
 
     train_resumable(params, tokenizer, build_model, train, log=log, sources=sources)
 
 
+def build_model_to_train(params: Params, task, tokenizer, train_set, length: int):
+    """The task's model, wrapped in LoRA adapters when model.peft is set."""
+    from hfpipe.modeling import add_lora
+
+    mp = params.model
+    model = task.build_model(mp, tokenizer, train_set, length, params.seed)
+    return add_lora(model, mp.peft, task.PEFT_TASK_TYPE, mp.name_or_path) if mp.peft is not None else model
+
+
+def describe_model(model, params: Params) -> str:
+    """'2.12M parameters', and with LoRA how many of them train."""
+    from hfpipe.modeling import count_parameters, trainable_parameters
+
+    text = f"{count_parameters(model) / 1e6:.2f}M parameters"
+    if params.model.peft is not None:
+        trainable = trainable_parameters(model)
+        text += (f" (LoRA r={params.model.peft.r}: {trainable / 1e6:.3f}M trainable, "
+                 f"{100 * trainable / count_parameters(model):.2f}%)")
+    return text
+
+
 def pin_hub_model(params: Params) -> tuple[Params, dict]:
-    """Resolve model.revision to the commit the Hub serves now and train from exactly that commit;
-    returns (params with that commit, the sources record: the tokenizer's and the model's name,
+    """Train from exactly the commit the inputs stage resolved model.revision to
+    (data/stats/model_inputs.json, a dep: a moved Hub branch reruns train); returns (params with that commit, the sources record: the tokenizer's and the model's name,
     revision asked for and commit read) for models/trained/hub_provenance.json and the model card."""
-    from hfpipe.hub import PROVENANCE_FILE, hub_commit, provenance
+    from hfpipe.hub import PROVENANCE_FILE, provenance
 
     sources = {}
     tokenizer_record = Path("models/tokenizer") / PROVENANCE_FILE
@@ -90,7 +114,8 @@ def pin_hub_model(params: Params) -> tuple[Params, dict]:
         sources["tokenizer"] = read_json(tokenizer_record)
     mp = params.model
     if mp.name_or_path:
-        commit = hub_commit(mp.name_or_path, mp.revision)  # None offline or for a local folder
+        # the commit the inputs stage resolved model.revision to (None offline or for a local folder)
+        commit = read_json("data/stats/model_inputs.json").get("commit")
         sources["model"] = provenance(mp.name_or_path, mp.revision, commit)
         if commit:
             params = params.model_copy(update={"model": mp.model_copy(update={"revision": commit})})
