@@ -1,4 +1,4 @@
-"""Benchmark (not a test): how close the train and evaluate stages come to this CPU's matmul peak.
+"""Benchmark (not a test): how close the train, evaluate and export stages come to this CPU's matmul peak.
 
 For the default causal LM (params.yaml, data/tokenized) and for the MiniLM classifier (the
 sentiment recipe's model on the shipped sample, max_length 64), all measured in this one run:
@@ -14,7 +14,11 @@ sentiment recipe's model on the shipped sample, max_length 64), all measured in 
 * where the rest goes: the same batches through forward + backward alone (same precision and
   compile; no optimizer, no Trainer), and the GEMMs' own share of a step (their timed cost);
 * the evaluate stage's scoring (causal_lm_metrics on models/trained, fp32 eager as the stage runs
-  it): tokens/s, achieved FLOP/s, fraction of the fp32 forward GEMMs' peak.
+  it): tokens/s, achieved FLOP/s, fraction of the fp32 forward GEMMs' peak;
+* the export stage's steps on models/trained, each timed as the stage runs it: re-save + pipeline
+  check, the ONNX export (a dynamo trace, not arithmetic), int8 quantization, and the checks'
+  forward passes (PyTorch fp32, ONNX fp32, ONNX int8 on export.check_examples validation blocks),
+  the first two as a fraction of the fp32 forward GEMMs' peak at the checks' batch.
 
     python bench/efficiency.py [--steps 40 --warmup 15] -> bench/efficiency_results.json
 """
@@ -188,6 +192,68 @@ def causal_lm(steps: int, warmup: int) -> dict:
     return out
 
 
+def export_checks() -> dict:
+    """The default recipe's export stage, step by step (hfpipe.export / hfpipe.export_onnx as the
+    stage calls them), into a scratch folder."""
+    from transformers import AutoTokenizer
+
+    from hfpipe.export import export_causal_lm
+    from hfpipe.export_onnx import (CHECK_BATCH, check_examples, export_onnx, onnx_logits, onnx_session,
+                                    quantize_int8, torch_logits)
+    from hfpipe.io import read_json
+    from hfpipe.params import load_params
+    from hfpipe.tasks import causal_lm as task
+
+    params = load_params()
+    ctx = read_json("data/stats/tokenize.json")["context_length"]
+    times = {}
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "export"
+        out.mkdir()
+        start = time.perf_counter()
+        export_causal_lm(Path("models/trained"), out, params, read_json("data/stats/fetch.json"),
+                         read_json("data/stats/tokenize.json"), read_json("metrics/eval.json"))
+        times["save_and_pipeline_check"] = time.perf_counter() - start
+        start = time.perf_counter()
+        export_onnx(out, out / "onnx" / "model.onnx", params.task)
+        times["onnx_export"] = time.perf_counter() - start
+        start = time.perf_counter()
+        quantize_int8(out / "onnx" / "model.onnx", out / "onnx" / "model.int8.onnx")
+        times["int8_quantization"] = time.perf_counter() - start
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        batch = check_examples(Path("data/tokenized"), params.export.check_examples, tokenizer)
+        model = task.auto_model_class().from_pretrained(out).eval()
+        sessions = {"onnx_fp32": onnx_session(out / "onnx" / "model.onnx"),
+                    "onnx_int8": onnx_session(out / "onnx" / "model.int8.onnx")}
+        runners = {"pytorch_fp32": lambda inputs: torch_logits(model, inputs),
+                   **{name: (lambda inputs, s=session: onnx_logits(s, inputs)) for name, session in sessions.items()}}
+        parts = [batch.slice(i, i + CHECK_BATCH).inputs for i in range(0, len(batch), CHECK_BATCH)]
+        tokens = int(batch.inputs["attention_mask"].sum())
+        rates = {}
+        for name, forward in runners.items():
+            for inputs in parts:  # warm-up
+                forward(inputs)
+            start = time.perf_counter()
+            for _ in range(5):
+                for inputs in parts:
+                    forward(inputs)
+            seconds = (time.perf_counter() - start) / 5
+            times[f"checks_{name}"] = seconds
+            rates[name] = tokens / seconds
+    peak = gemm_peak(matmul_weights(model), CHECK_BATCH * ctx, torch.float32, False)
+    per_token = flops_per_token(model, ctx, train=False)
+    out = {"examples": len(batch), "tokens": tokens, "check_batch": CHECK_BATCH,
+           "seconds": {k: round(v, 3) for k, v in times.items()},
+           "peak_fp32_forward_gflops": round(peak["flops_per_s"] / 1e9, 1)}
+    for name, rate in rates.items():
+        out[f"{name}_tokens_per_s"] = round(rate, 1)
+        if name != "onnx_int8":  # int8 GEMMs have a peak of their own
+            out[f"{name}_fraction_of_fp32_peak"] = round(rate * per_token / peak["flops_per_s"], 4)
+    checks = sum(v for k, v in times.items() if k.startswith("checks_"))
+    out["checks_share_of_export_work"] = round(checks / sum(times.values()), 3)
+    return out
+
+
 def classifier(steps: int, warmup: int) -> dict:
     import csv
 
@@ -249,7 +315,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     figures = {"machine": machine(), "causal_lm": causal_lm(args.steps, args.warmup),
-               "classifier": classifier(args.steps, args.warmup)}
+               "export_checks": export_checks(), "classifier": classifier(args.steps, args.warmup)}
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
 

@@ -127,8 +127,10 @@ def run_group(nodeid: str) -> str:
     path = nodeid.split("::")[0]
     if path == "tests/test_plots_browser.py":  # one test per task, each on its run's worker
         return "classification" if "[classification]" in nodeid or "[gpt2-classifier]" in nodeid else "tiny-default"
-    if path == "tests/test_lora_e2e.py":  # each test on the worker of the run it copies
-        return "tiny-default" if "default_recipes_trained_model" in nodeid else "classification"
+    if path == "tests/test_lora_e2e.py":  # the worker of the run it copies, the one of their fixture, or any
+        if "default_recipes_trained_model" in nodeid:
+            return "tiny-default"
+        return "lora-gpt2" if "gpt2_classifier" in nodeid else nodeid
     return RUN_GROUPS.get(path, nodeid)
 
 

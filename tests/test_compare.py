@@ -264,25 +264,24 @@ def _file_at(repo: Path, rev: str, path: str) -> str:
     return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.e2e
-def test_compare_on_real_seeded_experiments(tiny_default_repo, tmp_path):
-    from tests.e2e import copy_run, dvc, git, run as run_cmd
+def assert_compare_matches_the_experiments(repo: Path, committed: str) -> dict:
+    """`hfpipe compare --json` on a real repo (tests/test_sweep_e2e.py queues its experiments): HEAD
+    at the `committed` lr (seed 42) and seed 1, and lr=0.001 at seeds 1 and 2. Every number is
+    checked against each experiment's own metrics file and a direct computation; returns the report."""
+    import re
 
-    repo = copy_run(tiny_default_repo, tmp_path / "repo")  # committed baseline: seed 42 and params.yaml's lr
-    committed = f"lr={yaml.safe_load((repo / 'params.yaml').read_text())['lr']}"
-    assert committed != "lr=0.001"
-    # One run at the committed lr (with HEAD's, a group of 2) and two at lr=0.001, one after another:
-    # --queue + `dvc queue start` costs ~40 s a run here against ~26 s in place (a temporary copy each).
-    for overrides in (["-S", "seed=1"], ["-S", "seed=1", "-S", "lr=0.001"], ["-S", "seed=2", "-S", "lr=0.001"]):
-        dvc(repo, "exp", "run", *overrides)
+    from tests.e2e import git, run as run_cmd
+
     hfpipe = Path(sys.executable).parent / "hfpipe"
     report = json.loads(run_cmd(repo, str(hfpipe), "compare", "--json").stdout)
 
-    refs = git(repo, "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").stdout.split("\n")
-    revs = {ref.rsplit("/", 1)[1].split()[0]: ref.split()[1] for ref in refs if ref and "/exec/" not in ref}
+    # experiment refs: refs/exps/<baseline sha, split 2/38>/<name> (not the queue's own refs/exps/celery/...)
+    refs = git(repo, "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").stdout.splitlines()
+    revs = {m.group(1): m.group(2) for ref in refs
+            if (m := re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(\S+) ([0-9a-f]{40})", ref))}
     revs["main"] = git(repo, "rev-parse", "HEAD").stdout.strip()
-    assert len(revs) == 4
-    # the workspace holds the last experiment's results: counted once, not twice
+    assert len(revs) == 4, refs
+    # the workspace (HEAD's results here) is counted once, not twice
     assert sorted(r for g in report["groups"] for r in g["runs"]) == sorted(revs)
     groups = {g["label"]: g for g in report["groups"]}
     assert set(groups) == {committed, "lr=0.001"} and report["baseline"] == committed
@@ -309,3 +308,4 @@ def test_compare_on_real_seeded_experiments(tiny_default_repo, tmp_path):
         assert vs["p"] == pytest.approx(ref.pvalue, rel=1e-9)
         assert vs["ci"] == pytest.approx(list(ref.confidence_interval(0.95)), rel=1e-9)
         assert vs["verdict"] == ("beyond seed noise" if ref.pvalue < 0.05 else "within seed noise")
+    return report

@@ -1,5 +1,7 @@
 """End-to-end: LoRA fine-tuning (model.peft) under real `dvc`, on copies of conftest's finished runs.
 
+Each test but the last builds a small repo of its own (the last continues the tiny default run).
+
 - sentiment with all-MiniLM-L6-v2 (Trainer): it learns; the adapter in models/export/adapter loads
   with PeftModel.from_pretrained onto the base and gives the merged model's logits; only the adapted
   layers and the head changed; the card and export.json say so; model.peft.r makes train stale.
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import checkpoints, copy_run, dvc, set_train, stale_stages, stages_run
+from tests.e2e import (checkpoints, copy_run, deep_update, dvc, git, gpt2_overrides, make_repo_copy,
+                       repro_and_commit, run, sentiment_overrides, set_train, stale_stages, stages_run)
 from tests.test_classification_e2e import _kill_after_checkpoint, _resumed_step
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +53,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(sentiment_run, tmp_path):
+def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
     """all-MiniLM-L6-v2 (a real pretrained BERT, from its pip package) with LoRA on the sentiment samples."""
     import torch
     from peft import PeftModel
@@ -59,13 +62,14 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(sentiment_
 
     from hfpipe.modeling import resolve_name_or_path
 
-    repo = copy_run(sentiment_run, tmp_path / "repo")
+    # its own small repo (not a copy of a session run), so the scheduler can put it on either worker;
     # (the ONNX export of a merged model is checked by the causal-LM test below, on a smaller model)
-    set_params(repo, lr=2e-3, tokenizer={"name_or_path": MINILM}, model={"name_or_path": MINILM, "peft": LORA},
-               export={"onnx": False, "quantize_int8": False})
-    set_train(repo, max_steps=25)
-    result = dvc(repo, "repro")
-    assert stages_run(result.stdout) == {"tokenizer", "tokenize", "train", "evaluate", "export"}
+    overrides = deep_update(sentiment_overrides(Path("samples/sentiment"), MINILM), {
+        "lr": 2e-3, "model": {"peft": LORA}, "export": {"onnx": False, "quantize_int8": False},
+        "train": {"max_steps": 25}})
+    repo = make_repo_copy(tmp_path / "repo", "recipes/sentiment.yaml", overrides)
+    result = repro_and_commit(repo, "LoRA run")
+    assert stages_run(result.stdout) == {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
     assert "(LoRA r=8: 0.074M trainable, 0.33%)" in result.stdout
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     print(f"LoRA sentiment: validation {metrics['validation']}")
@@ -102,12 +106,35 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(sentiment_
     set_params(repo, model={"name_or_path": MINILM, "peft": {**LORA, "r": 4}})
     assert stale_stages(repo) == {"train", "export"}
 
+    # a target module the model lacks: one line, before any training, and the trained model stands
+    set_params(repo, model={"name_or_path": MINILM, "peft": {**LORA, "target_modules": ["q_proj"]}})
+    before = sha256(repo / "models/trained/model.safetensors")
+    result = run(repo, sys.executable, "-m", "stages.train", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: model.peft.target_modules: 'q_proj' matches no module of '{MINILM}' (bert); its adaptable "
+        "layers are: classifier, dense, key, position_embeddings, query, token_type_embeddings, value, word_embeddings")
+    assert sha256(repo / "models/trained/model.safetensors") == before
+
+
+@pytest.fixture(scope="module")
+def gpt2_lora_data(tmp_path_factory, standins) -> Path:
+    """The gpt2-classifier recipe on the GPT-2 stand-in with LoRA, data stages done and committed
+    (the two resume tests train from here)."""
+    overrides = deep_update(gpt2_overrides(standins["gpt2"]), {
+        "lr": 3e-2, "model": {"peft": {**LORA, "r": 4}},
+        "train": {"max_steps": 20, "save_steps": 10, "eval_steps": 20, "threads": 1}})
+    repo = make_repo_copy(tmp_path_factory.mktemp("gpt2-lora") / "repo", "recipes/gpt2-classifier.yaml", overrides)
+    dvc(repo, "repro", "tokenize")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "data stages")
+    return repo
+
 
 @pytest.mark.parametrize("backend", ["accelerate", "trainer"])
-def test_lora_gpt2_classifier_resumes_after_a_kill_to_identical_adapter_weights(gpt2_classifier_run, backend, tmp_path):
-    repo = copy_run(gpt2_classifier_run, tmp_path / "repo")
-    set_params(repo, lr=3e-2, model={"peft": {**LORA, "r": 4}})
-    set_train(repo, backend=backend, max_steps=20, save_steps=10, eval_steps=20, threads=1)
+def test_lora_gpt2_classifier_resumes_after_a_kill_to_identical_adapter_weights(gpt2_lora_data, backend, tmp_path):
+    repo = copy_run(gpt2_lora_data, tmp_path / "repo")
+    set_train(repo, backend=backend)
     result = dvc(repo, "repro", "train")  # uninterrupted
     assert stages_run(result.stdout) == {"train"}
     adapter = sha256(repo / "models/trained/adapter/adapter_model.safetensors")
@@ -138,13 +165,14 @@ def test_lora_continues_the_default_recipes_trained_model(tiny_default_repo, tmp
     shutil.copytree(tiny_default_repo / "models/trained", start)
     before = json.loads((tiny_default_repo / "metrics/eval.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tokenizer"] = {"name_or_path": str(start)}
+    # the tokenizer stage is left as it was (the BPE the start model was trained with, cached); a
+    # continuation on other data would name the start folder as tokenizer.name_or_path too
     params["model"] = {"name_or_path": str(start), "from_scratch": False, "peft": {**LORA, "r": 4}}
     params["lr"] = 1e-2
     params["train"]["max_steps"] = 30
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = dvc(repo, "repro")
-    assert {"tokenizer", "train", "evaluate", "export"} <= stages_run(result.stdout)
+    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
     after = json.loads((repo / "metrics/eval.json").read_text())
     print(f"perplexity: trained model {before['perplexity']}, + LoRA {after['perplexity']}")
     assert after["perplexity"] < before["perplexity"]
@@ -155,8 +183,7 @@ def test_lora_continues_the_default_recipes_trained_model(tiny_default_repo, tmp
     assert figures_onnx_ok(repo) and (repo / "models/export/onnx/model.int8.onnx").is_file()
 
     # the starting model is an input outside the repository: retrained in place, it reruns train
-    # (and export, which checks the adapter on it); the tokenizer stage too, as it reads the same
-    # folder (its output comes out the same, so tokenize stays cached)
+    # (and export, which checks the adapter on it), nothing before them
     (start / "model.safetensors").write_bytes((start / "model.safetensors").read_bytes() + b" ")
     dvc(repo, "repro", "inputs")
-    assert stale_stages(repo) == {"tokenizer", "train", "export"}
+    assert stale_stages(repo) == {"train", "export"}

@@ -1,5 +1,6 @@
-"""End-to-end: a queued lr sweep (`dvc exp run --queue -S lr=a,b,c` + `dvc queue start`) on a tiny
-default-recipe config, and the commands that compare its results.
+"""End-to-end: a queued seed and lr sweep (`dvc exp run --queue -S seed=1 -S lr=a,b` + `dvc queue start`)
+on a tiny default-recipe config, and the commands that compare its results: `dvc exp show`,
+`dvc metrics diff`, `dvc plots diff` and `hfpipe compare` (checked in tests/test_compare.py's helper).
 
 Queued experiments run in a temporary copy made from the last commit, so this only passes when
 everything the pipeline needs is tracked by git. The repo is committed after one `dvc repro`
@@ -22,8 +23,10 @@ from tests.e2e import copy_run, dvc
 
 pytestmark = pytest.mark.e2e
 
-LRS = ["0.0003", "0.001"]  # two runs show the queue, the sorting and the comparisons; each costs ~30 s
-
+# Three queued runs: seed 1 at the committed lr and at 0.001, seed 2 at 0.001. They show the queue, the
+# sorting and the comparisons, and give `hfpipe compare` two groups of two seeds with HEAD (seed 42).
+# Each costs ~35 s here (a temporary copy each, train + evaluate + export).
+OTHER_LR = "0.001"
 
 @pytest.fixture
 def repo(tiny_default_repo, tmp_path) -> Path:
@@ -40,18 +43,25 @@ def wait_for_queue(repo: Path, timeout: float = 420) -> str:
         time.sleep(2)
 
 
-def test_queued_lr_sweep_runs_and_its_results_compare(repo):
-    dvc(repo, "exp", "run", "--queue", "-S", f"lr={','.join(LRS)}")
+def test_queued_seed_and_lr_sweep_runs_and_its_results_compare(repo):
+    import yaml
+
+    from tests.test_compare import assert_compare_matches_the_experiments
+
+    committed = yaml.safe_load((repo / "params.yaml").read_text())["lr"]
+    assert float(OTHER_LR) != committed
+    dvc(repo, "exp", "run", "--queue", "-S", "seed=1", "-S", f"lr={committed},{OTHER_LR}")
+    dvc(repo, "exp", "run", "--queue", "-S", "seed=2", "-S", f"lr={OTHER_LR}")
     dvc(repo, "queue", "start", "-j", "1")
     status = wait_for_queue(repo)
-    assert status.count("Success") == len(LRS), status
+    assert status.count("Success") == 3, status
 
     table = dvc(repo, "exp", "show", "--csv", "--sort-by", "metrics/eval.json:perplexity", "--sort-order", "asc",
                 "--keep", "lr").stdout
     rows = [r for r in csv.DictReader(io.StringIO(table)) if r.get("Experiment")]  # the queued experiments
-    assert sorted(r["lr"] for r in rows) == sorted(str(float(lr)) for lr in LRS)
+    assert sorted(float(r["lr"]) for r in rows) == sorted([committed, float(OTHER_LR), float(OTHER_LR)])
     perplexities = [float(r["perplexity"]) for r in rows]
-    assert perplexities == sorted(perplexities) and len(set(perplexities)) == len(LRS)
+    assert perplexities == sorted(perplexities) and len(set(perplexities)) == 3
     best = rows[0]["Experiment"]
 
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD", best, "--all", "--json").stdout)
@@ -63,3 +73,6 @@ def test_queued_lr_sweep_runs_and_its_results_compare(repo):
     plots = json.loads(dvc(repo, "plots", "diff", "HEAD", best, "--json").stdout)
     revisions = {rev for item in plots["data"]["Loss"] for rev in item["revisions"]}
     assert len(revisions) == 2, revisions  # the baseline's and the best experiment's curves
+
+    # and the README's workflow ends with `hfpipe compare`: seeds pooled, lr groups against HEAD's
+    assert_compare_matches_the_experiments(repo, f"lr={committed}")
