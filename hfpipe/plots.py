@@ -138,12 +138,21 @@ def vega_scripts(cache: Path = VEGA_CACHE) -> list[Path]:
     if npm is None:
         raise PipelineError("npm not found: it installs vega for the offline plots page (apt-get install npm), "
                             "or use plain `dvc plots show` with internet access")
+    import fcntl
+
     cache.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--legacy-peer-deps",
-                             "--prefix", str(cache)] + [f"{n}@{v}" for n, v in VEGA_PACKAGES.items()],
-                            capture_output=True, text=True)
+    # Two processes installing into one folder at once (parallel test workers, two `plots` pages)
+    # break each other's npm (ENOTEMPTY): the second waits for the first, then finds the bundles.
+    with open(cache / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(b.is_file() for b in bundles):
+            return bundles
+        result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--legacy-peer-deps",
+                                 "--prefix", str(cache)] + [f"{n}@{v}" for n, v in VEGA_PACKAGES.items()],
+                                capture_output=True, text=True)
     if result.returncode != 0 or not all(b.is_file() for b in bundles):
-        last = (result.stderr.strip().splitlines() or [""])[-1]
+        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        last = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
         raise PipelineError(f"npm install of {', '.join(VEGA_PACKAGES)} into {cache} failed: {last}")
     return bundles
 
