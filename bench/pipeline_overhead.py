@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.e2e import dvc, env, git, make_repo_copy  # noqa: E402
-from tests.test_pipeline_e2e import TINY  # noqa: E402  (the e2e tests' tiny config)
+from tests.e2e import TINY, dvc, env, git, make_repo_copy  # noqa: E402  (TINY: the e2e tests' tiny config)
 
 # What each stage imports before it does real work (the heavy libraries it needs, nothing else).
 STAGE_IMPORTS = {
