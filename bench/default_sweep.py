@@ -51,6 +51,11 @@ POINTS: dict[str, dict] = {
                                        "train.batch_size": 32, "lr": 0.002},
     # with the new default as the baseline: the same steps in fp32 (does the result hinge on bf16 kernels?)
     "fp32": {"train.mixed_precision": "no", "train.max_steps": 1547},
+    # the data: train files cut to their head, so the byte budget spans more files (each with its
+    # imports). These change the validation text too: compare them by reference_bits_per_byte.
+    "doc8k": {"dataset.max_document_bytes": 8000, "dataset.max_documents": None},
+    "doc4k": {"dataset.max_document_bytes": 4000, "dataset.max_documents": None},
+    "doc2k": {"dataset.max_document_bytes": 2000, "dataset.max_documents": None},
 }
 
 
@@ -113,6 +118,33 @@ def probe(steps: int, skip: int) -> None:
     print(json.dumps({"steps_per_second": (steps - skip) / (times[steps] - times[skip])}))
 
 
+def score_reference(texts_file: Path) -> None:
+    """Run in the repo copy (cwd): the trained model's bits per byte on the texts in `texts_file`
+    (the baseline's validation documents, the same text for every point) and its idiom results;
+    prints them as JSON."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hfpipe.evaluate import causal_lm_metrics, idiom_results
+    from hfpipe.params import load_params
+    from hfpipe.tokenize import ChunkStats, pack_into_blocks
+
+    params = load_params()
+    texts = json.loads(texts_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
+    model = AutoModelForCausalLM.from_pretrained("models/trained")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    stats = ChunkStats()
+    blocks = list(pack_into_blocks([ids], tokenizer.eos_token_id, params.tokenize.context_length, stats))
+    data = Dataset.from_dict({"input_ids": [row.tolist() for b in blocks for row in b]})
+    metrics = causal_lm_metrics(model, data, [], params.evaluate.batch_size)
+    bytes_per_token = sum(len(t.encode()) for t in texts) / stats.tokens
+    idioms = idiom_results(model, tokenizer)
+    print(json.dumps({"reference_bits_per_byte": round(metrics["loss"] / bytes_per_token / math.log(2), 4),
+                      "reference_tokens": metrics["tokens"],
+                      "idioms_wrong": [r["prompt"] for r in idioms if not r["right"]]}))
+
+
 def validation_bytes_per_token(repo: Path) -> float:
     """UTF-8 bytes of the validation documents per validation token (to turn loss per token into
     loss per byte, which does not depend on the vocabulary)."""
@@ -171,12 +203,13 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=20, help="probe steps left out of the timing (compile, warm-up)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "default_sweep_results.json")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # internal: run in the repo copy
+    ap.add_argument("--score-reference", type=Path, help=argparse.SUPPRESS)  # internal: run in the repo copy
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    if args.probe:
+    if args.probe or args.score_reference:
         sys.path.insert(0, os.getcwd())
-        return probe(args.probe_steps, args.skip)
+        return probe(args.probe_steps, args.skip) if args.probe else score_reference(args.score_reference)
     import yaml
 
     names = args.only.split(",") if args.only else list(POINTS)
@@ -209,23 +242,32 @@ def main() -> None:
         metrics = json.loads((repo / "metrics" / "eval.json").read_text())
         live = json.loads((repo / "dvclive" / "metrics.json").read_text())
         bpt = validation_bytes_per_token(repo)
+        reference = tmp / "reference_validation.json"
+        if not reference.exists():  # the first point's (the baseline's) validation documents
+            from datasets import load_from_disk
+
+            reference.write_text(json.dumps(load_from_disk(str(repo / "data" / "filtered"))["validation"]["content"]))
+        scored = json.loads(run(repo, sys.executable, str(ROOT / "bench" / "default_sweep.py"),
+                                "--score-reference", str(reference)).splitlines()[-1])
         row = {"point": name, "overrides": overrides, "steps_per_second": round(sps, 3), "max_steps": steps,
                "steps_from": "the point" if "train.max_steps" in overrides else "the probe",
                "train_seconds": round(live["train"]["runtime"], 1), "repro_seconds": round(wall, 1),
                "loss": metrics["loss"], "perplexity": metrics["perplexity"],
                "bits_per_byte": round(metrics["loss"] / bpt / math.log(2), 4), "bytes_per_token": round(bpt, 3),
                "idiom_accuracy": metrics["idiom_accuracy"], "idioms_right": metrics["idioms_right"],
-               "idioms": metrics["idioms"]}
+               "idioms": metrics["idioms"], **scored}
         results.append(row)
         print(json.dumps(row), flush=True)
         args.out.write_text(json.dumps({"machine": machine(), "default_max_steps": default_steps,
                                         "points": results}, indent=2) + "\n")
     svg_plot(results, args.out.with_name(args.out.stem.removesuffix("_results") + ".svg"))
     print(f"\n{machine()}; every point trains for the baseline's {default_steps} steps' time")
-    print(f"{'point':34} {'steps/s':>8} {'steps':>6} {'train s':>8} {'bits/byte':>9} {'ppl':>8} {'idioms':>7}")
+    print(f"{'point':34} {'steps/s':>8} {'steps':>6} {'train s':>8} {'bits/byte':>9} {'ref b/B':>8} {'ppl':>8} "
+          f"{'idioms':>7}")
     for r in results:
         print(f"{r['point']:34} {r['steps_per_second']:8.2f} {r['max_steps']:6d} {r['train_seconds']:8.1f} "
-              f"{r['bits_per_byte']:9.4f} {r['perplexity']:8.2f} {r['idioms_right']:>3}/{r['idioms']}")
+              f"{r['bits_per_byte']:9.4f} {r['reference_bits_per_byte']:8.4f} {r['perplexity']:8.2f} "
+              f"{r['idioms_right']:>3}/{r['idioms']}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -219,9 +219,25 @@ def _revision_stats(dp: DatasetParams, commit: str | None) -> dict:
     return {"revision": dp.revision, "commit": commit}
 
 
+def document_head(text: str, max_bytes: int) -> str:
+    """The text's first `max_bytes` UTF-8 bytes, cut after the last whole line in them (or mid-line
+    when the first line alone is longer)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    head = data[:max_bytes]
+    end = head.rfind(b"\n")
+    return (head[:end + 1] if end >= 0 else head).decode("utf-8", "ignore")
+
+
 def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, validation_fraction: float,
-                     max_documents: int | None, max_bytes: int | None, stats: dict) -> Iterator[tuple[str, dict]]:
+                     max_documents: int | None, max_bytes: int | None, stats: dict,
+                     max_document_bytes: int | None = None) -> Iterator[tuple[str, dict]]:
     """Keep keyword matches, drop exact duplicates, cap, and route each to 'train' or 'validation'.
+
+    `max_document_bytes` cuts each train document to its head (validation documents stay whole, so
+    validation perplexity measures whole files whatever the cut). The keyword match, the duplicate
+    check and the split all read the whole document, so a cut never moves a file between splits.
 
     Streams: one document at a time, and it stops pulling from `docs` as soon as a cap is reached.
     The only state that grows is the set of 16-byte hashes of the kept documents (about 100 bytes
@@ -245,6 +261,12 @@ def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, valid
                 bar.set_postfix_str(f"kept={stats['kept']}, duplicates={stats['duplicates']}", refresh=False)
                 continue
             seen_hashes.add(digest)
+            split = "validation" if hash_fraction(text, seed) < validation_fraction else "train"
+            if split == "train" and max_document_bytes is not None:
+                head = document_head(text, max_document_bytes)
+                if head != text:
+                    stats["truncated"] += 1
+                    text, doc = head, {**doc, "content": head}
             size = len(text.encode("utf-8", "surrogatepass"))
             if max_bytes is not None and kept_bytes + size > max_bytes:
                 if kept_bytes:  # the cap is reached
@@ -254,7 +276,6 @@ def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, valid
             stats["kept"] += 1
             stats["bytes"] += size
             stats["sources"][doc["source"]] += 1
-            split = "validation" if hash_fraction(text, seed) < validation_fraction else "train"
             stats["split_documents"][split] += 1
             bar.set_postfix_str(f"kept={stats['kept']}, duplicates={stats['duplicates']}", refresh=False)
             yield split, doc
@@ -312,13 +333,14 @@ def fetch_code_corpus(dp: DatasetParams, out_dir: Path, commit: str | None = Non
     revision = commit or dp.revision
     stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, **_revision_stats(dp, commit),
                    "filter_keywords": dp.filter_keywords,
-                   "seed": dp.seed, "seen": 0, "kept": 0, "duplicates": 0, "bytes": 0,
+                   "seed": dp.seed, "max_document_bytes": dp.max_document_bytes,
+                   "seen": 0, "kept": 0, "duplicates": 0, "truncated": 0, "bytes": 0,
                    "split_documents": Counter(), "sources": Counter()}
     seed = dp.seed
     docs = (iter_installed_package_documents(seed) if dp.source == "installed-packages"
             else iter_load_dataset_documents(dp, revision))
     rows = filter_documents(docs, dp.filter_keywords, seed, dp.validation_fraction, dp.max_documents,
-                            dp.max_bytes, stats)
+                            dp.max_bytes, stats, dp.max_document_bytes)
     counts = write_document_splits(rows, out_dir, ["content", "source"], dp.max_shard_size)
     if stats["kept"] == 0:
         raise PipelineError(f"dataset.filter_keywords = {dp.filter_keywords!r}: kept 0 of {stats['seen']} documents; "

@@ -25,8 +25,11 @@ SEED_PROMPTS = [
 ]
 
 # Idioms of the data-science stack and the word every codebase writes next, scored by greedy
-# decoding: what a newcomer checks first. seaborn is not installed, so `import seaborn as` is in no
-# file of the default corpus: a model gets it right only from other data.
+# decoding: what a newcomer checks first. Chosen by a rule, before any model was scored on them:
+# the import alias each library's own documentation uses, then the first calls of a data-science
+# script. 27 of them, so that one idiom moves the score by 4 points (with 9, one corpus file moved
+# it by 22). seaborn, statsmodels and dask are not installed, so the default corpus never writes
+# their aliases: a model gets those right only from other data (the codeparrot recipe).
 IDIOMS = [
     ("import pandas as", " pd"),
     ("import numpy as", " np"),
@@ -34,11 +37,28 @@ IDIOMS = [
     ("import seaborn as", " sns"),
     ("import matplotlib as", " mpl"),
     ("import pyarrow as", " pa"),
+    ("import pyarrow.compute as", " pc"),
+    ("import pyarrow.parquet as", " pq"),
     ("import scipy.sparse as", " sp"),
+    ("import polars as", " pl"),
+    ("import networkx as", " nx"),
+    ("import torch.nn as", " nn"),
+    ("import torch.nn.functional as", " F"),
+    ("import statsmodels.api as", " sm"),
+    ("import dask.dataframe as", " dd"),
+    ("import dask.array as", " da"),
     ("import pandas._testing as", " tm"),
+    ("import datetime as", " dt"),
     ("df = pd.", "DataFrame"),
+    ("s = pd.", "Series"),
+    ("from sklearn.model_selection import", " train_test_split"),
+    ("X_train, X_test, y_train, y_test =", " train_test_split"),
+    ("model.fit(X_train,", " y_train"),
+    ("from sklearn.base import", " BaseEstimator"),
+    ("fig, ax = plt.", "subplots"),
+    ("df = pd.read_", "csv"),
+    ("rng = np.random.", "default_rng"),
 ]
-IDIOM_NEW_TOKENS = 6  # enough for any expected word above, even spelt in byte-level pieces
 
 
 def idiom_is_right(completion: str, expected: str) -> bool:
@@ -49,7 +69,9 @@ def idiom_is_right(completion: str, expected: str) -> bool:
 
 def idiom_results(model, tokenizer, idioms: list[tuple[str, str]] = IDIOMS) -> list[dict]:
     """Each idiom's prompt, expected word, greedy completion and whether it is right."""
-    completions = greedy_completions(model, tokenizer, [prompt for prompt, _ in idioms], IDIOM_NEW_TOKENS)
+    # room for the longest expected word in this tokenizer's pieces, and one token more to see it end
+    new_tokens = 1 + max(len(tokenizer(expected, add_special_tokens=False)["input_ids"]) for _, expected in idioms)
+    completions = greedy_completions(model, tokenizer, [prompt for prompt, _ in idioms], new_tokens)
     return [{"prompt": prompt, "expected": expected, "completion": completion,
              "right": idiom_is_right(completion, expected)}
             for (prompt, expected), completion in zip(idioms, completions)]

@@ -56,6 +56,9 @@ class DatasetParams(_Section):
     seed: int = 0
     max_documents: int | None = Field(None, gt=0)
     max_bytes: int | None = Field(None, gt=0)
+    # Code corpora: train documents are cut to their first N bytes (whole lines), so a byte budget
+    # spans more files, each with its imports, instead of a few long test modules. None: whole files.
+    max_document_bytes: int | None = Field(None, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)   # caps validation and test (classification)
     # Classification data without a validation split: a seeded train_test_split makes one (seed 02: 0.3).
@@ -217,7 +220,8 @@ CAUSAL_LM = ("causal-lm",)
 # lists only its own task's keys. Keys that every task reads are not in this table.
 TASK_KEYS: dict[str, tuple[str, ...]] = {
     "dataset.filter_keywords": CAUSAL_LM, "dataset.validation_fraction": CAUSAL_LM,
-    "dataset.max_documents": CAUSAL_LM, "dataset.max_bytes": CAUSAL_LM, "dataset.streaming": CAUSAL_LM,
+    "dataset.max_documents": CAUSAL_LM, "dataset.max_bytes": CAUSAL_LM, "dataset.max_document_bytes": CAUSAL_LM,
+    "dataset.streaming": CAUSAL_LM,
     "dataset.text_pair_column": CLASSIFICATION_TASKS, "dataset.label_column": CLASSIFICATION_TASKS,
     "dataset.label_names": CLASSIFICATION_TASKS, "dataset.max_train_samples": CLASSIFICATION_TASKS,
     "dataset.max_eval_samples": CLASSIFICATION_TASKS, "dataset.validation_split_fraction": CLASSIFICATION_TASKS,

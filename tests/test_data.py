@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from hfpipe.data import (any_keyword_in_string, fetch_code_corpus, filter_documents, hash_fraction,
+from hfpipe.data import (any_keyword_in_string, document_head, fetch_code_corpus, filter_documents, hash_fraction,
                          iter_load_dataset_documents, load_source, looks_local, write_document_splits)
 from hfpipe.io import PipelineError
 from hfpipe.params import DatasetParams
@@ -18,12 +18,15 @@ KEYWORDS = ["pandas", "sklearn", "matplotlib", "seaborn"]
 
 def new_stats() -> dict:
     # The shape fetch_code_corpus gives filter_documents.
-    return {"seen": 0, "kept": 0, "duplicates": 0, "bytes": 0, "split_documents": Counter(), "sources": Counter()}
+    return {"seen": 0, "kept": 0, "duplicates": 0, "truncated": 0, "bytes": 0, "split_documents": Counter(),
+            "sources": Counter()}
 
 
-def run_filter(docs, keywords=KEYWORDS, seed=0, validation_fraction=0.3, max_documents=None, max_bytes=None):
+def run_filter(docs, keywords=KEYWORDS, seed=0, validation_fraction=0.3, max_documents=None, max_bytes=None,
+               max_document_bytes=None):
     stats = new_stats()
-    rows = list(filter_documents(iter(docs), keywords, seed, validation_fraction, max_documents, max_bytes, stats))
+    rows = list(filter_documents(iter(docs), keywords, seed, validation_fraction, max_documents, max_bytes, stats,
+                                 max_document_bytes))
     return rows, stats
 
 
@@ -129,6 +132,40 @@ def test_filter_max_bytes_caps_total_utf8_bytes():
     assert stats["bytes"] == 20 and stats["kept"] == 2
     rows, stats = run_filter([doc("pandas éé"), doc("pandas 012")], max_bytes=20)
     assert stats["bytes"] == 11 and stats["kept"] == 1
+
+
+def test_document_head_keeps_whole_lines_within_the_byte_cap():
+    text = "import pandas as pd\nimport numpy as np\n\ndf = pd.DataFrame()\n"
+    assert document_head(text, 1000) == text
+    assert document_head(text, 45) == "import pandas as pd\nimport numpy as np\n\n"  # 40 bytes: line 4 would cut
+    assert document_head(text, 39) == "import pandas as pd\nimport numpy as np\n"
+    assert document_head(text, 38) == "import pandas as pd\n"
+    assert document_head("x" * 50, 10) == "x" * 10  # one long line: cut mid-line
+    assert document_head("é" * 10, 5) == "éé"  # never half a UTF-8 character (2 bytes each)
+
+
+def test_filter_cuts_train_documents_to_their_head_and_keeps_validation_whole():
+    body = "".join(f"x_{i} = pd.Series([{i}])\n" for i in range(40))  # ~900 bytes
+    docs = [doc(f"import pandas as pd  # file {i}\n" + body) for i in range(30)]
+    whole, whole_stats = run_filter(docs)
+    rows, stats = run_filter(docs, max_document_bytes=100)
+    # the same files in the same splits: the split reads the whole file
+    assert [s for s, _ in rows] == [s for s, _ in whole]
+    assert {"train", "validation"} == set(s for s, _ in rows)
+    for (split, r), (_, w) in zip(rows, whole):
+        if split == "train":
+            assert w["content"].startswith(r["content"]) and len(r["content"].encode()) <= 100
+            assert r["content"].startswith("import pandas as pd  # file") and r["content"].endswith("\n")
+        else:
+            assert r["content"] == w["content"]
+    n_train = stats["split_documents"]["train"]
+    assert stats["truncated"] == n_train and whole_stats["truncated"] == 0
+    assert stats["bytes"] == sum(len(r["content"].encode()) for _, r in rows) < whole_stats["bytes"]
+
+    # a byte budget spans more (cut) files
+    few, _ = run_filter(docs, max_bytes=3000)
+    many, _ = run_filter(docs, max_bytes=3000, max_document_bytes=100)
+    assert len(many) > 2 * len(few)
 
 
 def test_filter_max_bytes_skips_a_first_document_larger_than_the_cap():

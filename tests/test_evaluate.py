@@ -149,7 +149,10 @@ def test_idioms_a_model_learned_are_right_and_the_others_are_not(tiny_model_para
     idioms = [("import pandas as", " pd"), ("import numpy as", " np"), ("import seaborn as", " sns")]
     results = idiom_results(model, tiny_tokenizer, idioms)
     assert [r["right"] for r in results] == [True, True, False], results
-    assert [r["completion"] for r in results] == greedy_completions(model, tiny_tokenizer, [p for p, _ in idioms], 6)
+    # the completions are as long as the longest expected word's pieces, plus one to see it end
+    longest = max(len(tiny_tokenizer(e, add_special_tokens=False)["input_ids"]) for _, e in idioms)
+    assert [r["completion"] for r in results] == greedy_completions(model, tiny_tokenizer, [p for p, _ in idioms],
+                                                                    longest + 1)
     assert idiom_metrics(results) == {"idiom_accuracy": 0.666667, "idioms_right": 2, "idioms": 3}
 
 
