@@ -246,7 +246,7 @@ def main() -> None:
         if not reference.exists():  # the first point's (the baseline's) validation documents
             from datasets import load_from_disk
 
-            reference.write_text(json.dumps(load_from_disk(str(repo / "data" / "filtered"))["validation"]["content"]))
+            reference.write_text(json.dumps(list(load_from_disk(str(repo / "data" / "filtered"))["validation"]["content"])))
         scored = json.loads(run(repo, sys.executable, str(ROOT / "bench" / "default_sweep.py"),
                                 "--score-reference", str(reference)).splitlines()[-1])
         row = {"point": name, "overrides": overrides, "steps_per_second": round(sps, 3), "max_steps": steps,
