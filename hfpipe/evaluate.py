@@ -261,13 +261,11 @@ def evaluate_language_model(params: Params, task) -> None:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hfpipe.tasks.causal_lm import keytoken_ids
+    from hfpipe.tasks.causal_lm import keytoken_ids, spread_sample
 
     tokenizer = AutoTokenizer.from_pretrained("models/trained")
     model = task.auto_model_class().from_pretrained("models/trained")
-    blocks = load_from_disk("data/tokenized")["validation"]
-    if params.evaluate.max_blocks:
-        blocks = blocks.select(range(min(params.evaluate.max_blocks, len(blocks))))
+    blocks = spread_sample(load_from_disk("data/tokenized")["validation"], params.evaluate.max_blocks)
     keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
     if not keys:
         raise PipelineError(f"evaluate.keytokens = {params.evaluate.keytokens!r}: none is a single token "

@@ -62,10 +62,17 @@ def training_keytokens(params: Params, tokenizer, log=print) -> list[int]:
     return ids
 
 
+def spread_sample(blocks, max_blocks: int | None):
+    """`max_blocks` validation blocks spread evenly over the split (all of them if None or fewer).
+    The split's first blocks would be its first two or three files: spread, they cover every file."""
+    if not max_blocks or max_blocks >= len(blocks):
+        return blocks
+    return blocks.select([i * len(blocks) // max_blocks for i in range(max_blocks)])
+
+
 def training_setup(params: Params, tokenizer, train_set, eval_set, log=print) -> TrainingSetup:
-    """Packed blocks as they are (train.eval_max_blocks of them for train-time evaluation)."""
-    if params.train.eval_max_blocks:
-        eval_set = eval_set.select(range(min(params.train.eval_max_blocks, len(eval_set))))
+    """Packed blocks as they are (train.eval_max_blocks of them, spread, for train-time evaluation)."""
+    eval_set = spread_sample(eval_set, params.train.eval_max_blocks)
     keytokens = training_keytokens(params, tokenizer, log)
     return TrainingSetup(train_set, eval_set, collator(tokenizer), loop_fns(keytokens, params.train.keytoken_alpha),
                          compute_metrics=None, preprocess_logits=None,

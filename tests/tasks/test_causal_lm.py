@@ -96,6 +96,9 @@ def test_training_setup_keeps_the_blocks_and_caps_the_train_time_eval_blocks(tin
     params = parse_params({"train": {"eval_max_blocks": 3}})
     setup = causal_lm.training_setup(params, tiny_tokenizer, tiny_blocks, tiny_blocks)
     assert setup.train_set is tiny_blocks and len(setup.eval_set) == 3
+    # spread over the split, not its first blocks (its first files)
+    n = len(tiny_blocks)
+    assert setup.eval_set["input_ids"] == [tiny_blocks[i]["input_ids"] for i in (0, n // 3, 2 * n // 3)]
     assert isinstance(setup.collator, DataCollatorForLanguageModeling) and not setup.collator.mlm
     assert setup.compute_metrics is None and setup.preprocess_logits is None  # the Trainer's eval loss only
     assert setup.description == f"{len(tiny_blocks)} training blocks"
@@ -119,3 +122,15 @@ def test_training_setup_resolves_the_keytokens_of_the_weighted_loss(tiny_tokeniz
     expected = causal_lm.keytoken_weighted_loss(labels, logits, keys, 1.0)
     got = setup.loop_fns.train_loss({"labels": labels}, SimpleNamespace(logits=logits, loss=None))
     assert keys and torch.equal(got, expected)
+
+
+def test_spread_sample_takes_blocks_from_the_whole_split():
+    from datasets import Dataset
+
+    from hfpipe.tasks.causal_lm import spread_sample
+
+    blocks = Dataset.from_dict({"input_ids": [[i] for i in range(10)]})
+    assert spread_sample(blocks, 4)["input_ids"] == [[0], [2], [5], [7]]
+    assert spread_sample(blocks, 10) is blocks and spread_sample(blocks, 50) is blocks
+    assert spread_sample(blocks, None) is blocks
+    assert spread_sample(blocks, 1)["input_ids"] == [[0]]
