@@ -520,7 +520,9 @@ def fetch_classification(dp: DatasetParams, out_dir: Path, commit: str | None = 
 
 
 def code_corpus_summary(stats: dict) -> str:
-    return (f"kept {stats['kept']} of {stats['seen']} documents ({stats['bytes'] / 1e6:.1f} MB): "
+    cut = (f"; {stats['truncated']} train documents cut to their first {stats['max_document_bytes']} bytes"
+           if stats.get("truncated") else "")
+    return (f"kept {stats['kept']} of {stats['seen']} documents ({stats['bytes'] / 1e6:.1f} MB{cut}): "
             f"{stats['split_documents']}")
 
 

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from hfpipe.data import (any_keyword_in_string, document_head, fetch_code_corpus, filter_documents, hash_fraction,
-                         iter_load_dataset_documents, load_source, looks_local, write_document_splits)
+from hfpipe.data import (any_keyword_in_string, code_corpus_summary, document_head, fetch_code_corpus,
+                         filter_documents, hash_fraction, iter_load_dataset_documents, load_source, looks_local,
+                         write_document_splits)
 from hfpipe.io import PipelineError
 from hfpipe.params import DatasetParams
 
@@ -24,7 +25,7 @@ def new_stats() -> dict:
 
 def run_filter(docs, keywords=KEYWORDS, seed=0, validation_fraction=0.3, max_documents=None, max_bytes=None,
                max_document_bytes=None):
-    stats = new_stats()
+    stats = {**new_stats(), "max_document_bytes": max_document_bytes}
     rows = list(filter_documents(iter(docs), keywords, seed, validation_fraction, max_documents, max_bytes, stats,
                                  max_document_bytes))
     return rows, stats
@@ -161,6 +162,10 @@ def test_filter_cuts_train_documents_to_their_head_and_keeps_validation_whole():
     n_train = stats["split_documents"]["train"]
     assert stats["truncated"] == n_train and whole_stats["truncated"] == 0
     assert stats["bytes"] == sum(len(r["content"].encode()) for _, r in rows) < whole_stats["bytes"]
+
+    assert code_corpus_summary(stats) == (f"kept 30 of 30 documents ({stats['bytes'] / 1e6:.1f} MB; {n_train} train "
+                                          f"documents cut to their first 100 bytes): {stats['split_documents']}")
+    assert "cut" not in code_corpus_summary(whole_stats)
 
     # a byte budget spans more (cut) files
     few, _ = run_filter(docs, max_bytes=3000)
