@@ -28,8 +28,8 @@ SEED_PROMPTS = [
 # decoding: what a newcomer checks first. Chosen by a rule, before any model was scored on them:
 # the import alias each library's own documentation uses, then the first calls of a data-science
 # script. 27 of them, so that one idiom moves the score by 4 points (with 9, one corpus file moved
-# it by 22). seaborn and statsmodels are not installed, so the default corpus never writes their
-# aliases (dask's, only in a few lazy imports): a model gets those right from other data (codeparrot).
+# it by 22). No installed file writes `import seaborn as sns` (seaborn's examples are notebooks
+# outside its wheel), so the default corpus cannot teach ` sns`: a model gets it from other data.
 IDIOMS = [
     ("import pandas as", " pd"),
     ("import numpy as", " np"),

@@ -195,7 +195,10 @@ TINY = {
     "tokenizer": {"vocab_size": 400},
     "tokenize": {"context_length": 32},
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
-    "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3},
+    # torch.compile costs ~7 s a train here: the tests where it is the subject turn it on (the forced
+    # rerun's bit-identical outputs, tests/test_train_e2e.py's resumes, tests/train's both backends)
+    "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3,
+              "torch_compile": False},
     "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4, "keytokens": ["(", "="]},
 }
 

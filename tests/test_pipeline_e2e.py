@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import ALL_STAGES, copy_run, dvc, git, stages_run
+from tests.e2e import ALL_STAGES, copy_run, dvc, git, repro_and_commit, set_train, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,10 @@ def test_second_repro_runs_nothing(repo):
 
 def test_a_forced_rerun_gives_byte_identical_outputs(repo):
     """`dvc repro --force` recomputes every stage; every output comes out as the committed run's, bit
-    for bit (dvc.lock's hashes of data, tokenizer, model and export unchanged, and the metrics files)."""
+    for bit (dvc.lock's hashes of data, tokenizer, model and export unchanged, and the metrics files),
+    with the recipe's torch.compile (TINY turns it off) and deterministic kernels."""
+    set_train(repo, torch_compile=True)
+    repro_and_commit(repo, "compiled run")
     def snapshot() -> dict[str, bytes]:
         return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "metrics").rglob("*")) if p.is_file()}
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 MAX_STEPS, SAVE_STEPS = 80, 10
 TRAIN = {"max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "eval_steps": 20, "logging_steps": 5, "batch_size": 8,
-         "threads": 1}
+         "threads": 1, "torch_compile": True}  # the recipe's (TINY turns it off)
 
 
 @pytest.fixture(scope="module")
