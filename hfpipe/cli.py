@@ -1,6 +1,8 @@
 """The `hfpipe` command (console script): one subcommand per tool, so later ones fit beside it.
 
     hfpipe compare [RUN ...] [--md | --json]     seed-aware comparison of dvc experiments
+    hfpipe update [dataset|tokenizer|model ...] [--dry-run]
+                                                 move hub.lock.yaml's commits to the revisions' newest
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import sys
 
 from hfpipe import compare
+from hfpipe.hub import INPUTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +20,42 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_arguments(commands.add_parser(
         "compare", help="is experiment B better than A, or is that seed noise?", description=compare.DESCRIPTION,
         epilog=compare.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
+    update = commands.add_parser(
+        "update", help="re-resolve the Hub inputs' revisions and move hub.lock.yaml to their newest commits",
+        description="Resolve each Hub input's revision (params.yaml: dataset.revision, tokenizer.revision, "
+                    "model.revision; null: main) on the Hub now and write the commits to hub.lock.yaml; "
+                    "`dvc repro` then reruns exactly the stages that read a moved one. Without this, every "
+                    "repro loads the locked commits, online or offline.")
+    update.add_argument("inputs", nargs="*", choices=[[], *INPUTS], metavar="INPUT",
+                        help=f"which inputs ({', '.join(INPUTS)}; default: all three)")
+    update.add_argument("--dry-run", action="store_true", help="list what would move; write nothing")
+    update.set_defaults(func=run_update)
     args = parser.parse_args(argv)
     return args.func(args)
+
+
+def run_update(args) -> int:
+    from hfpipe.hub import LOCK_FILE, update_lock
+    from hfpipe.io import PipelineError
+    from hfpipe.params import load_params
+
+    def short(entry) -> str:
+        return f"{entry['repo']} at {entry['revision'] or 'main'}: {entry['commit']}" if entry else "not from the Hub"
+
+    try:
+        moved = update_lock(load_params(), tuple(args.inputs) or INPUTS, dry_run=args.dry_run)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for key, old, new in moved:
+        if old and new and old["repo"] == new["repo"] and old["revision"] == new["revision"]:
+            print(f"{key}: {new['repo']} at {new['revision'] or 'main'}: {old['commit']} -> {new['commit']}")
+        else:
+            print(f"{key}: {short(old)} -> {short(new)}")
+    verb = "would move" if args.dry_run else "moved"
+    print(f"{len(moved)} input(s) {verb}" + ("" if args.dry_run or not moved else
+                                               f"; {LOCK_FILE} written: dvc repro reruns the stages that read them"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ MAX_FILE_BYTES = 500_000
 WRITE_BATCH = 256
 # This project's own package is not part of the corpus it trains on.
 EXCLUDED_DISTRIBUTIONS = {"hfpipe"}
+# The lock every stage depends on; it pins the installed-packages corpus too.
+REQUIREMENTS = Path("requirements.txt")
 
 
 def any_keyword_in_string(text: str, keywords: Iterable[str]) -> bool:
@@ -35,31 +37,71 @@ def hash_fraction(text: str, seed: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def installed_python_files(seed: int) -> list[tuple[str, str, Path]]:
-    """(distribution, version, file) for every .py file of the installed distributions.
+def canonical_name(name: str) -> str:
+    """A distribution's name as PEP 503 compares them (Flufl.Lock, flufl_lock -> flufl-lock)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    Ordered by a seeded hash of the file's path, so a `max_documents` cap takes a sample of all
-    packages rather than the alphabetically first ones.
+
+def locked_versions(lock: Path = REQUIREMENTS) -> dict[str, str]:
+    """canonical name -> version, for every `name==version` line of the lock (requirements.txt)."""
+    if not lock.is_file():
+        raise PipelineError(f"{lock}: missing; the installed-packages corpus is the locked packages' files "
+                            f"(restore it from git)")
+    out = {}
+    for line in lock.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;#]+)", line.strip())
+        if match:
+            out[canonical_name(match.group(1))] = match.group(3)
+    return out
+
+
+def installed_python_files(seed: int, lock: Path = REQUIREMENTS) -> list[tuple[str, str, Path, str | None]]:
+    """(distribution, version, file, RECORD sha256) for every .py file of the locked distributions.
+
+    The corpus is a function of the lock, a dep of the fetch stage: a distribution the lock does not
+    pin is left out, and one installed at another version than the lock's is refused, so what pip
+    installed by hand can neither change the data behind DVC's back nor pass unnoticed. Ordered by a
+    seeded hash of the file's path, so a `max_documents` cap takes a sample of all packages.
     """
-    files: dict[str, tuple[str, str, Path]] = {}
+    locked = locked_versions(lock)
+    files: dict[str, tuple[str, str, Path, str | None]] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
-        if not name or name.lower() in EXCLUDED_DISTRIBUTIONS:
+        if not name or name.lower() in EXCLUDED_DISTRIBUTIONS or canonical_name(name) not in locked:
             continue
+        if dist.version != locked[canonical_name(name)]:
+            raise PipelineError(f"{name} {dist.version} is installed but {lock} pins {locked[canonical_name(name)]}: "
+                                f"the installed-packages corpus is the locked packages' files; "
+                                f"pip install -r {lock}")
         for f in dist.files or []:
             if f.suffix == ".py":
                 key = f"{name}/{f.as_posix()}"
-                files.setdefault(key, (name, dist.version, Path(dist.locate_file(f))))
+                digest = f.hash.value if f.hash and f.hash.mode == "sha256" else None
+                files.setdefault(key, (name, dist.version, Path(dist.locate_file(f)), digest))
     return [files[k] for k in sorted(files, key=lambda k: (hash_fraction(k, seed), k))]
 
 
-def iter_installed_package_documents(seed: int) -> Iterator[dict]:
-    for name, version, path in installed_python_files(seed):
+def iter_installed_package_documents(seed: int, lock: Path = REQUIREMENTS) -> Iterator[dict]:
+    """The locked distributions' .py files, each checked against the sha256 pip recorded for it (an
+    edited installed file would change the data while the lock stays the same)."""
+    import base64
+
+    for name, version, path, digest in installed_python_files(seed, lock):
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
                 continue
-            text = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if digest is not None:
+            actual = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            if actual != digest:
+                raise PipelineError(f"{path}: differs from what {name}=={version} installed (its RECORD sha256); "
+                                    f"the corpus must match the lock: pip install --force-reinstall "
+                                    f"{name}=={version}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
             continue
         yield {"content": text, "source": f"{name}=={version}"}
 
@@ -114,9 +156,9 @@ def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None)
     except Exception as err:  # datasets raises many types; the user needs the first line of any
         if looks_local(path):  # a local file that would not parse: the reader's words and the fix
             raise read_error(dp, "train" if Path(path).is_file() else "(all)", err) from None
-        cause = err.__cause__ or err
-        first = (str(cause).strip().splitlines() or [""])[0][:300]
-        raise PipelineError(f"dataset.path = {path!r}: could not load ({type(cause).__name__}: {first})") from None
+        from hfpipe.hub import hub_error  # the Hub's answer: no repo, no revision, no access, offline, ...
+
+        raise hub_error(err, "dataset", path, revision, "dataset") from None
 
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",

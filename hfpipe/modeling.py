@@ -46,9 +46,15 @@ def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> 
 def load_config(name_or_path: str, revision: str | None = None, **overrides):
     from transformers import AutoConfig
 
+    from hfpipe.hub import load_failure
+
     try:
         return AutoConfig.from_pretrained(resolve_name_or_path(name_or_path), revision=revision, **overrides)
+    except PipelineError:
+        raise
     except Exception as err:
+        if (hub := load_failure(err, "model", name_or_path, revision)) is not None:
+            raise hub from None
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"model.name_or_path = {name_or_path!r}: could not load its config "
                             f"({type(err).__name__}: {first})") from None
@@ -94,7 +100,7 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
         try:
             model = AutoModelForCausalLM.from_pretrained(path, revision=mp.revision)
         except Exception as err:
-            raise load_error(mp.name_or_path, "a causal LM", err) from None
+            raise load_error(mp.name_or_path, "a causal LM", err, mp.revision) from None
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
@@ -111,8 +117,13 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
     return model
 
 
-def load_error(name_or_path: str, what: str, err: Exception) -> PipelineError:
-    """One line for a model that would not load, with the fix when the weights are missing."""
+def load_error(name_or_path: str, what: str, err: Exception, revision: str | None = None) -> PipelineError:
+    """One line for a model that would not load, with the fix when the weights are missing (a local
+    folder) or what the Hub said (a Hub repository: hfpipe.hub.hub_error)."""
+    from hfpipe.hub import load_failure
+
+    if (hub := load_failure(err, "model", name_or_path, revision)) is not None:
+        return hub
     first = (str(err).strip().splitlines() or [""])[0][:300]
     fix = ""
     path = Path(name_or_path).expanduser()
@@ -156,7 +167,7 @@ def build_sequence_classifier(mp: ModelParams, label_names: list[str], seed: int
     except PipelineError:
         raise
     except Exception as err:
-        raise load_error(mp.name_or_path, "a sequence classifier", err) from None
+        raise load_error(mp.name_or_path, "a sequence classifier", err, mp.revision) from None
     if model.config.pad_token_id is None and pad_token_id is not None:
         model.config.pad_token_id = pad_token_id  # GPT-2-like models need it to find the last token
     enable_gradient_checkpointing(model, mp.gradient_checkpointing)

@@ -236,6 +236,24 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
 LOAD_DATASET_KEYS = ("path", "name", "revision", "data_files", "streaming", "text_column", "delimiter")
 
 
+# Where local inputs live: dvc.yaml lists these folders as deps (fetch: the data roots; tokenizer,
+# train and export: the model root), so adding, editing or deleting a file there reruns its readers.
+# Data outside the repository comes in with `dvc import-url` (locked like a Hub commit; `dvc update`).
+DATA_ROOTS = ("data/raw", "samples")
+MODEL_ROOTS = ("models/pretrained",)
+
+
+def check_watched(key: str, path: str, roots: tuple[str, ...]) -> None:
+    resolved = Path(path).expanduser().resolve()
+    if any(resolved.is_relative_to(Path(root).resolve()) for root in roots):
+        return
+    place = roots[0]
+    raise ValueError(f"{key} = {path!r}: outside {' and '.join(r + '/' for r in roots)}, the folders DVC watches "
+                     f"for local inputs (an edit there would rerun nothing); bring it in with "
+                     f"`dvc import-url {path} {place}/{Path(path).name or 'input'}` (then `dvc update` takes a new "
+                     f"version) or copy it under {place}/, and point {key} there")
+
+
 class EvaluateParams(_Section):
     batch_size: int = Field(32, ge=1)
     max_blocks: int | None = Field(None, gt=0)  # causal LM: validation blocks scored (None: all)
@@ -296,6 +314,17 @@ class Params(_Section):
             if revision is not None and (not name_or_path or looks_local(name_or_path)):
                 raise ValueError(f"{key}.revision = {revision!r}: a revision pins a Hub repository, and "
                                  f"{what} = {name_or_path!r} is not a Hub id; remove {key}.revision")
+        return self
+
+    @model_validator(mode="after")
+    def _local_inputs_watched(self) -> "Params":
+        """A local input must sit where dvc.yaml's deps watch it, or an edit would rerun nothing."""
+        dp = self.dataset
+        if dp.source == "load_dataset" and dp.path and looks_local(dp.path):
+            check_watched("dataset.path", dp.path, DATA_ROOTS)
+        for key, name_or_path in (("tokenizer", self.tokenizer.name_or_path), ("model", self.model.name_or_path)):
+            if name_or_path and not name_or_path.startswith("pkg:") and looks_local(name_or_path):
+                check_watched(f"{key}.name_or_path", name_or_path, MODEL_ROOTS)
         return self
 
     @model_validator(mode="after")

@@ -53,6 +53,10 @@ def load_pretrained_tokenizer(name_or_path: str, revision: str | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except Exception as err:
+        from hfpipe.hub import load_failure
+
+        if (hub := load_failure(err, "tokenizer", name_or_path, revision)) is not None:
+            raise hub from None
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load ({type(err).__name__}: {first})") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; the seeds use EOS

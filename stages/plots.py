@@ -1,4 +1,4 @@
-"""Stage plots (runs on every repro, after evaluate): metrics/dvc.yaml, the plots only this task draws.
+"""Stage plots (after evaluate): metrics/dvc.yaml, the plots only this task draws.
 
 See hfpipe/plots.py for why this is a generated file rather than part of dvc.yaml.
 """

@@ -1,6 +1,6 @@
 """Stage tokenizer: a byte-level BPE trained on the train split (or a pretrained one) -> models/tokenizer."""
 
-from hfpipe.io import atomic_dir, read_json, run_stage, write_json_atomic
+from hfpipe.io import atomic_dir, run_stage, write_json_atomic
 from hfpipe.params import load_params
 
 
@@ -15,10 +15,9 @@ def main() -> None:
     tp = params.tokenizer
     source = None
     if tp.name_or_path:
-        from hfpipe.hub import PROVENANCE_FILE, provenance
+        from hfpipe.hub import PROVENANCE_FILE, locked_commit, provenance
 
-        # the commit the inputs stage resolved tokenizer.revision to (None offline or for a local folder)
-        commit = read_json("data/stats/tokenizer_inputs.json").get("commit")
+        commit = locked_commit(params, "tokenizer")  # a Hub tokenizer's locked commit (None: local)
         tokenizer = load_pretrained_tokenizer(tp.name_or_path, commit or tp.revision)
         source = provenance(tp.name_or_path, tp.revision, commit)
     else:

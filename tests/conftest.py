@@ -150,10 +150,10 @@ def pytest_xdist_make_scheduler(config, log):
 # only read one use it as it is; a test that changes things works on its own copy
 # (tests.e2e.copy_run), so every test starts from the same finished state, in any order.
 
-def _finished_run(dest: Path, recipe: str, overrides: dict) -> Path:
+def _finished_run(dest: Path, recipe: str, overrides: dict, local: dict[str, Path] | None = None) -> Path:
     from tests.e2e import ALL_STAGES, make_repo_copy, repro_and_commit, stages_run
 
-    repo = make_repo_copy(dest, recipe, overrides)
+    repo = make_repo_copy(dest, recipe, overrides, local)
     result = repro_and_commit(repo, "tiny run")
     assert stages_run(result.stdout) == ALL_STAGES, result.stdout[-3000:]
     return repo
@@ -169,15 +169,14 @@ def tiny_default_repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sentiment_run(tmp_path_factory, standins) -> Path:
-    """The sentiment recipe on a folder of CSVs outside the repo (`<run>/../mydata`, a copy of
-    samples/sentiment), a tiny DistilBERT stand-in."""
-    import shutil
-
+    """The sentiment recipe on a user's folder of CSVs (data/raw/mydata, a copy of samples/sentiment)
+    and a local tiny DistilBERT stand-in (models/pretrained/distilbert)."""
     from tests.e2e import ROOT, sentiment_overrides
 
     root = tmp_path_factory.mktemp("sentiment-run")
-    shutil.copytree(ROOT / "samples/sentiment", root / "mydata")
-    return _finished_run(root / "repo", "recipes/sentiment.yaml", sentiment_overrides(root / "mydata", standins["distilbert"]))
+    local = {"data/raw/mydata": ROOT / "samples/sentiment", "models/pretrained/distilbert": standins["distilbert"]}
+    return _finished_run(root / "repo", "recipes/sentiment.yaml",
+                         sentiment_overrides("data/raw/mydata", "models/pretrained/distilbert"), local)
 
 
 @pytest.fixture(scope="session")
@@ -194,7 +193,7 @@ def gpt2_classifier_run(tmp_path_factory, standins) -> Path:
     from tests.e2e import gpt2_overrides
 
     return _finished_run(tmp_path_factory.mktemp("gpt2-classifier-run") / "repo", "recipes/gpt2-classifier.yaml",
-                         gpt2_overrides(standins["gpt2"]))
+                         gpt2_overrides("models/pretrained/gpt2"), {"models/pretrained/gpt2": standins["gpt2"]})
 
 
 @pytest.fixture(scope="session")

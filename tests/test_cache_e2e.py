@@ -2,8 +2,9 @@
 
 - every row of the README's "what reruns" table (params, code, the lock), read from `dvc status`
   on the tiny default repo and closed over the pipeline's graph;
-- the installed packages behind the default corpus: a package added, upgraded or removed reruns
-  fetch, and a corpus that comes out identical leaves the later stages cached;
+- hub.lock.yaml: a moved commit reruns exactly the stages that read that input;
+- the installed-packages corpus is pinned by the lock: a package beside it changes nothing, a new
+  pin reruns fetch, a version other than the lock's is refused;
 - the committed dvc.lock's corpus hash is what a machine installed from the lock makes.
 (A user's own local data files: tests/test_classification_e2e.py, on the sentiment and mrpc recipes.)
 """
@@ -18,8 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import ALWAYS_RUN, ROOT, copy_run, dvc, git, make_repo_copy
-from tests.test_inputs import fake_distribution
+from tests.e2e import ALWAYS_RUN, ROOT, copy_run, dvc, fake_distribution, git, make_repo_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -101,13 +101,13 @@ def own_repo(tiny_default_repo, tmp_path) -> Path:
     return copy_run(tiny_default_repo, tmp_path / "repo")
 
 
-def test_nothing_changed_reruns_nothing_and_the_inputs_check_runs(own_repo):
+def test_nothing_changed_reruns_nothing_and_status_is_clean(own_repo):
     repo = own_repo
+    assert dvc(repo, "status").stdout.strip() == "Data and pipelines are up to date."
     result = dvc(repo, "repro")
-    assert "Running stage 'inputs'" in result.stdout and "Running stage 'plots'" in result.stdout
-    assert [s for s in STAGES if f"Running stage '{s}'" in result.stdout] == []
+    assert "Running stage" not in result.stdout  # no stage runs on every repro
     assert would_rerun(repo) == set()
-    assert git(repo, "status", "--porcelain").stdout == ""  # inputs.json rewritten byte-identical
+    assert git(repo, "status", "--porcelain").stdout == ""
 
 
 @pytest.mark.parametrize("key, value, expected", PARAM_ROWS, ids=[r[0] for r in PARAM_ROWS])
@@ -122,6 +122,18 @@ def test_a_param_change_reruns_exactly_its_row(repo, key, value, expected):
         (repo / "params.yaml").write_text(original)
 
 
+@pytest.mark.parametrize("key, first", [("dataset", "fetch"), ("tokenizer", "tokenizer"), ("model", "train")])
+def test_a_moved_hub_lock_entry_reruns_exactly_the_stages_that_read_it(repo, key, first):
+    original = (repo / "hub.lock.yaml").read_text()
+    lock = yaml.safe_load(original)
+    lock[key] = {"repo": "org/name", "revision": None, "commit": "0" * 40}
+    (repo / "hub.lock.yaml").write_text(yaml.safe_dump(lock))
+    try:
+        assert would_rerun(repo) == FROM[first]
+    finally:
+        (repo / "hub.lock.yaml").write_text(original)
+
+
 @pytest.mark.parametrize("path, expected", FILE_ROWS, ids=[r[0] for r in FILE_ROWS])
 def test_a_code_change_reruns_exactly_the_stages_that_run_it(repo, path, expected):
     original = (repo / path).read_text()
@@ -132,49 +144,45 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_it(repo, path, expecte
         (repo / path).write_text(original)
 
 
-def test_installed_packages_behind_the_default_corpus_are_a_dependency(own_repo, tmp_path):
-    """A package added to the environment, upgraded, or removed reruns fetch; when the corpus comes
-    out the same the later stages stay cached, and when it changes they rerun."""
+def test_the_default_corpus_is_pinned_by_the_lock(own_repo, tmp_path):
+    """The installed-packages corpus is the files of the packages requirements.txt pins, so the lock
+    (a dep of fetch) is its fingerprint: a package installed by hand beside the lock changes nothing,
+    one at another version than the lock's is refused in one line, and a new pin in the lock reruns
+    fetch with that package's files in the corpus."""
     from hfpipe.data import hash_fraction
 
     repo = own_repo
-
-    def repro_fetch(site: Path | None) -> tuple[set[str], dict]:
-        env = dict(os.environ, PYTHONPATH=str(site)) if site else None
-        result = _dvc_env(repo, env, "repro", "fetch")
-        ran = {s for s in ("inputs", "fetch") if f"Running stage '{s}'" in result.stdout}
-        return ran, json.loads((repo / "data/stats/inputs.json").read_text())["distributions"]
-
     filtered = _lock_hash(repo, "data/filtered")
-    # a package whose code mentions no filter keyword: fetch reruns, the corpus is the same
-    plain = tmp_path / "plain"
-    fake_distribution(plain, "fakepkg", "1.0", {"fakepkg/__init__.py": "VALUE = 1\n"})
-    ran, dists = repro_fetch(plain)
-    assert ran == {"inputs", "fetch"} and "fakepkg==1.0" in dists
-    assert _lock_hash(repo, "data/filtered") == filtered
-    assert would_rerun(repo) == set()  # tokenizer onward stay cached
-
-    # upgraded, now with pandas code the corpus sample reads first (the files are sampled in order of a
-    # seeded hash of their path): fetch reruns, the corpus changes, everything after it would rerun
+    # a package the lock does not pin, with pandas code the corpus sample would read first: ignored
     name = next(f"fakepkg/mod{i}.py" for i in range(100_000) if hash_fraction(f"fakepkg/fakepkg/mod{i}.py", 0) < 1e-3)
-    upgraded = tmp_path / "upgraded"
-    fake_distribution(upgraded, "fakepkg", "2.0", {"fakepkg/__init__.py": "VALUE = 1\n",
-                                                   name: "import pandas as pd\n\ndf = pd.DataFrame({'a': [1, 2]})\n"})
-    ran, dists = repro_fetch(upgraded)
-    assert ran == {"inputs", "fetch"} and "fakepkg==2.0" in dists and "fakepkg==1.0" not in dists
+    extra = tmp_path / "extra"
+    fake_distribution(extra, "fakepkg", "2.0", {"fakepkg/__init__.py": "VALUE = 1\n",
+                                                name: "import pandas as pd\n\ndf = pd.DataFrame({'a': [1, 2]})\n"})
+    env = {"PYTHONPATH": str(extra)}
+    assert "Data and pipelines are up to date" in _dvc_env(repo, env, "status").stdout
+    result = _dvc_env(repo, env, "repro", "fetch", "--force")
+    assert "fakepkg==2.0" not in json.loads((repo / "data/stats/fetch.json").read_text())["documents_by_source"]
+    assert _lock_hash(repo, "data/filtered") == filtered
+
+    # pinned in the lock: the lock changed, so fetch reruns, and the corpus now has fakepkg's file
+    lock = (repo / "requirements.txt").read_text()
+    (repo / "requirements.txt").write_text(lock + "fakepkg==2.0\n")
+    assert "fetch" in would_rerun(repo)
+    _dvc_env(repo, env, "repro", "fetch")
     assert json.loads((repo / "data/stats/fetch.json").read_text())["documents_by_source"]["fakepkg==2.0"] == 1
     assert _lock_hash(repo, "data/filtered") != filtered
-    assert would_rerun(repo) == {"tokenizer", "tokenize", "train", "evaluate", "export"}
 
-    # removed again: the committed corpus comes back (from the DVC cache) and nothing after it reruns
-    ran, dists = repro_fetch(None)
-    assert "fetch" in ran and not any(d.startswith("fakepkg==") for d in dists)
-    assert _lock_hash(repo, "data/filtered") == filtered
-    assert would_rerun(repo) == set()
-    assert git(repo, "status", "--porcelain").stdout == ""
+    # the lock pins another version than the installed one: one line, nothing half-written
+    (repo / "requirements.txt").write_text(lock + "fakepkg==3.0\n")
+    result = _dvc_env(repo, env, "repro", "fetch", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert errors == ["error: fakepkg 2.0 is installed but requirements.txt pins 3.0: the installed-packages corpus "
+                      "is the locked packages' files; pip install -r requirements.txt"], result.stderr[-2000:]
+    assert not [p for p in (repo / "data").iterdir() if ".tmp-" in p.name]
 
 
-def _dvc_env(repo: Path, env: dict | None, *args: str):
+def _dvc_env(repo: Path, env: dict | None, *args: str, check: bool = True):
     import subprocess
     import sys
 
@@ -184,7 +192,8 @@ def _dvc_env(repo: Path, env: dict | None, *args: str):
     if env:
         full["PYTHONPATH"] = env["PYTHONPATH"]
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=full, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
 
 
@@ -215,8 +224,7 @@ def lock_differences() -> list[str]:
 
 def test_the_committed_corpus_is_what_the_lock_installs(tmp_path):
     """On a machine installed from the lock (CI: a fresh venv), fetch with the committed params makes
-    the corpus whose hash the committed dvc.lock records, and the inputs fingerprint matches the one
-    committed, so a fresh clone's `dvc repro` does not rerun fetch."""
+    the corpus whose hash the committed dvc.lock records."""
     differences = lock_differences()
     if differences:
         message = "this environment is not the lock's: " + "; ".join(differences[:5])
@@ -225,6 +233,5 @@ def test_the_committed_corpus_is_what_the_lock_installs(tmp_path):
         pytest.skip(message)
     copy = make_repo_copy(tmp_path / "repo", "params.yaml", {})
     dvc(copy, "repro", "fetch")
-    assert (copy / "data/stats/inputs.json").read_text() == (ROOT / "data/stats/inputs.json").read_text()
     assert _lock_hash(copy, "data/filtered") == _lock_hash(ROOT, "data/filtered")
     shutil.rmtree(copy / "data")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import GPT2_SCRATCH, checkpoints, copy_run, dvc, git, make_repo_copy, set_train, stages_run
+from tests.e2e import GPT2_SCRATCH, ROOT, checkpoints, copy_run, dvc, git, make_repo_copy, set_train, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -107,17 +107,12 @@ def test_sentiment_lr_experiment(sentiment_run, tmp_path):
     assert_lr_experiment_reruns_train_evaluate_export(copy_run(sentiment_run, tmp_path / "repo"), 2e-3)
 
 
-def test_sentiment_data_files_outside_the_repo_are_dependencies(sentiment_run, tmp_path):
+def test_sentiment_local_data_is_a_dependency_inside_the_repo_and_imported_from_outside(sentiment_run, tmp_path):
     repo = copy_run(sentiment_run, tmp_path / "repo")
-    mydata = tmp_path / "mydata"  # this test's own copy of the user's folder of CSVs
-    shutil.copytree(sentiment_run.parent / "mydata", mydata)
+    mydata = repo / "data/raw/mydata"  # the user's folder of CSVs, where dvc.yaml watches local data
     assert stages_run(dvc(repo, "repro").stdout) == set()  # nothing changed: nothing reruns
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["dataset"]["path"] = str(mydata)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = dvc(repo, "repro")  # moved, same files: fetch reruns and makes the same data, so the data
-    assert stages_run(result.stdout) == {"fetch", "export"}  # stages stay cached (export: the card prints params)
-    (mydata / "notes.txt").write_text("where these reviews came from\n")  # read by no split
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    (mydata / "notes.txt").write_text("where these reviews came from\n")  # a file added, read by no split
     result = dvc(repo, "repro")
     assert "Running stage 'fetch'" in result.stdout and stages_run(result.stdout) == {"fetch"}  # same data: cached after
     rows = (mydata / "train.csv").read_text().splitlines()
@@ -133,6 +128,26 @@ def test_sentiment_data_files_outside_the_repo_are_dependencies(sentiment_run, t
     result = dvc(repo, "repro", "fetch")
     assert stages_run(result.stdout) == {"fetch"}
     assert "test" not in json.loads((repo / "data/stats/fetch.json").read_text())["split_rows"]
+
+    # Outside the repository: refused in one line (DVC would not see an edit there) ...
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "samples/sentiment", outside)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["dataset"]["path"] = str(outside)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(repo, "repro", "fetch", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "outside data/raw/ and samples/" in errors[0] and "dvc import-url" in errors[0], errors
+    # ... and brought in as the line says: dvc import-url, locked until `dvc update` takes a new version.
+    dvc(repo, "import-url", str(outside), "data/raw/elsewhere")
+    params["dataset"]["path"] = "data/raw/elsewhere"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "Running stage 'fetch'" in dvc(repo, "repro", "fetch").stdout
+    (outside / "train.csv").write_text((outside / "train.csv").read_text().replace(",1\n", ",0\n", 1))
+    assert stages_run(dvc(repo, "repro", "fetch").stdout) == set()  # the import is locked: nothing moved
+    dvc(repo, "update", "data/raw/elsewhere.dvc")
+    assert stages_run(dvc(repo, "repro", "fetch").stdout) == {"fetch"}
 
 
 def test_mrpc_recipe_on_glue_raw_tsv(mrpc_run):
@@ -189,7 +204,7 @@ def test_gpt2_classifier_recipe(gpt2_classifier_run, standins):
     tokenizer = json.loads((repo / "models/tokenizer/tokenizer_config.json").read_text())
     assert tokenizer["pad_token"] == "[PAD]"  # GPT-2 has none: the recipe adds its own, distinct from EOS
     provenance = json.loads((repo / "models/trained/hub_provenance.json").read_text())
-    assert provenance["model"] == {"name_or_path": str(standins["gpt2"]), "revision": None, "commit": None}
+    assert provenance["model"] == {"name_or_path": "models/pretrained/gpt2", "revision": None, "commit": None}
     assert "### Hub sources" in (repo / "models/export/README.md").read_text()
     tok = json.loads((repo / "data/stats/tokenize.json").read_text())
     assert tok["label_names"] == ["neg", "pos"] and len(set(tok["label_tokens"])) == 2

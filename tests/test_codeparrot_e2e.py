@@ -30,18 +30,21 @@ def write_codeparrot_jsonl(path: Path, n: int) -> Path:
 
 
 def test_codeparrot_recipe_runs_end_to_end(tmp_path, standins):
-    corpus = write_codeparrot_jsonl(tmp_path / "codeparrot-train.jsonl", 600)
+    (tmp_path / "mydata").mkdir()
+    write_codeparrot_jsonl(tmp_path / "mydata/codeparrot-train.jsonl", 600)
     overrides = {
-        "dataset": {"path": str(corpus), "validation_fraction": 0.1},
-        "tokenizer": {"name_or_path": str(standins["code_tokenizer"])},
-        "model": {"name_or_path": str(standins["gpt2"])},  # its config; weights from scratch
+        "dataset": {"path": "data/raw/mydata/codeparrot-train.jsonl", "validation_fraction": 0.1},
+        "tokenizer": {"name_or_path": "models/pretrained/code-tokenizer"},
+        "model": {"name_or_path": "models/pretrained/gpt2"},  # its config; weights from scratch
         "tokenize": {"context_length": 32, "num_proc": 2},
         "train": {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "gradient_accumulation_steps": 2,
                   "warmup_ratio": 0.1, "eval_steps": 4, "logging_steps": 2, "save_steps": 4, "eval_max_blocks": 16},
         "evaluate": {"max_blocks": 16, "batch_size": 16, "max_new_tokens": 4},
         "export": {"check_examples": 8},
     }
-    repo = make_repo_copy(tmp_path / "repo", "recipes/codeparrot.yaml", overrides)
+    repo = make_repo_copy(tmp_path / "repo", "recipes/codeparrot.yaml", overrides, {
+        "data/raw/mydata": tmp_path / "mydata", "models/pretrained/code-tokenizer": standins["code_tokenizer"],
+        "models/pretrained/gpt2": standins["gpt2"]})
     result = dvc(repo, "repro")
     assert stages_run(result.stdout) == {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
 

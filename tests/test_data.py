@@ -447,3 +447,25 @@ def test_a_streamed_jsonl_that_will_not_parse_is_one_line(tmp_path, content):
     assert "\n" not in message
     assert message.startswith(f"dataset.path = '{tmp_path / 'corpus.jsonl'}': split 'train' could not be read (")
     assert message.endswith("save the file as UTF-8 text in its format (JSON lines: one JSON object per line)")
+
+
+def test_the_installed_packages_corpus_is_what_the_lock_pins(tmp_path, monkeypatch):
+    from hfpipe.data import installed_python_files, iter_installed_package_documents
+    from tests.e2e import fake_distribution
+
+    site = tmp_path / "site"
+    fake_distribution(site, "fakepkg", "2.0", {"fakepkg/__init__.py": "import pandas as pd\n"})
+    monkeypatch.syspath_prepend(str(site))
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("no-such-package==1.0\n")  # a lock that pins other packages only
+    assert not any(name == "fakepkg" for name, *_ in installed_python_files(0, lock))  # not pinned: not read
+    lock.write_text("fakepkg==2.0\n")
+    assert [p.name for name, _, p, _ in installed_python_files(0, lock)] == ["__init__.py"]
+    assert [d["source"] for d in iter_installed_package_documents(0, lock)] == ["fakepkg==2.0"]
+    (site / "fakepkg/__init__.py").write_text("import pandas as pd  # edited in place\n")
+    with pytest.raises(PipelineError, match=r"__init__.py: differs from what fakepkg==2.0 installed .*"
+                                            r"pip install --force-reinstall fakepkg==2.0$"):
+        list(iter_installed_package_documents(0, lock))
+    lock.write_text(lock.read_text().replace("fakepkg==2.0", "fakepkg==3.0"))
+    with pytest.raises(PipelineError, match=r"^fakepkg 2.0 is installed but .*requirements.txt pins 3.0"):
+        installed_python_files(0, lock)

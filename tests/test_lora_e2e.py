@@ -64,7 +64,7 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
 
     # its own small repo (not a copy of a session run), so the scheduler can put it on either worker;
     # (the ONNX export of a merged model is checked by the causal-LM test below, on a smaller model)
-    overrides = deep_update(sentiment_overrides(Path("samples/sentiment"), MINILM), {
+    overrides = deep_update(sentiment_overrides("samples/sentiment", MINILM), {
         "lr": 2e-3, "model": {"peft": LORA}, "export": {"onnx": False, "quantize_int8": False},
         "train": {"max_steps": 25}})
     repo = make_repo_copy(tmp_path / "repo", "recipes/sentiment.yaml", overrides)
@@ -123,10 +123,11 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
 def gpt2_lora_data(tmp_path_factory, standins) -> Path:
     """The gpt2-classifier recipe on the GPT-2 stand-in with LoRA, data stages done and committed
     (the two resume tests train from here)."""
-    overrides = deep_update(gpt2_overrides(standins["gpt2"]), {
+    overrides = deep_update(gpt2_overrides("models/pretrained/gpt2"), {
         "lr": 3e-2, "model": {"peft": {**LORA, "r": 4}},
         "train": {"max_steps": 20, "save_steps": 10, "eval_steps": 20, "threads": 1}})
-    repo = make_repo_copy(tmp_path_factory.mktemp("gpt2-lora") / "repo", "recipes/gpt2-classifier.yaml", overrides)
+    repo = make_repo_copy(tmp_path_factory.mktemp("gpt2-lora") / "repo", "recipes/gpt2-classifier.yaml", overrides,
+                          {"models/pretrained/gpt2": standins["gpt2"]})
     dvc(repo, "repro", "tokenize")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "data stages")
@@ -163,18 +164,18 @@ def test_lora_continues_the_default_recipes_trained_model(tiny_default_repo, tmp
     """A causal LM fine-tuned from a pretrained start: the tiny default's trained model (and its
     tokenizer) as model.name_or_path, trained further with LoRA on the same data."""
     repo = copy_run(tiny_default_repo, tmp_path / "repo")
-    start = tmp_path / "code-lm"
-    shutil.copytree(tiny_default_repo / "models/trained", start)
+    start = "models/pretrained/code-lm"  # where dvc.yaml watches local models
+    shutil.copytree(tiny_default_repo / "models/trained", repo / start)
     before = json.loads((tiny_default_repo / "metrics/eval.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # the tokenizer stage is left as it was (the BPE the start model was trained with, cached); a
     # continuation on other data would name the start folder as tokenizer.name_or_path too
-    params["model"] = {"name_or_path": str(start), "from_scratch": False, "peft": {**LORA, "r": 4}}
+    params["model"] = {"name_or_path": start, "from_scratch": False, "peft": {**LORA, "r": 4}}
     params["lr"] = 1e-2
     params["train"]["max_steps"] = 30
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = dvc(repo, "repro")
-    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
+    result = dvc(repo, "repro")  # the tokenizer stage watches models/pretrained too: it reruns, the same
+    assert stages_run(result.stdout) == {"tokenizer", "train", "evaluate", "export"}  # BPE, so tokenize is cached
     after = json.loads((repo / "metrics/eval.json").read_text())
     print(f"perplexity: trained model {before['perplexity']}, + LoRA {after['perplexity']}")
     assert after["perplexity"] < before["perplexity"]
@@ -184,8 +185,8 @@ def test_lora_continues_the_default_recipes_trained_model(tiny_default_repo, tmp
     # the merged model went through ONNX + int8 and their parity checks
     assert figures_onnx_ok(repo) and (repo / "models/export/onnx/model.int8.onnx").is_file()
 
-    # the starting model is an input outside the repository: retrained in place, it reruns train
-    # (and export, which checks the adapter on it), nothing before them
-    (start / "model.safetensors").write_bytes((start / "model.safetensors").read_bytes() + b" ")
-    dvc(repo, "repro", "inputs")
-    assert stale_stages(repo) == {"train", "export"}
+    # the starting model is a local input: retrained in place, it reruns what reads models/pretrained
+    # (train, export, which checks the adapter on it, and the tokenizer stage), nothing else first
+    weights = repo / start / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")
+    assert stale_stages(repo) == {"tokenizer", "train", "export"}

@@ -122,7 +122,7 @@ def test_check_context_length_without_model_path_is_free():
 
 
 def test_load_config_missing_path_is_a_pipeline_error(tmp_path):
-    with pytest.raises(PipelineError, match=r"^model.name_or_path = '.*nope': could not load its config"):
+    with pytest.raises(PipelineError, match=r"^model.name_or_path = '.*nope': no such folder"):
         load_config(str(tmp_path / "nope"))
 
 

@@ -111,7 +111,7 @@ def test_load_dataset_source_needs_path():
     message = error_of({"dataset": {"source": "load_dataset"}})
     assert "dataset.path is required when dataset.source is load_dataset" in message
     # with a path it is fine
-    assert parse_params({"dataset": {"source": "load_dataset", "path": "x.jsonl"}}).dataset.path == "x.jsonl"
+    assert parse_params({"dataset": {"source": "load_dataset", "path": "data/raw/x.jsonl"}}).dataset.path == "data/raw/x.jsonl"
 
 
 def test_section_that_is_not_a_mapping():

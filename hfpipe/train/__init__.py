@@ -103,11 +103,11 @@ def describe_model(model, params: Params) -> str:
 
 
 def pin_hub_model(params: Params) -> tuple[Params, dict]:
-    """Train from exactly the commit the inputs stage resolved model.revision to
-    (data/stats/model_inputs.json, a dep: a moved Hub branch reruns train). Returns the params with
-    that commit, and the sources record (the tokenizer's and the model's name, revision asked for
-    and commit read) for models/trained/hub_provenance.json and the model card."""
-    from hfpipe.hub import PROVENANCE_FILE, provenance
+    """Train from exactly the commit hub.lock.yaml holds for model.name_or_path (its `model` entry
+    is a param of this stage: a moved lock reruns train). Returns the params with that commit, and
+    the sources record (the tokenizer's and the model's name, revision asked for and commit read)
+    for models/trained/hub_provenance.json and the model card."""
+    from hfpipe.hub import PROVENANCE_FILE, locked_commit, provenance
 
     sources = {}
     tokenizer_record = Path("models/tokenizer") / PROVENANCE_FILE
@@ -115,8 +115,7 @@ def pin_hub_model(params: Params) -> tuple[Params, dict]:
         sources["tokenizer"] = read_json(tokenizer_record)
     mp = params.model
     if mp.name_or_path:
-        # the commit the inputs stage resolved model.revision to (None offline or for a local folder)
-        commit = read_json("data/stats/model_inputs.json").get("commit")
+        commit = locked_commit(params, "model")  # None for a local folder or a pip package's model
         sources["model"] = provenance(mp.name_or_path, mp.revision, commit)
         if commit:
             params = params.model_copy(update={"model": mp.model_copy(update={"revision": commit})})
