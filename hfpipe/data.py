@@ -150,7 +150,10 @@ def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None)
         if revision:
             kwargs["revision"] = revision
     try:
-        return datasets.load_dataset(builder, dp.name, streaming=streaming, **kwargs)
+        loaded = datasets.load_dataset(builder, dp.name, streaming=streaming, **kwargs)
+        if revision and not looks_local(path) and not streaming:
+            check_cached_revision(loaded, path, revision)
+        return loaded
     except PipelineError:
         raise
     except Exception as err:  # datasets raises many types; the user needs the first line of any
@@ -159,6 +162,17 @@ def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None)
         from hfpipe.hub import hub_error  # the Hub's answer: no repo, no revision, no access, offline, ...
 
         raise hub_error(err, "dataset", path, revision, "dataset") from None
+
+
+def check_cached_revision(splits, path: str, commit: str) -> None:
+    """Offline, datasets 5.2 ignores `revision` and reads whichever commit of the dataset its cache
+    holds ("Found the latest cached dataset configuration"); its cache folders are named by commit,
+    so the files read must be the locked commit's, or the run would train on other data unnoticed."""
+    files = [f["filename"] for split in splits.values() for f in split.cache_files]
+    if files and not all(f"/{commit}/" in f for f in files):
+        raise PipelineError(f"dataset.path = {path!r} at {commit!r}: not in the local datasets cache (it holds "
+                            f"another commit of it), and the Hub is offline; go online, or load that commit "
+                            f"into the cache: hf download {path} --repo-type dataset --revision {commit}")
 
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
