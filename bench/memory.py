@@ -44,8 +44,6 @@ def main() -> None:
             repo = make_repo_copy(Path(tmp) / f"x{scale}", "params.yaml", {
                 "dataset": {"max_bytes": int(args.mb * scale * 1e6), "max_documents": None},
                 "tokenizer": {"vocab_size": 2000}})
-            # fetch reads what the inputs stage fingerprinted (data/stats/inputs.json), as under dvc repro
-            subprocess.run([sys.executable, "-m", "stages.inputs"], cwd=repo, env=env(), check=True, capture_output=True)
             figures[f"fetch_peak_rss_mb_{scale}x"] = round(peak_rss_mb(repo, "stages.fetch"), 1)
             subprocess.run([sys.executable, "-m", "stages.train_tokenizer"], cwd=repo, env=env(), check=True,
                            capture_output=True)

@@ -71,3 +71,34 @@ def test_a_corrupt_lock_is_one_line(tmp_path, text, words):
     lock.write_text(text)
     with pytest.raises(PipelineError, match=words):
         read_lock(lock)
+
+
+def _http_error(status: int, cls=None):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = httpx2.Response(status, request=httpx2.Request("GET", "http://127.0.0.1:9/api/models/org/name"))
+    return (cls or HfHubHTTPError)(f"{status} Client Error", response=response)
+
+
+@pytest.mark.parametrize("status, words", [(401, "asked for credentials (401); set HF_TOKEN or run `hf auth login`"),
+                                           (403, "refused access (403: gated or private); accept its terms on the "
+                                                 "Hub and set HF_TOKEN or run `hf auth login`")])
+def test_no_access_names_the_token(status, words):
+    from hfpipe.hub import hub_error
+
+    error = hub_error(_http_error(status), "model", "org/name", None, "model")
+    assert str(error) == f"model.name_or_path = 'org/name': the Hub {words}"
+
+
+def test_a_gated_repo_and_an_unreachable_hub_are_one_line_each(monkeypatch):
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+
+    from hfpipe.hub import hub_error
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert "refused access (403" in str(hub_error(_http_error(403, GatedRepoError), "model", "org/name", None, "model"))
+    error = hub_error(LocalEntryNotFoundError("no connection"), "dataset", "org/data", SHA, "dataset")
+    assert str(error) == (f"dataset.path = 'org/data' at '{SHA}': not in the local Hugging Face cache, and the Hub "
+                          f"is unreachable; go online, or download that commit into the cache: "
+                          f"hf download org/data --repo-type dataset --revision {SHA}")
