@@ -185,10 +185,10 @@ def test_mrpc_data_inside_the_repo_is_a_dependency_and_a_bad_label_is_one_line(m
     assert {"tokenizer", "tokenize"} & set(status), status  # the fetched data changed: what reads it would rerun
 
     # Bad data: a label outside the label set stops fetch with one line, nothing half-written.
-    (repo / "bad").mkdir()
-    (repo / "bad/train.tsv").write_text("\ufeffQuality\t#1 String\t#2 String\n1\ta\tb\n0\tc\td\n2\te\tf\n")
+    (repo / "data/raw/bad").mkdir()
+    (repo / "data/raw/bad/train.tsv").write_text("\ufeffQuality\t#1 String\t#2 String\n1\ta\tb\n0\tc\td\n2\te\tf\n")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["dataset"]["path"] = "bad"
+    params["dataset"]["path"] = "data/raw/bad"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = dvc(repo, "repro", check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
