@@ -138,6 +138,14 @@ def test_mrpc_from_the_hub_is_locked_reproducible_offline_and_fails_in_one_line(
         result = dvc(repo, offline, "exp", "run", "-S", "lr=1e-4")
         assert stages_run(result.stdout) == {"train", "evaluate", "export"}
         assert json.loads((repo / "models/trained/hub_provenance.json").read_text())["model"]["commit"] == bert.main
+        # datasets 5.2 offline reads the newest cached commit of a dataset whatever the revision (v1 here,
+        # loaded last above): fetch sees the files are not the locked commit's and refuses in one line
+        error = one_error(dvc(repo, offline, "repro", "--force", "fetch", check=False))
+        assert error.startswith(f"error: dataset.path = 'nyu-mll/glue' at '{glue.main}': not in the local datasets "
+                                "cache (it holds another commit of it)"), error
+        assert not [p for p in (repo / "data").iterdir() if ".tmp-" in p.name]
+        git(repo, "checkout", "--", ".")
+        dvc(repo, offline, "checkout", "--force")
         # with an empty cache it cannot: one line naming the repo, the commit and the fix
         result = dvc(repo, hub_env(hub, offline=True, hf_home=tmp_path / "empty-cache"), "exp", "run", "-S", "lr=2e-4",
                      check=False)
@@ -155,12 +163,14 @@ RECIPES = {
     "sentiment": {"lr": 3e-3, "dataset": {"max_train_samples": 120}},
     # gpt2-classifier: rotten_tomatoes + openai-community/gpt2, a [PAD] added, LoRA on top
     "gpt2-classifier": {"lr": 1e-2, "model": {"peft": {"method": "lora", "r": 4, "alpha": 16, "dropout": 0.0}}},
-    # codeparrot: streamed JSON lines + the course's code tokenizer + gpt2's config from scratch
-    "codeparrot": {"dataset": {"validation_fraction": 0.1}, "tokenize": {"context_length": 32, "num_proc": 1},
-                   "train": {"max_steps": 6, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 3,
-                             "logging_steps": 3, "save_steps": 3, "eval_max_blocks": 8, "torch_compile": False},
-                   "evaluate": {"max_blocks": 8, "batch_size": 16, "max_new_tokens": 4},
-                   "export": {"onnx": False, "quantize_int8": False}},
+    # codeparrot: streamed JSON lines + the course's code tokenizer + gpt2's config from scratch, two
+    # tokenize processes, gradient accumulation, ONNX + int8
+    "codeparrot": {"dataset": {"validation_fraction": 0.1}, "tokenize": {"context_length": 32, "num_proc": 2},
+                   "train": {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "gradient_accumulation_steps": 2,
+                             "warmup_ratio": 0.1, "eval_steps": 4, "logging_steps": 2, "save_steps": 4,
+                             "eval_max_blocks": 16, "torch_compile": False},
+                   "evaluate": {"max_blocks": 16, "batch_size": 16, "max_new_tokens": 4},
+                   "export": {"check_examples": 8}},
 }
 
 
@@ -185,3 +195,20 @@ def test_recipe_as_written_runs_from_the_hub(local_hub, recipe, tmp_path):
     print(f"{recipe} from the Hub: {metrics}")
     if recipe == "gpt2-classifier":
         assert (repo / "models/export/adapter/adapter_config.json").is_file()
+    if recipe == "codeparrot":
+        fetch = json.loads((repo / "data/stats/fetch.json").read_text())
+        # streamed and keyword-filtered: only the documents naming the stack are kept
+        assert fetch["seen"] == 600 and fetch["kept"] == 140 and fetch["split_documents"]["validation"] > 0
+        from transformers import AutoTokenizer, pipeline
+
+        trained = json.loads((repo / "models/trained/config.json").read_text())
+        vocab = len(AutoTokenizer.from_pretrained(repo / "models/tokenizer"))
+        # gpt2's config (its layers), the recipe's context and the Hub tokenizer's vocabulary
+        assert (trained["n_positions"], trained["vocab_size"], trained["n_layer"]) == (32, vocab, 1)
+        assert metrics["perplexity"] < metrics["untrained_perplexity"]
+        onnx = json.loads((repo / "metrics/export.json").read_text())["onnx"]
+        assert onnx["onnx_max_abs_logit_diff"] < 1e-3 and onnx["examples"] == 8
+        assert (repo / "models/export/onnx/model.int8.onnx").is_file()
+        out = pipeline("text-generation", model=str(repo / "models/export"))("import pandas as", max_new_tokens=3,
+                                                                            do_sample=False)
+        assert out[0]["generated_text"].startswith("import pandas as")
