@@ -1,6 +1,7 @@
 """Resumable training: checkpoint folders that are complete or ignored, and tied to the run that wrote them.
 
-Layout (a `persist: true` DVC output, so `dvc repro` does not delete it before rerunning train):
+Layout (scratch, not a DVC output: `dvc repro` leaves it for a killed run to resume from, and the
+train stage stays one DVC's run-cache can restore):
 
     models/checkpoints/checkpoint-<step>/      one per save, the newest KEEP are kept (and the Trainer's best
                                                one with load_best_model_at_end)

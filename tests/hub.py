@@ -1,6 +1,6 @@
 """A local Hugging Face Hub for end-to-end tests: olah serving plain git repos, and the repos the recipes read.
 
-The real Hub is unreachable in tests. olah (a Hub mirror, in a venv of its own: tests/requirements-hub.txt)
+The real Hub is unreachable in tests. olah (a Hub mirror, in the test servers' venv: tests/requirements-servers.txt)
 serves git repos laid out as `<mirrors>/{models,datasets}/<org>/<name>` through the Hub's HTTP API, so the
 real huggingface_hub / datasets / transformers clients work against it with
 `HF_ENDPOINT=hub.endpoint` (and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE unset or "0": `hub.env()`).
@@ -34,16 +34,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_UPSTREAM = "127.0.0.1:9"  # olah's "real Hub": nothing listens there, so nothing leaks out
-SETUP = "python3 -m venv .venv-hub && .venv-hub/bin/pip install -r tests/requirements-hub.txt"
+SETUP = "python3 -m venv .venv-servers && .venv-servers/bin/pip install -r tests/requirements-servers.txt"
 
 
 # ------------------------------------------------------------------------------------------------
 # The server
 
 def olah_cli() -> Path:
-    """The olah venv's `olah-cli`: $HFPIPE_OLAH_CLI, else <repo>/.venv-hub, else /tmp/olahvenv."""
+    """The test servers' venv's `olah-cli`: $HFPIPE_OLAH_CLI, else <repo>/.venv-servers."""
     candidates = ([Path(os.environ["HFPIPE_OLAH_CLI"])] if os.environ.get("HFPIPE_OLAH_CLI") else
-                  [ROOT / ".venv-hub/bin/olah-cli", Path("/tmp/olahvenv/bin/olah-cli")])
+                  [ROOT / ".venv-servers/bin/olah-cli"])
     for path in candidates:
         if path.is_file():
             return path

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data
+from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints
 from hfpipe.io import atomic_dir, read_json, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.train.common import slow_bf16_warning, use_deterministic_algorithms
@@ -138,7 +138,7 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
     main = launch.rank() == 0
     data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
     resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main, log=log)
-    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)  # a DVC output: must exist even when empty
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     if params.train.num_processes > 1 and not launch.in_distributed_run():
         launch.exec_torchrun(params.train.num_processes, "stages.train")  # does not return
 
@@ -154,6 +154,8 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
                 from hfpipe.hub import PROVENANCE_FILE
 
                 write_json_atomic(out / PROVENANCE_FILE, sources)
+        # only now, with the model safely in place: nothing left that another run could resume
+        remove_checkpoints(CHECKPOINT_DIR)
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfpipe.checkpoint import (CHECKPOINT_DIR, PREFIX, complete_checkpoints, last_good_checkpoint, prune_checkpoints,
-                               remove_checkpoints, restore_dvclive, snapshot_dvclive, write_marker)
+                               restore_dvclive, snapshot_dvclive, write_marker)
 from hfpipe.io import PipelineError, write_json_atomic
 from hfpipe.device import has_accelerator
 from hfpipe.params import Params
@@ -429,14 +429,12 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
     accelerator.wait_for_everyone()
     print(f"process {accelerator.process_index}/{accelerator.num_processes}: trained on {n_seen} batches "
           f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
-    return _finish(run, live, state, best_state, tp.metric_for_best_model, checkpoint_root,
-                   marker_for_step is not None, eval_history, resumed_step)
+    return _finish(run, live, state, best_state, tp.metric_for_best_model, eval_history, resumed_step)
 
 
-def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, checkpoint_root: Path,
-            checkpointing: bool, eval_history: list[dict], resumed_step: int | None) -> AccelerateResult:
-    """End dvclive, load the best weights (load_best_model_at_end), remove the checkpoints of a
-    finished run; the plain module, not torch.compile's wrapper (whose state_dict names carry an
+def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, eval_history: list[dict],
+            resumed_step: int | None) -> AccelerateResult:
+    """End dvclive, load the best weights (load_best_model_at_end); the plain module, not torch.compile's wrapper (whose state_dict names carry an
     `_orig_mod.` prefix)."""
     accelerator = run.accelerator
     if live is not None:
@@ -445,7 +443,6 @@ def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, c
     if run.main and best_state is not None:
         unwrapped.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in best_state.items()})
         print(f"loaded the best model: step {state.best_step} ({metric} {state.best_metric:.4f})", flush=True)
-    if run.main and checkpointing:
-        remove_checkpoints(checkpoint_root)  # finished: nothing left that another run could resume
+    # (the checkpoints stay until the stage has saved the model: hfpipe.train.train_resumable)
     accelerator.wait_for_everyone()
     return AccelerateResult(unwrapped, run.main, accelerator.num_processes, state.step, eval_history, resumed_step)

@@ -129,7 +129,7 @@ def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str |
     from transformers import Trainer
 
     from hfpipe import launch
-    from hfpipe.checkpoint import checkpoint_step, remove_checkpoints, restore_dvclive
+    from hfpipe.checkpoint import checkpoint_step, restore_dvclive
 
     set_threads(params.train.threads)
     saving = marker_for_step is not None
@@ -145,10 +145,7 @@ def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str |
     if resume_from is not None and trainer.is_world_process_zero():
         print(f"resumed from {resume_from} at step {checkpoint_step(Path(resume_from))}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
-    if saving:
-        trainer.accelerator.wait_for_everyone()  # the others may still be reading the best checkpoint
-        if trainer.is_world_process_zero():
-            remove_checkpoints(Path(work_dir))  # finished: nothing left that another run could resume
+    # (the checkpoints stay until the stage has saved the model: hfpipe.train.train_resumable)
     return trainer
 
 
