@@ -120,7 +120,7 @@ def tiny_blocks(tiny_tokenizer, synthetic_docs):
 RUN_GROUPS = {"tests/test_cache_e2e.py": "tiny-default", "tests/test_pipeline_e2e.py": "tiny-default",
               "tests/test_sweep_e2e.py": "tiny-default", "tests/test_classification_e2e.py": "classification",
               "tests/test_train_e2e.py": "train-e2e", "tests/test_compare.py": "tiny-default",
-              "tests/test_hub_e2e.py": "hub"}
+              "tests/test_hub_e2e.py": "hub", "tests/test_remote_e2e.py": "tiny-default"}
 
 
 def run_group(nodeid: str) -> str:
