@@ -186,6 +186,8 @@ def env_with_credentials(base: dict[str, str]) -> dict[str, str]:
     """A subprocess environment with the S3 credentials (read from the environment by dvc-s3, never from a
     committed file) and no proxy settings that could send loopback traffic elsewhere."""
     out = {k: v for k, v in base.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    out.update(CREDENTIALS, NO_PROXY="127.0.0.1,localhost")
+    # one attempt per request in botocore (s3fs still retries 5 times, ~2 s): a server that is gone
+    # fails a command in seconds, not the minutes of botocore's default backoff on every file
+    out.update(CREDENTIALS, NO_PROXY="127.0.0.1,localhost", AWS_MAX_ATTEMPTS="1")
     return out
 
