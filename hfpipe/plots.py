@@ -115,10 +115,12 @@ def check_plot_data(show: dict, required: list[str]) -> None:
         if err.get("name") in required and err.get("rev", "workspace") == "workspace":
             source = err.get("source") or err.get("name")
             stage = next((s for prefix, s in WRITTEN_BY.items() if source.startswith(prefix)), None)
-            reason = "is missing" if err.get("type") == "FileNotFoundError" else f"cannot be read ({err.get('type')})"
+            # DataIndexDirError: a DVC-cached output folder neither in the workspace nor in the cache
+            missing = err.get("type") in ("FileNotFoundError", "DataIndexDirError")
+            reason = "is missing" if missing else f"cannot be read ({err.get('type')})"
             problems.append(f"plot {err['name']!r}: {source} {reason}" + (f" (written by the {stage} stage)" if stage else ""))
     if problems:
-        raise PipelineError("; ".join(problems) + "; run dvc repro first")
+        raise PipelineError("; ".join(problems) + "; run dvc repro (or dvc pull) first")
 
 
 def plots_json(repo: Path = Path(".")) -> dict:

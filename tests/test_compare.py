@@ -258,10 +258,16 @@ def test_the_console_script_and_python_m():
 
 # ------------------------------------------------------------------------------------------------
 # End to end: real `dvc exp run` experiments of the tiny default recipe, checked against each
-# experiment's own metrics file (metrics/eval.json is git-tracked: every experiment commit has it).
+# experiment's own metrics file (metrics/eval.json, DVC-cached: read at the experiment's commit with dvc.api).
 
 def _file_at(repo: Path, rev: str, path: str) -> str:
     return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def _dvc_file_at(repo: Path, rev: str, path: str) -> str:
+    import dvc.api
+
+    return dvc.api.read(path, repo=str(repo), rev=rev)
 
 
 def assert_compare_matches_the_experiments(repo: Path, committed: str) -> dict:
@@ -292,7 +298,7 @@ def assert_compare_matches_the_experiments(repo: Path, committed: str) -> dict:
 
     for key in ("perplexity", "loss", "accuracy"):
         entry = report["metrics"][f"metrics/eval.json:{key}"]
-        values = {g["group"]: [json.loads(_file_at(repo, revs[name], "metrics/eval.json"))[key] for name in g["runs"]]
+        values = {g["group"]: [json.loads(_dvc_file_at(repo, revs[name], "metrics/eval.json"))[key] for name in g["runs"]]
                   for g in entry["groups"]}
         base, other = values[committed], values["lr=0.001"]
         for g in entry["groups"]:

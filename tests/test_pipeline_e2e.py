@@ -69,7 +69,7 @@ def test_a_forced_rerun_gives_byte_identical_outputs(repo):
 
     curves = ["dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv"]
     first, first_curves = snapshot(), {c: (repo / c).read_bytes() for c in curves}
-    assert set(first) == {"metrics/eval.json", "metrics/export.json", "metrics/report/completions.md"}
+    assert set(first) == {"metrics/.gitignore", "metrics/eval.json", "metrics/export.json", "metrics/report/completions.md"}
     result = dvc(repo, "repro", "--force")
     assert stages_run(result.stdout) == ALL_STAGES
     assert snapshot() == first

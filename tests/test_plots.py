@@ -82,7 +82,7 @@ def test_missing_files_of_required_plots_are_named_in_one_line():
     with pytest.raises(PipelineError) as err:
         check_plot_data(show, ["Loss", "Learning rate"])  # Accuracy is not required: not reported
     assert str(err.value) == ("plot 'Loss': dvclive/plots/metrics/eval/loss.tsv is missing (written by the train "
-                              "stage); run dvc repro first")
+                              "stage); run dvc repro (or dvc pull) first")
     with pytest.raises(PipelineError, match="'Accuracy': dvclive/plots/metrics/eval/accuracy.tsv is missing"):
         check_plot_data(show, ["Accuracy"])
     check_plot_data(show, ["Learning rate"])  # has its data: no error

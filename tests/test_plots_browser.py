@@ -135,10 +135,11 @@ def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
 def test_a_plot_whose_data_file_is_missing_is_named_in_one_error(tiny_default_repo, tmp_path):
     repo = copy_run(tiny_default_repo, tmp_path / "repo")
     (repo / "dvclive/plots/metrics/eval/loss.tsv").unlink()
+    shutil.rmtree(repo / ".dvc/cache")  # dvclive/ is DVC-cached: DVC would read the file from the cache
     result = run(repo, sys.executable, "-m", "hfpipe.plots", "--check-only", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: plot 'Loss': dvclive/plots/metrics/eval/loss.tsv is missing (written by the train stage); "
-        "run dvc repro first"]
+        "run dvc repro (or dvc pull) first"]
     with pytest.raises(PipelineError, match="not declared in dvc.yaml"):
         check_plot_data({"data": {"Loss": []}}, ["Loss", "Learning rate"])

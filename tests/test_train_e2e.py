@@ -96,7 +96,10 @@ def test_accelerate_backend_killed_then_dvc_repro_resumes_to_identical_results(a
             "eval": json.loads((accelerate_run / "metrics/eval.json").read_text())}
     start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
     assert checkpoints(repo)
-    result = dvc(repo, "repro")
+    # forced, as the killed run was: a plain repro would check out the finished run of these same
+    # params from the DVC cache (dvc.lock has it) instead of training. A killed run of new params has no
+    # such run anywhere, and a plain `dvc repro` resumes it.
+    result = dvc(repo, "repro", "--force", "--single-item", "train")
     assert "train" in stages_run(result.stdout)
     step = resumed_step(result.stdout)
     assert SAVE_STEPS <= step < MAX_STEPS and step % SAVE_STEPS == 0
@@ -118,7 +121,7 @@ def test_trainer_backend_resumes_to_identical_weights_metrics_and_export_and_2_p
     assert checkpoints(repo) == []
 
     start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
-    result = dvc(repo, "repro")
+    result = dvc(repo, "repro", "--force", "--single-item", "train")  # (forced: see above)
     step = resumed_step(result.stdout)
     assert SAVE_STEPS <= step < MAX_STEPS
     assert sha256(repo / "models/trained/model.safetensors") == weights
