@@ -54,6 +54,7 @@ def main() -> None:
             shutil.copytree(ROOT / ".dvc/cache", source / ".dvc/cache", copy_function=shutil.copy2)
             dvc(source, "remote", "add", "-d", "storage", "s3://team/cache")
             dvc(source, "remote", "modify", "storage", "endpointurl", s3.endpoint)
+            run(source, "git", "commit", "-qm", "team cache", ".dvc/config")
             dvc(source, "push", "--run-cache")
 
             pulled = tmp / "pulled"

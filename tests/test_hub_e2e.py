@@ -132,6 +132,10 @@ def test_mrpc_from_the_hub_is_locked_reproducible_offline_and_fails_in_one_line(
     # the locked commit in the local cache
     hub.stop()
     try:
+        # unreachable (nothing listens) without HF_HUB_OFFLINE: the same, as no stage asks the Hub anything
+        unreachable = hub_env(hub)
+        assert dvc(repo, unreachable, "status").stdout.strip() == "Data and pipelines are up to date."
+        assert "Running stage" not in dvc(repo, unreachable, "repro").stdout
         offline = hub_env(hub, offline=True)
         assert dvc(repo, offline, "status").stdout.strip() == "Data and pipelines are up to date."
         assert "Running stage" not in dvc(repo, offline, "repro").stdout
