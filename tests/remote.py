@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.hub import free_port, stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = "python3 -m venv .venv-servers && .venv-servers/bin/pip install -r tests/requirements-servers.txt"
 # moto checks no signature: any key works; these are what the tests and dvc read from the environment
@@ -34,12 +36,6 @@ def moto_server() -> Path:
     if not path.is_file():
         raise RuntimeError(f"{path} not found; make the test servers' venv in the repo root: {SETUP}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Relay:
@@ -172,13 +168,7 @@ class LocalS3:
 
     def stop(self) -> None:
         self.relay.cut()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
 
