@@ -69,15 +69,16 @@ def installed_python_files(seed: int, lock: Path = REQUIREMENTS) -> list[tuple[s
         name = dist.metadata["Name"]
         if not name or name.lower() in EXCLUDED_DISTRIBUTIONS or canonical_name(name) not in locked:
             continue
-        if dist.version != locked[canonical_name(name)]:
-            raise PipelineError(f"{name} {dist.version} is installed but {lock} pins {locked[canonical_name(name)]}: "
+        version = dist.version  # (each read parses the METADATA file again)
+        if version != locked[canonical_name(name)]:
+            raise PipelineError(f"{name} {version} is installed but {lock} pins {locked[canonical_name(name)]}: "
                                 f"the installed-packages corpus is the locked packages' files; "
                                 f"pip install -r {lock}")
         for f in dist.files or []:
             if f.suffix == ".py":
                 key = f"{name}/{f.as_posix()}"
                 digest = f.hash.value if f.hash and f.hash.mode == "sha256" else None
-                files.setdefault(key, (name, dist.version, Path(dist.locate_file(f)), digest))
+                files.setdefault(key, (name, version, Path(dist.locate_file(f)), digest))
     return [files[k] for k in sorted(files, key=lambda k: (hash_fraction(k, seed), k))]
 
 

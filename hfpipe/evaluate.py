@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from hfpipe.io import PipelineError, atomic_dir, write_json_atomic, write_text_atomic
+from hfpipe.io import PipelineError, atomic_dir, require_complete, write_json_atomic, write_text_atomic
 from hfpipe.params import Params
 
 # Seed 04's four prompts, plus the one-line check that shows what a data-science code model learned.
@@ -263,9 +263,9 @@ def evaluate_language_model(params: Params, task) -> None:
 
     from hfpipe.tasks.causal_lm import keytoken_ids, spread_sample
 
-    tokenizer = AutoTokenizer.from_pretrained("models/trained")
+    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/trained"))
     model = task.auto_model_class().from_pretrained("models/trained")
-    blocks = spread_sample(load_from_disk("data/tokenized")["validation"], params.evaluate.max_blocks)
+    blocks = spread_sample(load_from_disk(require_complete("data/tokenized"))["validation"], params.evaluate.max_blocks)
     keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
     if not keys:
         raise PipelineError(f"evaluate.keytokens = {params.evaluate.keytokens!r}: none is a single token "
@@ -291,8 +291,8 @@ def evaluate_classifier(params: Params, task) -> None:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained("models/trained")
-    data = load_from_disk("data/tokenized")
+    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/trained"))
+    data = load_from_disk(require_complete("data/tokenized"))
     model = task.auto_model_class().from_pretrained("models/trained")
     tokens = task.label_tokens_of(tokenizer, data["train"])
     with atomic_dir("metrics/report") as report:

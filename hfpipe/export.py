@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from hfpipe.hub import PROVENANCE_FILE
-from hfpipe.io import PipelineError, read_json
+from hfpipe.io import PipelineError, read_json, require_complete
 from hfpipe.params import Params
 
 
@@ -183,12 +183,12 @@ def export_onnx_into(out: Path, params: Params) -> dict:
 
 
 def _export_language_model(params: Params, task, out: Path) -> None:
-    export_causal_lm(Path("models/trained"), out, params, read_json("data/stats/fetch.json"),
+    export_causal_lm(require_complete("models/trained"), out, params, read_json("data/stats/fetch.json"),
                      read_json("data/stats/tokenize.json"), read_json("metrics/eval.json"))
 
 
 def _export_classifier(params: Params, task, out: Path) -> None:
-    export_classifier(Path("models/trained"), out, params, task, read_json("data/stats/fetch.json"),
+    export_classifier(require_complete("models/trained"), out, params, task, read_json("data/stats/fetch.json"),
                       read_json("data/stats/tokenize.json"), read_json("metrics/eval.json"))
 
 
@@ -256,7 +256,7 @@ def export_adapter_into(out: Path, params: Params, task) -> dict:
                             f"rerun the train stage (dvc repro -f train)")
     shutil.copytree(trained, out / ADAPTER_DIR)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    data = load_from_disk("data/tokenized")
+    data = load_from_disk(require_complete("data/tokenized"))
     mp = params.model
     commit = sources_of(Path("models/trained"), {}).get("model", {}).get("commit")
     if commit:  # the Hub commit the train stage trained from

@@ -64,28 +64,93 @@ def _log_timing(name: str, start: float) -> None:
                                                   "seconds_work": round(now - start, 2)})
 
 
+INCOMPLETE = ".incomplete"  # in an output folder while its stage writes it; removed last
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a scratch folder next to `path`; it replaces `path` only if the block succeeds.
+    """Yield the folder to write the output `path` into; the output is whole when the block ends.
 
-    A run killed outright (SIGKILL, out of memory) cannot clean up after itself: the scratch
-    folders such runs left next to `path` are removed here, before a new one is made.
+    - `path` absent (a stage under `dvc repro`: DVC deletes a stage's outputs before running it):
+      written in place, flagged by an `.incomplete` file that goes last. A run killed outright
+      leaves the flagged folder, which `dvc status` reports as changed and the next `dvc repro`
+      deletes (also when it restores the stage from the run-cache), so no scratch folder is left
+      behind; `require_complete` refuses to read it meanwhile.
+    - `path` present (a stage run by hand, or an old output): built in a scratch folder beside it,
+      then swapped in with one atomic exchange, and the old output deleted only after that.
+    An error inside the block removes what it wrote and keeps any old output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a run killed before its swap
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.is_dir() and not path.is_symlink():
+    if (path / INCOMPLETE).exists():  # left by a killed run: never an output
         shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-    os.replace(tmp, path)
+    in_place = not (path.exists() or path.is_symlink())
+    if in_place:
+        path.mkdir()
+        (path / INCOMPLETE).touch()
+        target = path
+    else:
+        target = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield target
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    if in_place:
+        (path / INCOMPLETE).unlink()
+        return
+    try:
+        exchange_paths(target, path)  # target now holds the old output
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+
+
+def require_complete(path: str | Path) -> Path:
+    """`path`, unless it is the half-written output of a killed stage (see atomic_dir)."""
+    path = Path(path)
+    if (path / INCOMPLETE).exists():
+        raise PipelineError(f"{path}: half-written (the stage writing it was killed); run dvc repro to remake it")
+    return path
+
+
+def exchange_paths(a: Path, b: Path) -> None:
+    """Swap two paths atomically: at every instant each name holds one whole folder. Where the
+    kernel call is missing (another OS, a file system without it), `b` is moved aside first and put
+    back if `a` cannot go in."""
+    if _rename_exchange(a, b):
+        return
+    aside = b.with_name(f".{b.name}.tmp-old")
+    os.replace(b, aside)
+    try:
+        os.replace(a, b)
+    except BaseException:
+        os.replace(aside, b)
+        raise
+    os.replace(aside, a)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Linux renameat2(RENAME_EXCHANGE); False where it is not available."""
+    import ctypes
+    import errno
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 _SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

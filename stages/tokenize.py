@@ -3,7 +3,7 @@ examples) + data/stats/tokenize.json."""
 
 from pathlib import Path
 
-from hfpipe.io import atomic_dir, run_stage, write_json_atomic
+from hfpipe.io import atomic_dir, require_complete, run_stage, write_json_atomic
 from hfpipe.params import load_params
 
 
@@ -15,8 +15,8 @@ def main() -> None:
     from hfpipe.tasks import TASKS
 
     task = TASKS[params.task]
-    tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
-    splits = load_from_disk("data/filtered")
+    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/tokenizer"))
+    splits = load_from_disk(require_complete("data/filtered"))
     with atomic_dir("data/tokenized") as out:
         stats = task.tokenize(splits, tokenizer, params.tokenize, out)
     write_json_atomic(Path("data/stats/tokenize.json"), stats)

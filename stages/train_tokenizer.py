@@ -1,6 +1,6 @@
 """Stage tokenizer: a byte-level BPE trained on the train split (or a pretrained one) -> models/tokenizer."""
 
-from hfpipe.io import atomic_dir, run_stage, write_json_atomic
+from hfpipe.io import atomic_dir, require_complete, run_stage, write_json_atomic
 from hfpipe.params import load_params
 
 
@@ -21,7 +21,7 @@ def main() -> None:
         tokenizer = load_pretrained_tokenizer(tp.name_or_path, commit or tp.revision)
         source = provenance(tp.name_or_path, tp.revision, commit)
     else:
-        train = load_from_disk("data/filtered")["train"]
+        train = load_from_disk(require_complete("data/filtered"))["train"]
         batches = iter_text_batches(train, task.TOKENIZER_TEXT_COLUMN, 1000)
         tokenizer = train_bpe_tokenizer((text for batch in batches for text in batch), tp.vocab_size,
                                         tp.min_frequency)

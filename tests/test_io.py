@@ -10,19 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from hfpipe.io import PipelineError, atomic_dir, read_json, run_stage, write_json_atomic, write_text_atomic
+from hfpipe.io import (INCOMPLETE, PipelineError, atomic_dir, exchange_paths, read_json, require_complete, run_stage,
+                       write_json_atomic, write_text_atomic)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_atomic_dir_success_creates_output(tmp_path):
+def test_atomic_dir_writes_a_new_output_in_place_flagged_incomplete_until_the_block_ends(tmp_path):
     out = tmp_path / "sub" / "out"
-    with atomic_dir(out) as scratch:
-        assert scratch.parent == out.parent and scratch != out
-        assert not out.exists()  # nothing visible until the block succeeds
-        (scratch / "a.txt").write_text("A")
-    assert (out / "a.txt").read_text() == "A"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no temp folder left
+    with atomic_dir(out) as target:
+        assert target == out and (out / INCOMPLETE).exists()  # DVC deleted it: nothing to keep
+        with pytest.raises(PipelineError, match="half-written"):
+            require_complete(out)
+        (target / "a.txt").write_text("A")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    assert require_complete(out) == out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no scratch folder
 
 
 def test_atomic_dir_replaces_existing_folder(tmp_path):
@@ -30,9 +33,46 @@ def test_atomic_dir_replaces_existing_folder(tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("old")
     with atomic_dir(out) as scratch:
+        assert scratch.parent == out.parent and scratch != out
         (scratch / "new.txt").write_text("new")
-        assert (out / "old.txt").exists()  # the old output stays until the block succeeds
+        assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # the old output stays until the swap
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("kernel_swap", [True, False])
+def test_exchange_paths_swaps_two_folders(tmp_path, monkeypatch, kernel_swap):
+    import hfpipe.io
+
+    if not kernel_swap:  # another OS or file system: moved aside, then swapped
+        monkeypatch.setattr(hfpipe.io, "_rename_exchange", lambda a, b: False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "new").write_text("new"), (b / "old").write_text("old")
+    exchange_paths(a, b)
+    assert [p.name for p in b.iterdir()] == ["new"] and [p.name for p in a.iterdir()] == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_the_old_output_survives_a_failed_swap(tmp_path, monkeypatch):
+    import hfpipe.io
+
+    monkeypatch.setattr(hfpipe.io, "_rename_exchange", lambda a, b: False)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(src).name.startswith(".out.tmp-") and not Path(src).name.endswith("-old") and Path(dst).name == "out":
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(hfpipe.io.os, "replace", replace)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(OSError, match="disk gone"):
+        with atomic_dir(out) as scratch:
+            (scratch / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -294,22 +334,33 @@ def test_save_dataset_dict_max_shard_size(tmp_path):
     assert load_from_disk(str(tmp_path / "out"))["train"]["text"][:] == texts
 
 
-def test_a_killed_run_leaves_a_scratch_folder_that_the_next_run_removes(tmp_path):
-    """SIGKILL inside atomic_dir (as an OOM kill of a stage would) leaves `.out.tmp-*` behind; the
-    next successful run clears it and leaves only the output."""
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_run_killed_while_writing_leaves_the_old_output_or_a_flagged_one_the_next_run_replaces(tmp_path, existing):
+    """SIGKILL inside atomic_dir (as an OOM kill of a stage would). A new output (DVC had deleted the
+    old one) is left flagged `.incomplete`: refused by readers, deleted by the next run (and by DVC,
+    which sees it changed). An old output is left as it was, with the scratch folder beside it."""
     import signal
 
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "old.arrow").write_text("old")
     script = (f"import time\nfrom hfpipe.io import atomic_dir\n"
-              f"with atomic_dir({str(tmp_path / 'out')!r}) as d:\n"
+              f"with atomic_dir({str(out)!r}) as d:\n"
               f"    (d / 'partial.arrow').write_text('half')\n    print('ready', flush=True)\n    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
-    left = [p.name for p in tmp_path.iterdir()]
-    assert len(left) == 1 and left[0].startswith(".out.tmp-")  # what the kill left
-    with atomic_dir(tmp_path / "out") as scratch:
-        (scratch / "data.arrow").write_text("whole")
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == ["old.arrow"]
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    else:
+        assert sorted(p.name for p in out.iterdir()) == [INCOMPLETE, "partial.arrow"]
+        with pytest.raises(PipelineError, match="out: half-written"):
+            require_complete(out)
+    with atomic_dir(out) as target:
+        (target / "data.arrow").write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.arrow"]
+    assert sorted(p.name for p in out.iterdir()) == ["data.arrow"]

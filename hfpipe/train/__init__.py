@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints
-from hfpipe.io import atomic_dir, read_json, write_json_atomic
+from hfpipe.io import atomic_dir, read_json, require_complete, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.train.common import slow_bf16_warning, use_deterministic_algorithms
 
@@ -46,8 +46,8 @@ def run_train_stage(params: Params) -> None:
     use_deterministic_algorithms(params.train.deterministic)
     params, sources = pin_hub_model(params)
     task = TASKS[params.task]
-    tokenizer = AutoTokenizer.from_pretrained("models/tokenizer")
-    data = load_from_disk("data/tokenized")
+    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/tokenizer"))
+    data = load_from_disk(require_complete("data/tokenized"))
     # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
     # stage reads no tokenize.* key, so a recipe of any task carries only its own.
     length = task.sequence_length(read_json("data/stats/tokenize.json"))
