@@ -1,18 +1,23 @@
-"""Resumable training: checkpoint folders that are complete or ignored, and tied to the run that wrote them.
+"""Resumable training: checkpoint folders that are complete or ignored, tied to the run that wrote
+them, and checked before anything in them is loaded.
 
 Layout (scratch, not a DVC output: `dvc repro` leaves it for a killed run to resume from, and the
 train stage stays one DVC's run-cache can restore):
 
-    models/checkpoints/checkpoint-<step>/      one per save, the newest KEEP are kept (and the Trainer's best
-                                               one with load_best_model_at_end)
-        ...                                    backend files (Trainer or accelerator.save_state)
-        dvclive/                               the curves up to <step>: dvc removes dvclive/ before a rerun
-        hfpipe_checkpoint.json                 the marker, written last: step + run fingerprint
+    models/checkpoints/run-<fingerprint>/      one folder per run: the fingerprint of everything that
+                                               defines it (params and data)
+        checkpoint-<step>/                     one per save, the newest KEEP are kept (and the Trainer's
+                                               best one with load_best_model_at_end)
+            ...                                backend files: safetensors and JSON (the Accelerate loop),
+                                               the Trainer's own (read with torch.load(weights_only=True))
+            dvclive/                           the curves up to <step>: dvc removes dvclive/ before a rerun
+            hfpipe_checkpoint.json             the marker, written last: step, run, sha256 of every file
 
-A folder without the marker is half-written (killed mid-save) and is never resumed from. The
-marker holds the fingerprint of everything that defines the run (params and data); a checkpoint
-from another run is ignored and deleted, or refused with one line when its model config differs
-(its weights cannot even be loaded). A finished run deletes its checkpoints.
+A folder without the marker is half-written (killed mid-save) and is never resumed from. Before a
+resume every file is checked against the marker's hashes: a changed, missing or added file is
+refused in one line, never loaded. A run resumes only its own folder: a killed run whose params
+were then changed keeps its checkpoints (reported at each start) until the user deletes them or
+restores its params, which resumes it. A finished run deletes its own folder.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from hfpipe.params import Params
 CHECKPOINT_DIR = Path("models/checkpoints")
 MARKER = "hfpipe_checkpoint.json"
 PREFIX = "checkpoint-"
+RUN_PREFIX = "run-"
 KEEP = 2  # the newest complete one, plus the one before in case the newest is being replaced
 # Params that do not change what is computed: a resume may change them.
 _NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume"}
@@ -101,7 +107,9 @@ def marker_data(params: Params, data_hash: str, step: int, backend: str, **extra
 
 
 def write_marker(checkpoint: Path, data: dict) -> None:
-    """The completion marker: written (atomically) only after every other file of the checkpoint."""
+    """The completion marker: written (atomically) only after every other file of the checkpoint,
+    with the sha256 of each of them (checked before a resume loads anything)."""
+    data = {**data, "files": file_hashes(checkpoint)}
     tmp = checkpoint / f".{MARKER}.tmp"
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     with open(tmp) as fd:
@@ -109,11 +117,49 @@ def write_marker(checkpoint: Path, data: dict) -> None:
     os.replace(tmp, checkpoint / MARKER)
 
 
+def file_hashes(checkpoint: Path) -> dict[str, str]:
+    """sha256 of every file in a checkpoint but the marker, by path inside it."""
+    out = {}
+    for f in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        name = f.relative_to(checkpoint).as_posix()
+        if name in (MARKER, f".{MARKER}.tmp"):
+            continue
+        digest = hashlib.sha256()
+        with open(f, "rb") as fd:
+            for chunk in iter(lambda: fd.read(1 << 20), b""):
+                digest.update(chunk)
+        out[name] = digest.hexdigest()
+    return out
+
+
 def read_marker(checkpoint: Path) -> dict | None:
-    try:
-        return json.loads((checkpoint / MARKER).read_text())
-    except (OSError, json.JSONDecodeError):
+    """The marker, None when there is none (a save killed midway); one line when it is there but
+    unreadable: a complete checkpoint is never taken for a half-written one and deleted."""
+    path = checkpoint / MARKER
+    if not path.exists():
         return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineError(f"{path}: unreadable ({err}); restore it, or delete {checkpoint} to resume from "
+                            "an older checkpoint (or its run folder to start over)") from None
+    if not isinstance(marker, dict) or not isinstance(marker.get("step"), int) or not isinstance(marker.get("files"), dict):
+        raise PipelineError(f"{path}: not a checkpoint marker (a JSON object with step and files); restore it, or "
+                            f"delete {checkpoint} to resume from an older checkpoint (or its run folder to start over)")
+    return marker
+
+
+def verify_checkpoint(checkpoint: Path, marker: dict) -> None:
+    """Every file as the marker recorded it, and no other: nothing is loaded from a checkpoint
+    that changed after it was written."""
+    recorded, found = marker["files"], file_hashes(checkpoint)
+    problems = [f"{name} changed" for name in sorted(recorded) if name in found and found[name] != recorded[name]]
+    problems += [f"{name} missing" for name in sorted(set(recorded) - set(found))]
+    problems += [f"{name} added" for name in sorted(set(found) - set(recorded))]
+    if problems:
+        raise PipelineError(f"{checkpoint}: not as it was written ({', '.join(problems[:3])}"
+                            f"{', ...' if len(problems) > 3 else ''}); nothing was loaded from it. Restore it, or "
+                            f"delete it to resume from an older checkpoint (or {checkpoint.parent} to start over)")
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -121,12 +167,17 @@ def checkpoint_step(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def complete_checkpoints(root: Path = CHECKPOINT_DIR) -> list[Path]:
-    """Complete checkpoints (those with a readable marker), oldest first."""
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints of a run folder (those with a marker), oldest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None and read_marker(p)]
+    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None and (p / MARKER).exists()]
     return sorted(found, key=checkpoint_step)
+
+
+def run_dir(params: Params, data_hash: str, root: Path = CHECKPOINT_DIR) -> Path:
+    """The folder of this run's checkpoints."""
+    return Path(root) / f"{RUN_PREFIX}{run_fingerprint(params, data_hash)}"
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -149,52 +200,64 @@ class ResumePoint:
 
 def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: Path = CHECKPOINT_DIR,
                            log=print, cleanup: bool = True) -> ResumePoint | None:
-    """The newest complete checkpoint of this very run, or None (start from scratch).
+    """The newest complete checkpoint of this very run (its folder under `root`), checked file by
+    file against its marker; or None (start from scratch).
 
-    Half-written folders are deleted. Checkpoints of a run with other params or data are deleted
-    (logged), except those of another model config: resuming them is refused with one line, as
-    silently throwing away a killed run's work because a model param was edited would surprise.
-    cleanup=False (the other processes of a multi-process run) only reads.
+    Half-written checkpoints in the run's folder are deleted; other runs' folders are never touched,
+    only reported (what differs, how much space). cleanup=False (the other processes of a
+    multi-process run, after the main one has checked) only reads.
     """
-    if not root.is_dir():
+    folder = run_dir(params, data_hash, root)
+    if cleanup:
+        report_other_runs(params, data_hash, folder, log)
+    if not folder.is_dir():
         return None
-
-    def drop(folder: Path) -> None:
-        if cleanup:  # the other processes only read: the main process deletes
-            remove_checkpoints(folder)
-
-    for p in (root.iterdir() if cleanup else []):  # leftovers of a save killed midway: never used
-        if p.is_dir() and (p.name.startswith(".tmp-") or (checkpoint_step(p) is not None and not read_marker(p))):
+    for p in (folder.iterdir() if cleanup else []):  # leftovers of a save killed midway: never used
+        if p.is_dir() and (p.name.startswith(".tmp-") or (checkpoint_step(p) is not None and not (p / MARKER).exists())):
             shutil.rmtree(p, ignore_errors=True)
-    candidates = complete_checkpoints(root)
-    if not candidates or not params.train.resume:
-        if candidates:
-            log(f"train.resume is false: deleting {len(candidates)} checkpoint(s) in {root}")
-            drop(root)
+    candidates = complete_checkpoints(folder)
+    if not candidates:
+        return None
+    if not params.train.resume:
+        log(f"train.resume is false: starting over (deleting this run's {len(candidates)} checkpoint(s) in {folder})")
+        if cleanup:
+            remove_checkpoints(folder)
         return None
     newest = candidates[-1]
     marker = read_marker(newest)
-    want = run_fingerprint(params, data_hash)
-    if marker.get("fingerprint") == want and marker.get("backend") == backend:
-        return ResumePoint(newest, int(marker["step"]), marker)
-    old_run = marker.get("run", {})
-    model_changes = _changed_keys({k: old_run.get(k) for k in model_config_of(params)}, model_config_of(params))
-    if model_changes:
-        raise PipelineError(f"{newest}: a resume checkpoint from a different model config ({'; '.join(model_changes)}); "
-                            f"restore those params to resume it, or delete {root} (or set train.resume: false) "
-                            "to start over")
-    why = _changed_keys(old_run, run_definition(params))
-    if marker.get("data") != data_hash:
-        why.append("the tokenized data or tokenizer changed")
-    if marker.get("backend") != backend:
-        why.append(f"backend {marker.get('backend')!r} -> {backend!r}")
-    log(f"ignoring stale checkpoints in {root} (from a run with other params: {'; '.join(why) or 'unknown'}); "
-        "starting from scratch")
-    drop(root)
-    return None
+    if marker.get("backend") != backend or marker.get("fingerprint") != run_fingerprint(params, data_hash):
+        raise PipelineError(f"{newest / MARKER}: written by another run than its folder's; delete {folder} to start over")
+    if cleanup:
+        verify_checkpoint(newest, marker)
+    return ResumePoint(newest, marker["step"], marker)
 
 
-def prune_checkpoints(root: Path = CHECKPOINT_DIR, keep: int = KEEP, protect: str | Path | None = None) -> None:
+def report_other_runs(params: Params, data_hash: str, folder: Path, log=print) -> None:
+    """One line per other run that left checkpoints (killed, then its params or data changed):
+    kept, as they may be hours of work; the user resumes them by restoring the params, or deletes them."""
+    root = folder.parent
+    if not root.is_dir():
+        return
+    for other in sorted(root.glob(f"{RUN_PREFIX}*")):
+        if other == folder or not other.is_dir():
+            continue
+        found = complete_checkpoints(other)
+        try:
+            marker = read_marker(found[-1]) if found else None
+        except PipelineError:
+            marker = None
+        size = sum(f.stat().st_size for f in other.rglob("*") if f.is_file()) / 1e6
+        if marker is None:
+            log(f"{other}: no complete checkpoint ({size:.1f} MB); delete it to reclaim the space")
+            continue
+        why = _changed_keys(marker.get("run", {}), run_definition(params))
+        if marker.get("data") != data_hash:
+            why.append("the tokenized data or tokenizer changed")
+        log(f"{other}: kept, checkpoint at step {marker['step']} of a run with other params "
+            f"({'; '.join(why) or 'unknown'}; {size:.1f} MB): restore those params to resume it, or delete it")
+
+
+def prune_checkpoints(root: Path, keep: int = KEEP, protect: str | Path | None = None) -> None:
     """Delete all but the newest `keep` complete checkpoints, and never `protect` (the Trainer's
     best checkpoint with load_best_model_at_end: it reloads it at the end, also after a resume)."""
     protected = Path(protect).resolve() if protect else None
@@ -203,12 +266,14 @@ def prune_checkpoints(root: Path = CHECKPOINT_DIR, keep: int = KEEP, protect: st
             shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_checkpoints(root: Path = CHECKPOINT_DIR) -> None:
-    """Empty the folder (kept, as the DVC output it is): a finished run leaves nothing to resume."""
-    if root.is_dir():
-        for p in root.iterdir():
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    root.mkdir(parents=True, exist_ok=True)
+def remove_checkpoints(folder: Path) -> None:
+    """Delete a run's checkpoint folder (and models/checkpoints when nothing else is left in it):
+    a finished run leaves nothing to resume."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:  # other runs' checkpoints, or already gone
+        pass
 
 
 def snapshot_dvclive(live_dir: Path, checkpoint: Path) -> None:
@@ -224,6 +289,6 @@ def restore_dvclive(checkpoint: Path, live_dir: Path) -> None:
         shutil.copytree(src, live_dir)
 
 
-def last_good_checkpoint(root: Path = CHECKPOINT_DIR) -> str:
+def last_good_checkpoint(root: Path) -> str:
     found = complete_checkpoints(root)
     return str(found[-1]) if found else "none (no checkpoint saved yet)"

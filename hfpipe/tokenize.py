@@ -267,6 +267,10 @@ def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list
 
     from tqdm.auto import tqdm
 
+    if num_proc > 1:
+        from hfpipe.resources import check_processes
+
+        check_processes("tokenize.num_proc", num_proc, gpus=0)  # CPU workers, whatever GPUs there are
     if num_proc == 1:
         with tqdm(total=total, desc="tokenize", unit=" docs", mininterval=1.0) as bar:
             return [chunk_range(tokenizer=tokenizer, progress=bar.update, **task) for task in tasks]

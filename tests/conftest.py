@@ -128,6 +128,8 @@ def run_group(nodeid: str) -> str:
     path = nodeid.split("::")[0]
     if path == "tests/test_plots_browser.py":  # one test per task, each on its run's worker
         return "classification" if "[classification]" in nodeid or "[gpt2-classifier]" in nodeid else "tiny-default"
+    if path == "tests/test_kill_e2e.py":  # each recipe's sweep on the worker of its uninterrupted run
+        return "classification" if "mrpc" in nodeid else "tiny-default"
     if path == "tests/test_lora_e2e.py":  # the worker of the run it copies, the one of their fixture, or any
         if "default_recipes_trained_model" in nodeid:
             return "tiny-default"

@@ -121,9 +121,9 @@ def set_train(repo: Path, **values) -> None:
 
 
 def checkpoints(repo: Path) -> list[str]:
-    """The names in the copy's models/checkpoints, sorted."""
+    """The checkpoints in the copy's models/checkpoints, as run-<fingerprint>/checkpoint-<step>, sorted."""
     root = repo / "models" / "checkpoints"
-    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    return sorted(p.relative_to(root).as_posix() for p in root.glob("run-*/*")) if root.is_dir() else []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ TINY = {
     # torch.compile costs ~7 s a train here: the tests where it is the subject turn it on (the forced
     # rerun's bit-identical outputs, tests/test_train_e2e.py's resumes, tests/train's both backends)
     "train": {"max_steps": 12, "batch_size": 8, "eval_batch_size": 16, "eval_steps": 6, "logging_steps": 3,
-              "torch_compile": False},
+              "save_steps": 4, "torch_compile": False},  # checkpoints, for tests/test_kill_e2e.py to resume
     "evaluate": {"max_blocks": 24, "batch_size": 16, "max_new_tokens": 4, "keytokens": ["(", "="]},
 }
 
@@ -226,7 +226,7 @@ MRPC = {
                 "label_column": "Quality", "label_names": ["not_equivalent", "equivalent"], "max_train_samples": 96},
     "tokenizer": {"name_or_path": MINILM}, "model": {"name_or_path": MINILM},
     "tokenize": {"max_length": 32}, "lr": 1e-4,
-    "train": {"max_steps": 6, "batch_size": 16, "logging_steps": 2},
+    "train": {"max_steps": 6, "batch_size": 16, "logging_steps": 2, "save_steps": 2},
 }
 
 

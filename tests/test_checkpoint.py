@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hfpipe.checkpoint import (MARKER, complete_checkpoints, data_fingerprint, find_resume_checkpoint, marker_data,
-                               prune_checkpoints, remove_checkpoints, restore_dvclive, run_fingerprint,
+                               prune_checkpoints, remove_checkpoints, restore_dvclive, run_dir, run_fingerprint,
                                snapshot_dvclive, write_marker)
 from hfpipe.io import PipelineError
 from hfpipe.params import parse_params
@@ -23,8 +23,10 @@ def params(**changes):
     return parse_params(raw)
 
 
-def make_checkpoint(root: Path, step: int, p, data: str = "d1", backend: str = "trainer", complete: bool = True) -> Path:
-    path = root / f"checkpoint-{step}"
+def make_checkpoint(root: Path, step: int, p, data: str = "d1", backend: str = "trainer", complete: bool = True,
+                    in_run_dir: bool = False) -> Path:
+    """A checkpoint in `root` (a run's folder), or with in_run_dir in its run's folder under `root`."""
+    path = (run_dir(p, data, root) if in_run_dir else root) / f"checkpoint-{step}"
     path.mkdir(parents=True)
     (path / "model.safetensors").write_bytes(b"weights")
     if complete:
@@ -102,68 +104,102 @@ def test_prune_never_deletes_the_protected_best_checkpoint(tmp_path):
 
 def test_resumes_from_the_newest_complete_checkpoint_and_deletes_half_written_ones(tmp_path):
     p = params()
-    make_checkpoint(tmp_path, 5, p)
-    make_checkpoint(tmp_path, 10, p)
-    make_checkpoint(tmp_path, 15, p, complete=False)       # killed while the Trainer wrote it
-    (tmp_path / ".tmp-checkpoint-15").mkdir()               # killed during accelerator.save_state
+    folder = run_dir(p, "d1", tmp_path)
+    assert folder.parent == tmp_path and folder.name == f"run-{run_fingerprint(p, 'd1')}"
+    make_checkpoint(folder, 5, p)
+    make_checkpoint(folder, 10, p)
+    make_checkpoint(folder, 15, p, complete=False)       # killed while the Trainer wrote it
+    (folder / ".tmp-checkpoint-15").mkdir()               # killed while the Accelerate loop wrote it
     point = find_resume_checkpoint(p, "d1", "trainer", root=tmp_path, log=lambda *_: None)
-    assert point is not None and point.step == 10 and point.path == tmp_path / "checkpoint-10"
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-5"]
+    assert point is not None and point.step == 10 and point.path == folder / "checkpoint-10"
+    assert sorted(x.name for x in folder.iterdir()) == ["checkpoint-10", "checkpoint-5"]
 
 
-def test_a_corrupt_marker_is_not_complete(tmp_path):
+@pytest.mark.parametrize("marker", ['{"step": 10, "fingerp', "[1, 2]", '{"step": "ten", "files": {}}', b"\xff\xfe"])
+def test_an_unreadable_marker_is_refused_in_one_line_and_its_checkpoint_kept(tmp_path, marker):
     p = params()
-    make_checkpoint(tmp_path, 5, p)
-    bad = make_checkpoint(tmp_path, 10, p)
-    (bad / MARKER).write_text('{"step": 10, "fingerp')  # torn write
-    assert [c.name for c in complete_checkpoints(tmp_path)] == ["checkpoint-5"]
+    folder = run_dir(p, "d1", tmp_path)
+    make_checkpoint(folder, 5, p)
+    bad = make_checkpoint(folder, 10, p)
+    (bad / MARKER).write_bytes(marker.encode() if isinstance(marker, str) else marker)
+    with pytest.raises(PipelineError) as err:
+        find_resume_checkpoint(p, "d1", "trainer", root=tmp_path, log=lambda *_: None)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{bad / MARKER}: ")
+    assert f"delete {bad} to resume from an older checkpoint" in str(err.value)
+    assert sorted(x.name for x in folder.iterdir()) == ["checkpoint-10", "checkpoint-5"]  # nothing deleted
 
 
-def test_checkpoints_of_a_run_with_other_params_are_ignored_and_deleted(tmp_path):
-    make_checkpoint(tmp_path, 10, params(lr=0.02))
+@pytest.mark.parametrize("tamper", ["changed", "missing", "added"])
+def test_a_checkpoint_that_changed_since_it_was_written_is_refused_before_anything_is_loaded(tmp_path, tamper):
+    p = params()
+    folder = run_dir(p, "d1", tmp_path)
+    good = make_checkpoint(folder, 10, p)
+    assert find_resume_checkpoint(p, "d1", "trainer", root=tmp_path, log=lambda *_: None).path == good
+    if tamper == "changed":
+        (good / "model.safetensors").write_bytes(b"weightz")
+    elif tamper == "missing":
+        (good / "model.safetensors").unlink()
+    else:  # a planted pickle, as accelerate's custom_checkpoint_0.pkl would be loaded
+        (good / "custom_checkpoint_0.pkl").write_bytes(b"cos\nsystem\n")
+    with pytest.raises(PipelineError) as err:
+        find_resume_checkpoint(p, "d1", "trainer", root=tmp_path, log=lambda *_: None)
+    name = "custom_checkpoint_0.pkl" if tamper == "added" else "model.safetensors"
+    assert str(err.value).startswith(f"{good}: not as it was written ({name} {tamper}); nothing was loaded from it")
+    assert good.is_dir()
+
+
+def test_a_run_with_other_params_keeps_a_killed_runs_checkpoints_and_restoring_them_resumes_it(tmp_path):
+    killed = make_checkpoint(tmp_path, 10, params(lr=0.02), in_run_dir=True)
+    other_config = make_checkpoint(tmp_path, 5, params(model__n_embd=64), in_run_dir=True)
     logged: list[str] = []
     assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, log=logged.append) is None
-    assert logged == [f"ignoring stale checkpoints in {tmp_path} (from a run with other params: lr: 0.02 -> 0.01); "
-                      "starting from scratch"]
-    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
-    make_checkpoint(tmp_path, 10, params(), data="other")
+    assert sorted(logged) == sorted([
+        f"{killed.parent}: kept, checkpoint at step 10 of a run with other params (lr: 0.02 -> 0.01; 0.0 MB): "
+        "restore those params to resume it, or delete it",
+        f"{other_config.parent}: kept, checkpoint at step 5 of a run with other params (model.n_embd: 64 -> 32; "
+        "0.0 MB): restore those params to resume it, or delete it"])
+    assert killed.is_dir() and other_config.is_dir()
+    # the killed run's params again: it resumes; other data: kept and said
+    assert find_resume_checkpoint(params(lr=0.02), "d1", "trainer", root=tmp_path, log=lambda *_: None).path == killed
     logged.clear()
-    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, log=logged.append) is None
-    assert "the tokenized data or tokenizer changed" in logged[0]
-    make_checkpoint(tmp_path, 10, params(), backend="accelerate")
-    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, log=lambda *_: None) is None
-
-
-def test_a_checkpoint_from_a_different_model_config_is_refused_with_one_line(tmp_path):
-    make_checkpoint(tmp_path, 10, params(model__n_embd=64))
-    with pytest.raises(PipelineError) as err:
-        find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path)
-    message = str(err.value)
-    assert "\n" not in message
-    assert message.startswith(f"{tmp_path / 'checkpoint-10'}: a resume checkpoint from a different model config "
-                              "(model.n_embd: 64 -> 32)")
-    assert (tmp_path / "checkpoint-10").is_dir()  # the killed run's work is kept until the user decides
-    # train.resume: false starts over (and clears them)
-    assert find_resume_checkpoint(params(train__resume=False), "d1", "trainer", root=tmp_path,
+    assert find_resume_checkpoint(params(lr=0.02), "d2", "trainer", root=tmp_path, log=logged.append) is None
+    assert any("the tokenized data or tokenizer changed" in line for line in logged)
+    # another backend is another run
+    assert find_resume_checkpoint(params(lr=0.02, train__backend="accelerate"), "d1", "accelerate", root=tmp_path,
                                   log=lambda *_: None) is None
-    assert list(tmp_path.iterdir()) == []
+    assert killed.is_dir()
+
+
+def test_train_resume_false_starts_over_deleting_only_this_runs_checkpoints(tmp_path):
+    mine = make_checkpoint(tmp_path, 10, params(), in_run_dir=True)
+    other = make_checkpoint(tmp_path, 10, params(lr=0.02), in_run_dir=True)
+    logged: list[str] = []
+    assert find_resume_checkpoint(params(train__resume=False), "d1", "trainer", root=tmp_path, log=logged.append) is None
+    assert not mine.parent.exists() and other.is_dir()
+    assert f"train.resume is false: starting over (deleting this run's 1 checkpoint(s) in {mine.parent})" in logged
 
 
 def test_other_processes_only_read(tmp_path):
-    make_checkpoint(tmp_path, 10, params(lr=0.02))
-    (tmp_path / ".tmp-checkpoint-20").mkdir()
-    assert find_resume_checkpoint(params(), "d1", "trainer", root=tmp_path, cleanup=False, log=lambda *_: None) is None
-    assert sorted(x.name for x in tmp_path.iterdir()) == [".tmp-checkpoint-20", "checkpoint-10"]
-
-
-def test_prune_keeps_the_newest_two_and_remove_leaves_an_empty_folder(tmp_path):
     p = params()
+    folder = run_dir(p, "d1", tmp_path)
+    make_checkpoint(folder, 10, p)
+    (folder / ".tmp-checkpoint-20").mkdir()
+    assert find_resume_checkpoint(p, "d1", "trainer", root=tmp_path, cleanup=False, log=lambda *_: None).step == 10
+    assert sorted(x.name for x in folder.iterdir()) == [".tmp-checkpoint-20", "checkpoint-10"]
+
+
+def test_prune_keeps_the_newest_two_and_remove_deletes_the_runs_folder(tmp_path):
+    p = params()
+    folder = run_dir(p, "d1", tmp_path / "checkpoints")
     for step in (5, 10, 15):
-        make_checkpoint(tmp_path, step, p)
-    prune_checkpoints(tmp_path)
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-15"]
-    remove_checkpoints(tmp_path)
-    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
+        make_checkpoint(folder, step, p)
+    prune_checkpoints(folder)
+    assert sorted(x.name for x in folder.iterdir()) == ["checkpoint-10", "checkpoint-15"]
+    other = make_checkpoint(tmp_path / "checkpoints", 5, params(lr=0.5), in_run_dir=True)
+    remove_checkpoints(folder)
+    assert not folder.exists() and other.is_dir()  # another run's stay
+    remove_checkpoints(other.parent)
+    assert list(tmp_path.iterdir()) == []  # the last one takes models/checkpoints with it
 
 
 def test_dvclive_snapshot_round_trip(tmp_path):

@@ -217,3 +217,33 @@ def test_an_unlabelled_test_split_is_still_accepted(tmp_path):
     folder = write_glue_mrpc(tmp_path / "mrpc")
     splits, _, _ = classification_splits(mrpc_params(folder))
     assert set(splits["test"]["label"]) == {-1}
+
+
+@pytest.mark.parametrize("label, problem", [
+    ("</script><script>alert(1)</script>", "holds <, > or a control character"),
+    ("pos\tneg", "holds <, > or a control character"),
+    (" pos", "is empty or padded with spaces"),
+    ("x" * 101, "is over 100 characters"),
+])
+def test_a_label_name_the_plots_page_or_model_card_cannot_carry_is_refused_at_fetch(tmp_path, label, problem):
+    """Label names reach the plots page's inline <script> and the model card: refused in one line."""
+    quoted = '"' + label.replace('"', '""') + '"'
+    error = _error(_csv(tmp_path, f"a good film,{quoted}\nbad,neg\nfine,neg\n"))
+    assert error.startswith(f"dataset.label_column = 'label': label name {label[:40]!r} {problem}; "), error
+
+
+def test_label_names_given_in_params_are_checked_too_and_a_text_column_taken_for_labels_is_named(tmp_path):
+    dp = _csv(tmp_path, "a good film,0\nbad,1\n").model_copy(update={"label_names": ["neg", "neg"]})
+    assert _error(dp).startswith("dataset.label_names: label name 'neg' is a duplicate; ")
+    rows = "".join(f"review {i},{i}\n" for i in range(1001))
+    assert _error(_csv(tmp_path, rows)).startswith("dataset.label_column = 'label': 1001 distinct labels (at most 1000)")
+
+
+def test_a_label_column_of_lists_or_a_nested_text_column_is_one_line(tmp_path):
+    """Found by tests/test_data_fuzz.py: these ended in a TypeError traceback."""
+    (tmp_path / "train.jsonl").write_text('{"text": "good", "label": [1]}\n{"text": "bad", "label": [0]}\n')
+    dp = DatasetParams(source="load_dataset", path=str(tmp_path), text_column="text", label_column="label")
+    assert _error(dp) == ("dataset.label_column = 'label': split 'train' holds list (nested) values; labels are "
+                          "class names (text) or integer ids: name the column that holds them")
+    (tmp_path / "train.jsonl").write_text('{"text": {"a": 1}, "label": 1}\n{"text": {"a": 2}, "label": 0}\n')
+    assert _error(dp).startswith("dataset.text_column = 'text': split 'train' holds dict (nested) values, not text")

@@ -276,7 +276,7 @@ def _kill_after_checkpoint(repo: Path, min_step: int, *cmd: str, group: bool = T
     deadline = time.time() + 120
     descendants: dict[int, str] = {}
     try:
-        while not [m for m in (repo / "models" / "checkpoints").glob("checkpoint-*/hfpipe_checkpoint.json")
+        while not [m for m in (repo / "models" / "checkpoints").glob("run-*/checkpoint-*/hfpipe_checkpoint.json")
                    if int(m.parent.name.split("-")[1]) >= min_step]:
             assert proc.poll() is None, f"finished before checkpoint {min_step}:\n{log.read_text()[-3000:]}"
             assert time.time() < deadline, f"no checkpoint {min_step} within 120 s"
@@ -299,7 +299,7 @@ def _kill_after_checkpoint(repo: Path, min_step: int, *cmd: str, group: bool = T
 def _resumed_step(output: str) -> int:
     import re
 
-    found = re.findall(r"^resumed from models/checkpoints/checkpoint-(\d+) at step (\d+)", output, re.M)
+    found = re.findall(r"^resumed from models/checkpoints/run-\w+/checkpoint-(\d+) at step (\d+)", output, re.M)
     assert len(found) == 1, output[-3000:]
     assert found[0][0] == found[0][1]
     return int(found[0][0])
@@ -333,7 +333,7 @@ def test_classifier_with_two_processes_survives_a_killed_launcher_and_completes(
     out = result.stdout
     assert "relaunching as -m torch.distributed.run --standalone --nproc_per_node 2 -m stages.train" in out
     _resumed_step(out)  # once: only rank 0 reports
-    saved = re.findall(r"^saved checkpoint models/checkpoints/checkpoint-(\d+)$", out, re.M)
+    saved = re.findall(r"^saved checkpoint models/checkpoints/run-\w+/checkpoint-(\d+)$", out, re.M)
     assert saved and len(saved) == len(set(saved))  # one line per checkpoint
     steps = [r[0] for r in _tsv(repo / "dvclive/plots/metrics/loss.tsv")]
     assert steps == sorted(set(steps), key=int)

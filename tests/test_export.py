@@ -83,6 +83,21 @@ def test_model_card_parameter_count_and_pretrained_name():
     assert "Documents by source package:" not in card
 
 
+def test_a_base_model_name_cannot_add_keys_to_the_cards_front_matter():
+    import yaml
+
+    from hfpipe.export import render_model_card
+
+    params = parse_params({"task": "classification", "model": {"name_or_path": "gpt2", "from_scratch": False, "peft": {"method": "lora"}},
+                           "tokenizer": {"name_or_path": "gpt2"}, "dataset": {"path": "nyu-mll/glue", "source": "load_dataset",
+                                                                                "label_column": "label"}})
+    evil = params.model_copy(update={"model": params.model.model_copy(update={"name_or_path": "gpt2\nlicense: evil"})})
+    card = render_model_card(evil, "text-classification", "s", "u", "d", {}, "m", "l")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert set(front) == {"library_name", "pipeline_tag", "tags", "base_model"}
+    assert front["base_model"] == "gpt2\nlicense: evil"
+
+
 def test_pipeline_loads_the_export_and_generates_like_the_model(exported, tiny_model, tiny_tokenizer):
     from transformers import pipeline
 

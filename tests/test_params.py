@@ -309,3 +309,24 @@ def test_peft_with_from_scratch_is_refused():
     message = error_of({"model": {"from_scratch": True, "peft": {"r": 8}}})
     assert message.startswith("params.yaml: model.peft trains adapters on a pretrained model, and "
                               "model.from_scratch is true")
+
+
+@pytest.mark.parametrize("pattern", ["../x.csv", "/tmp/x.csv", "~/x.csv", "a/../../x.csv", ""])
+def test_data_files_outside_the_dataset_folder_are_refused(pattern):
+    """What fetch reads must be what DVC watches: data_files stay inside dataset.path."""
+    with pytest.raises(ValueError, match=r"dataset.data_files.train = .*: must be a path inside dataset.path"):
+        DatasetParams(source="load_dataset", path="data/raw/mine", data_files={"train": pattern})
+    DatasetParams(source="load_dataset", path="data/raw/mine", data_files={"train": "sub/train-*.csv"})
+
+
+@pytest.mark.parametrize("key, value", [("tokenize.num_proc", 10**6), ("model.n_embd", 1_048_576),
+                                        ("model.n_layer", 10**6), ("train.batch_size", 10**9),
+                                        ("train.num_processes", 100_000), ("evaluate.max_new_tokens", 10**6)])
+def test_sizes_no_machine_has_are_refused_in_one_line(key, value):
+    from hfpipe.params import parse_params
+
+    section, name = key.split(".")
+    extra = {"n_head": 1} if key == "model.n_embd" else {}
+    with pytest.raises(PipelineError) as err:
+        parse_params({section: {name: value, **extra}})
+    assert "\n" not in str(err.value) and key in str(err.value) and "less than or equal" in str(err.value)

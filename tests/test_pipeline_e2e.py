@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import ALL_STAGES, copy_run, dvc, git, repro_and_commit, set_train, stages_run
+from tests.e2e import copy_run, dvc, git, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -52,30 +52,6 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in result.stdout  # no stage runs on every repro
     assert dvc(repo, "status").stdout.strip() == "Data and pipelines are up to date."
     assert git(repo, "status", "--porcelain").stdout == ""
-
-
-def test_a_forced_rerun_gives_byte_identical_outputs(repo):
-    """`dvc repro --force` recomputes every stage; every output comes out as the committed run's, bit
-    for bit (dvc.lock's hashes of data, tokenizer, model and export unchanged, and the metrics files),
-    with the recipe's torch.compile (TINY turns it off) and deterministic kernels."""
-    set_train(repo, torch_compile=True)
-    repro_and_commit(repo, "compiled run")
-    def snapshot() -> dict[str, bytes]:
-        return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "metrics").rglob("*")) if p.is_file()}
-
-    def outs(lock: str) -> dict[str, str]:  # every output's hash but dvclive's (it holds timings)
-        stages = yaml.safe_load(lock)["stages"].values()
-        return {o["path"]: o["md5"] for s in stages for o in s.get("outs", []) if o["path"] != "dvclive"}
-
-    curves = ["dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv"]
-    first, first_curves = snapshot(), {c: (repo / c).read_bytes() for c in curves}
-    assert set(first) == {"metrics/.gitignore", "metrics/eval.json", "metrics/export.json", "metrics/report/completions.md"}
-    result = dvc(repo, "repro", "--force")
-    assert stages_run(result.stdout) == ALL_STAGES
-    assert snapshot() == first
-    assert {c: (repo / c).read_bytes() for c in curves} == first_curves
-    committed = outs(git(repo, "show", "HEAD:dvc.lock").stdout)
-    assert len(committed) >= 8 and outs((repo / "dvc.lock").read_text()) == committed
 
 
 def test_onnx_export_beyond_tolerance_fails_the_stage_with_the_measured_difference(repo):

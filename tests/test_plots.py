@@ -65,6 +65,10 @@ def test_classification_plots_without_evaluate_output_or_with_a_stray_file_are_o
     with pytest.raises(PipelineError, match="roc_validation.json: not a plot evaluate writes"):
         write_task_plots("classification", tmp_path)
     assert not (tmp_path / TASK_PLOTS_FILE).exists()
+    (tmp_path / SKLEARN_DIR / "roc_validation.json").unlink()
+    (tmp_path / SKLEARN_DIR / "notes.json").write_text("{}")  # a name without the _<split> part too
+    with pytest.raises(PipelineError, match="notes.json: not a plot evaluate writes"):
+        write_task_plots("classification", tmp_path)
 
 
 def test_required_plots_by_task():

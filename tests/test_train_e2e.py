@@ -1,5 +1,7 @@
-"""End-to-end: the real train stage killed with SIGKILL and resumed (both backends), and run with two
-processes (torchrun, gloo), on the tiny default recipe with 80 steps and dropout.
+"""End-to-end: the real train stage killed with SIGKILL and resumed with the Accelerate backend
+(torch.compile, dropout: bit-identical), a killed run's checkpoints kept through a param change, the
+Trainer backend against it, and two processes (torchrun, gloo), on the tiny default recipe with 80
+steps. (The Trainer's kill and resume: tests/test_kill_e2e.py.)
 
 `accelerate_run` is one finished, committed `dvc repro` with the Accelerate backend; every test
 works on its own copy of it (tests.e2e.copy_run) and compares with it, so the tests are independent.
@@ -73,7 +75,7 @@ def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str) -> None:
         proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     try:
-        while not list((repo / "models" / "checkpoints").glob("checkpoint-*/hfpipe_checkpoint.json")):
+        while not list((repo / "models" / "checkpoints").glob("run-*/checkpoint-*/hfpipe_checkpoint.json")):
             assert proc.poll() is None, f"finished before the first checkpoint:\n{log.read_text()[-3000:]}"
             assert time.time() < deadline, "no checkpoint within 120 s"
             time.sleep(0.01)
@@ -84,7 +86,7 @@ def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str) -> None:
 
 
 def resumed_step(output: str) -> int:
-    found = re.findall(r"^resumed from models/checkpoints/checkpoint-(\d+) at step (\d+)", output, re.M)
+    found = re.findall(r"^resumed from models/checkpoints/run-\w+/checkpoint-(\d+) at step (\d+)", output, re.M)
     assert len(found) == 1, output[-3000:]
     assert found[0][0] == found[0][1]
     return int(found[0][0])
@@ -111,26 +113,14 @@ def test_accelerate_backend_killed_then_dvc_repro_resumes_to_identical_results(a
     assert stale_stages(repo) == set()
 
 
-def test_trainer_backend_resumes_to_identical_weights_metrics_and_export_and_2_processes_match_1(accelerate_run, repo):
-    set_train(repo, backend="trainer", torch_compile=False)  # (compiled resumes: the Accelerate test; saves ~30 s)
+def test_trainer_backend_agrees_with_accelerate_and_2_processes_match_1(accelerate_run, repo):
+    """(Its kill and resume, bit-identical with every output, is tests/test_kill_e2e.py's: the
+    default recipe trains with the Trainer.)"""
+    set_train(repo, backend="trainer", torch_compile=False)
     result = repro_and_commit(repo, "trainer run")  # uninterrupted, through evaluate and export
     assert stages_run(result.stdout) == {"train", "evaluate", "export"}
-    weights = sha256(repo / "models/trained/model.safetensors")
-    evals = (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text()
-    metrics, export = (repo / "metrics/eval.json").read_bytes(), tree(repo / "models/export")
     assert checkpoints(repo) == []
-
-    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train")
-    result = dvc(repo, "repro", "--force", "--single-item", "train")  # (forced: see above)
-    step = resumed_step(result.stdout)
-    assert SAVE_STEPS <= step < MAX_STEPS
-    assert sha256(repo / "models/trained/model.safetensors") == weights
-    assert (repo / "dvclive/plots/metrics/eval/loss.tsv").read_text() == evals
-    # the resumed model is the committed one, so DVC keeps evaluate and export: their outputs stand
-    assert stages_run(result.stdout) == {"train"} and stale_stages(repo) == set()
-    assert (repo / "metrics/eval.json").read_bytes() == metrics and tree(repo / "models/export") == export
-    assert checkpoints(repo) == []
-    # and the two backends agree on this data
+    # the two backends agree on this data
     assert abs(eval_loss(repo) - eval_loss(accelerate_run)) / eval_loss(accelerate_run) < 0.05
 
     # 2 processes (DDP over gloo) at the same global batch reach the 1-process validation loss
@@ -142,22 +132,27 @@ def test_trainer_backend_resumes_to_identical_weights_metrics_and_export_and_2_p
     assert two != one and abs(two - one) / one < 0.02
 
 
-def test_a_stale_checkpoint_of_another_model_config_is_refused_in_one_line(repo):
+def test_a_killed_runs_checkpoints_outlive_a_param_change_and_resume_when_the_params_come_back(repo):
+    """Killed, then run with another lr (or model, or logging_steps: any param that defines the run):
+    that run trains from scratch in its own folder and keeps the killed run's checkpoints, said at
+    its start; back at the killed run's params, the stage resumes them."""
     set_train(repo, torch_compile=False)  # (not what this is about; saves the compile)
     start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "stages.train")
+    [killed] = checkpoints(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["model"]["n_embd"] = 16
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run(repo, sys.executable, "-m", "stages.train", check=False)
-    assert result.returncode == 2
-    assert re.fullmatch(r"error: models/checkpoints/checkpoint-\d+: a resume checkpoint from a different model config "
-                        r"\(model.n_embd: 32 -> 16\); .*\n", result.stderr)
-    params["model"]["n_embd"] = 32
-    params["lr"] = params["lr"] * 2  # other params, same model: the stale checkpoint is ignored, then removed
+    lr = params["lr"]
+    params["lr"] = lr * 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(repo, sys.executable, "-m", "stages.train")
-    assert "ignoring stale checkpoints in models/checkpoints (from a run with other params: lr: " in result.stdout
-    assert "resumed from" not in result.stdout and checkpoints(repo) == []
+    run_folder, step = killed.split("/")[0], int(killed.split("-")[-1])
+    assert (f"models/checkpoints/{run_folder}: kept, checkpoint at step {step} of a run with other params "
+            f"(lr: {lr!r} -> {lr * 2!r};") in result.stdout
+    assert "resumed from" not in result.stdout and checkpoints(repo) == [killed]  # its own, done, are gone
+    params["lr"] = lr
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(repo, sys.executable, "-m", "stages.train")
+    assert resumed_step(result.stdout) == step and checkpoints(repo) == []
+    assert not (repo / "models" / "checkpoints").exists()
 
 
 def test_two_processes_with_dvc_exp_run(accelerate_run, repo):
@@ -173,7 +168,7 @@ def test_two_processes_with_dvc_exp_run(accelerate_run, repo):
     assert shards["0"] != shards["1"]  # each process saw different blocks
     assert len(re.findall(r"process \d/2: trained on 80 batches", out)) == 2
     # only the main process reports, checkpoints and logs: one line per checkpoint, one row per step
-    saved = re.findall(r"^saved checkpoint models/checkpoints/checkpoint-(\d+)$", out, re.M)
+    saved = re.findall(r"^saved checkpoint models/checkpoints/run-\w+/checkpoint-(\d+)$", out, re.M)
     assert saved == [str(s) for s in range(SAVE_STEPS, MAX_STEPS, SAVE_STEPS)]
     steps = [line.split("\t")[0] for line in (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps), key=int)

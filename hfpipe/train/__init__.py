@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hfpipe.checkpoint import CHECKPOINT_DIR, data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints
+from hfpipe.checkpoint import data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints, run_dir
 from hfpipe.io import atomic_dir, read_json, require_complete, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.train.common import slow_bf16_warning, use_deterministic_algorithms
@@ -23,6 +23,17 @@ def check_training_inputs(params: Params, n_train: int) -> None:
                             f"{per_process} batches per epoch ({n_train} training examples / train.batch_size "
                             f"{tp.batch_size} / {tp.num_processes} process(es)), so no optimizer step would "
                             f"complete; use at most {per_process}")
+
+
+def check_memory(params: Params, tokenizer, length: int) -> None:
+    """Refuse, before building anything, a model and batch this machine cannot hold (hfpipe.resources)."""
+    from hfpipe.modeling import causal_lm_config, load_config
+    from hfpipe.resources import check_training_fits
+
+    mp, tp = params.model, params.train
+    config = load_config(mp.name_or_path, mp.revision) if mp.name_or_path else causal_lm_config(mp, tokenizer, length)
+    check_training_fits(config, tp.batch_size, length, mp.gradient_checkpointing,
+                        trainable_fraction=0.05 if mp.peft is not None else 1.0, processes=tp.num_processes)
 
 
 def run_train_stage(params: Params) -> None:
@@ -53,6 +64,7 @@ def run_train_stage(params: Params) -> None:
     length = task.sequence_length(read_json("data/stats/tokenize.json"))
     check_context_length(params.model, length, key=task.SEQUENCE_LENGTH_KEY)
     check_training_inputs(params, len(data["train"]))
+    check_memory(params, tokenizer, length)
     check_lora_targets(params.model, task.auto_model_class())
     setup = task.training_setup(params, tokenizer, data["train"], data["validation"], log=log)
     backend = params.train.backend
@@ -63,22 +75,30 @@ def run_train_stage(params: Params) -> None:
             f"backend {backend}, {params.train.num_processes} process(es)")
         return model
 
-    def train(model, resume_from, marker_for_step):
+    def train(model, resume_from, marker_for_step, checkpoint_dir):
         if backend == "accelerate":
             from hfpipe.train.accelerate_loop import train_with_accelerate
 
             result = train_with_accelerate(params, model, setup, marker_for_step=marker_for_step,
-                                           resume_from=resume_from)
+                                           resume_from=resume_from, checkpoint_root=checkpoint_dir)
             return lambda out: save_trained_model(result.model, out)
         from hfpipe.train.trainer import train_with_trainer
 
-        trainer = train_with_trainer(params, model, tokenizer, setup, CHECKPOINT_DIR,
+        trainer = train_with_trainer(params, model, tokenizer, setup, checkpoint_dir,
                                      marker_for_step=marker_for_step, resume_from=resume_from)
         if params.model.peft is not None:
             return lambda out: save_trained_model(trainer.accelerator.unwrap_model(trainer.model), out)
-        return lambda out: trainer.save_model(str(out))
+        return lambda out: save_trainer_model(trainer, out)
 
     train_resumable(params, tokenizer, build_model, train, log=log, sources=sources)
+
+
+def save_trainer_model(trainer, out: Path) -> None:
+    """trainer.save_model without its training_args.bin: a pickle of the TrainingArguments (paths,
+    logging cadence) that nothing loads, which would make the model folder differ between runs of
+    the same weights and put a file into it that only unpickling can read."""
+    trainer.save_model(str(out))
+    (Path(out) / "training_args.bin").unlink(missing_ok=True)
 
 
 def build_model_to_train(params: Params, task, tokenizer, train_set, length: int):
@@ -125,11 +145,11 @@ def pin_hub_model(params: Params) -> tuple[Params, dict]:
 def train_resumable(params: Params, tokenizer, build_model, train, log=print, sources: dict | None = None) -> None:
     """What every task and backend shares: find the checkpoint to resume (hfpipe.checkpoint: same
     params and data, complete), relaunch under torchrun for train.num_processes > 1, build the model,
-    train it (`train(model, resume_from, marker_for_step) -> save(folder)`, checkpointing into
-    models/checkpoints and emptying it when done) and save the model with the tokenizer to
-    models/trained on the main process only.
+    train it (`train(model, resume_from, marker_for_step, checkpoint_dir) -> save(folder)`,
+    checkpointing into this run's folder models/checkpoints/run-<fingerprint>, deleted when done)
+    and save the model with the tokenizer to models/trained on the main process only.
 
-    Everything that can refuse the run (params, data, a checkpoint of another model config) runs
+    Everything that can refuse the run (params, data, a checkpoint changed since it was written) runs
     before the relaunch, in one process, so it fails with one line.
     """
     from hfpipe import launch
@@ -138,14 +158,17 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
     main = launch.rank() == 0
     data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
     resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main, log=log)
-    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = run_dir(params, data_hash)
     if params.train.num_processes > 1 and not launch.in_distributed_run():
+        from hfpipe.resources import check_processes
+
+        check_processes("train.num_processes", params.train.num_processes)
         launch.exec_torchrun(params.train.num_processes, "stages.train")  # does not return
 
     def marker_for_step(step: int) -> dict:
         return marker_data(params, data_hash, step, backend)
 
-    save = train(build_model(), resume.path if resume else None, marker_for_step)
+    save = train(build_model(), resume.path if resume else None, marker_for_step, checkpoint_dir)
     if main:
         with atomic_dir("models/trained") as out:
             save(out)
@@ -155,7 +178,7 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
 
                 write_json_atomic(out / PROVENANCE_FILE, sources)
         # only now, with the model safely in place: nothing left that another run could resume
-        remove_checkpoints(CHECKPOINT_DIR)
+        remove_checkpoints(checkpoint_dir)
 
 
 def _quiet(*args, **kwargs) -> None:

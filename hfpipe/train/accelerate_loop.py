@@ -73,6 +73,7 @@ class LoopState:
     batches_in_epoch: int = 0   # micro-batches of `epoch` already consumed (per process)
     best_step: int | None = None     # load_best_model_at_end: the evaluation with the best metric so far
     best_metric: float | None = None
+    micro_steps: int = 0        # accelerator.step: where gradient accumulation is in its cycle
 
 
 def _running_loss_file(checkpoint: Path, process_index: int) -> Path:
@@ -121,6 +122,103 @@ def _set_rng_states(states: tuple) -> None:
         torch.cuda.set_rng_state_all(states[3])
 
 
+# ---------------------------------------------------------------- checkpoint files
+# What a resume needs, as safetensors and JSON only: loading a checkpoint never unpickles anything
+# (accelerator.save_state's optimizer.bin, random_states_N.pkl and custom_checkpoint_N.pkl are
+# pickles, and accelerate loads some of them with weights_only=False).
+MODEL_FILE, OPTIMIZER_TENSORS, OPTIMIZER_JSON = "model.safetensors", "optimizer.safetensors", "optimizer.json"
+SCHEDULER_JSON, SCALER_JSON = "scheduler.json", "scaler.json"
+
+
+def _rng_files(folder: Path, process_index: int) -> tuple[Path, Path]:
+    return folder / f"rng_{process_index}.json", folder / f"rng_{process_index}.safetensors"
+
+
+def save_rng_states(folder: Path, process_index: int) -> None:
+    from safetensors.torch import save_file
+
+    py, np_state, torch_state, cuda = _rng_states()
+    as_json = {"python": [py[0], list(py[1]), py[2]],
+               "numpy": [np_state[0], np_state[1].tolist(), *[v.item() if hasattr(v, "item") else v for v in np_state[2:]]]}
+    tensors = {"torch": torch_state, **{f"cuda.{i}": t for i, t in enumerate(cuda or [])}}
+    json_file, tensor_file = _rng_files(folder, process_index)
+    json_file.write_text(json.dumps(as_json))
+    save_file(tensors, str(tensor_file))
+
+
+def load_rng_states(folder: Path, process_index: int) -> tuple:
+    import numpy as np
+    from safetensors.torch import load_file
+
+    json_file, tensor_file = _rng_files(folder, process_index)
+    saved, tensors = json.loads(json_file.read_text()), load_file(str(tensor_file))
+    py, np_state = saved["python"], saved["numpy"]
+    cuda = [tensors[f"cuda.{i}"] for i in range(sum(k.startswith("cuda.") for k in tensors))] or None
+    return ((py[0], tuple(py[1]), py[2]), (np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]),
+            tensors["torch"], cuda)
+
+
+def save_optimizer(optimizer, folder: Path) -> None:
+    """The optimizer's state dict: its tensors to safetensors, the rest (param groups) to JSON."""
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors, other = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if hasattr(value, "detach"):
+                tensors[f"{index}.{name}"] = value.detach().contiguous()
+            else:
+                other.setdefault(str(index), {})[name] = value
+    save_file(tensors, str(folder / OPTIMIZER_TENSORS))
+    (folder / OPTIMIZER_JSON).write_text(json.dumps({"param_groups": state["param_groups"], "state": other}))
+
+
+def load_optimizer(optimizer, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    saved = json.loads((folder / OPTIMIZER_JSON).read_text())
+    state: dict[int, dict] = {int(i): dict(v) for i, v in saved["state"].items()}
+    for key, tensor in load_file(str(folder / OPTIMIZER_TENSORS)).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor
+    for group in saved["param_groups"]:
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def save_training_state(run: _Run, folder: Path) -> None:
+    """Weights, optimizer, schedule and loss scaler from the main process (DDP keeps them equal on
+    every process), each process's RNG streams from each."""
+    from safetensors.torch import save_model
+
+    accelerator = run.accelerator
+    if run.main:
+        # save_model: GPT-2's tied embedding and output weights are one tensor, stored once
+        save_model(accelerator.unwrap_model(run.model, keep_torch_compile=False), str(folder / MODEL_FILE))
+        save_optimizer(run.optimizer, folder)
+        (folder / SCHEDULER_JSON).write_text(json.dumps(run.scheduler.state_dict()))
+        if accelerator.scaler is not None:
+            (folder / SCALER_JSON).write_text(json.dumps(accelerator.scaler.state_dict()))
+    save_rng_states(folder, accelerator.process_index)
+
+
+def load_training_state(run: _Run, folder: Path) -> tuple:
+    """Put back what save_training_state wrote; returns this process's RNG states (also set now)."""
+    from safetensors.torch import load_model
+
+    accelerator = run.accelerator
+    load_model(accelerator.unwrap_model(run.model, keep_torch_compile=False), str(folder / MODEL_FILE))
+    load_optimizer(run.optimizer, folder)
+    run.scheduler.load_state_dict(json.loads((folder / SCHEDULER_JSON).read_text()))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(json.loads((folder / SCALER_JSON).read_text()))
+    states = load_rng_states(folder, accelerator.process_index)
+    _set_rng_states(states)
+    return states
+
+
 def evaluate_loop(accelerator, model, eval_dl, task: LoopFns) -> dict:
     """Eval numbers over the whole eval set, gathered across processes (duplicates from padding
     the last batch to equal sizes are dropped by gather_for_metrics)."""
@@ -155,26 +253,27 @@ def _save_best(best_state: dict, state: LoopState, root: Path, folder: Path) -> 
     save_file(best_state, str(folder / BEST_FILE))
 
 
-def _save_checkpoint(accelerator, root: Path, state: LoopState, marker: dict, live_dir: Path,
+def _save_checkpoint(run: _Run, root: Path, state: LoopState, marker: dict, live_dir: Path,
                      running: tuple[float, int], best_state: dict | None = None) -> Path:
-    """accelerator.save_state into a scratch folder, then the marker, then a rename: a kill at any
+    """save_training_state into a scratch folder, then the marker, then a rename: a kill at any
     point leaves either the previous checkpoints or a complete new one. With load_best_model_at_end
     the best weights so far go in too, so a resumed run reloads the same best model at the end."""
     import shutil
 
+    accelerator = run.accelerator
     final = root / f"{PREFIX}{state.step}"
     tmp = root / f".tmp-{PREFIX}{state.step}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # model (main process), optimizer, scheduler, each process's RNG
+    save_training_state(run, tmp)
     _running_loss_file(tmp, accelerator.process_index).write_text(json.dumps(list(running)))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if best_state is not None:
             _save_best(best_state, state, root, tmp)
-        write_json_atomic(tmp / STATE_FILE, state.__dict__)
+        write_json_atomic(tmp / STATE_FILE, {**state.__dict__, "micro_steps": accelerator.step})
         snapshot_dvclive(live_dir, tmp)
         write_marker(tmp, marker)
         shutil.rmtree(final, ignore_errors=True)
@@ -242,16 +341,15 @@ def _prepare(params: Params, model, train_dataset, eval_dataset, collate_fn, len
     # which would make the schedule depend on the number of processes.
     scheduler = get_scheduler(tp.lr_scheduler, optimizer, num_warmup_steps=math.ceil(tp.warmup_ratio * total),
                               num_training_steps=total)
-    accelerator.register_for_checkpointing(scheduler)
     return _Run(accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, batches_per_epoch, total)
 
 
 def _resume(run: _Run, checkpoint: Path, live_dir: Path, keep_best: bool):
     """Load a checkpoint: (loop state, running loss sum and count, best weights or None, the RNG
     states to put back after the data iterator's first draw)."""
-    run.accelerator.load_state(str(checkpoint))
-    restored_rng = _rng_states()
+    restored_rng = load_training_state(run, checkpoint)
     state = LoopState(**json.loads((checkpoint / STATE_FILE).read_text()))
+    run.accelerator.step = state.micro_steps
     loss_sum, running_n = json.loads(_running_loss_file(checkpoint, run.accelerator.process_index).read_text())
     best_state = None
     if run.main and keep_best and state.best_step is not None:
@@ -411,7 +509,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
             if tp.eval_strategy == "steps" and state.step % tp.eval_steps == 0:
                 best_state = _evaluate_and_keep_best(run, task, state, best_metric, best_state, log, eval_history)
             if marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
-                path = _save_checkpoint(accelerator, checkpoint_root, state, marker_for_step(state.step), live_dir,
+                path = _save_checkpoint(run, checkpoint_root, state, marker_for_step(state.step), live_dir,
                                         (running.item(), running_n), best_state)
                 if run.main:
                     print(f"saved checkpoint {path}", flush=True)

@@ -116,6 +116,49 @@ def checkpoint_callbacks(marker_for_step, live_dir: str | Path, checkpoint_dir: 
     return [CheckpointMarkerCallback(), NaNGuardCallback()]
 
 
+# The Trainer's running train-loss state (transformers 5.23: attributes of the Trainer, reset by
+# train()): what a checkpoint needs so that a resumed run logs the same losses as an uninterrupted one.
+RUNNING_LOSS_STATE = ("_total_loss_scalar", "_globalstep_last_logged", "_initial_global_step")
+
+
+def running_loss_callback(resume_from: Path | None):
+    """Saves each process's running train-loss sum since the last log into every checkpoint
+    (running_loss_<rank>.json, before the marker that hashes it), and puts it back when train()
+    starts from `resume_from`: the first loss logged after a resume then averages the same steps as
+    an uninterrupted run's, and the final train loss covers every step. The Trainer does not
+    checkpoint these; without them both differ after a resume. Set `.trainer` once it exists."""
+    import json
+
+    import torch
+    from transformers import TrainerCallback
+
+    from hfpipe.checkpoint import PREFIX
+
+    def state_file(folder: Path, args) -> Path:
+        return Path(folder) / f"running_loss_{args.process_index}.json"
+
+    class RunningLossCallback(TrainerCallback):
+        trainer = None
+
+        def on_save(self, args, state, control, **kwargs):
+            t = self.trainer
+            if t is None or not hasattr(t, "_tr_loss"):
+                return
+            saved = {"tr_loss": float(t._tr_loss.item()), **{k: getattr(t, k) for k in RUNNING_LOSS_STATE}}
+            state_file(Path(args.output_dir) / f"{PREFIX}{state.global_step}", args).write_text(json.dumps(saved))
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            t = self.trainer
+            if resume_from is None or t is None or not state_file(resume_from, args).is_file():
+                return
+            saved = json.loads(state_file(resume_from, args).read_text())
+            t._tr_loss = torch.tensor(saved.pop("tr_loss"), dtype=t._tr_loss.dtype, device=t._tr_loss.device)
+            for key, value in saved.items():
+                setattr(t, key, value)
+
+    return RunningLossCallback()
+
+
 def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str | Path = DVCLIVE_DIR,
                 marker_for_step=None, resume_from: Path | None = None, trainer_class=None,
                 extra_callbacks: tuple = (), **trainer_kwargs):
@@ -136,12 +179,15 @@ def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str |
     main = launch.rank() == 0
     if resume_from is not None and main:
         restore_dvclive(Path(resume_from), Path(live_dir))
+    running = running_loss_callback(resume_from) if saving else None
     trainer = (trainer_class or Trainer)(
         args=training_arguments(params, work_dir, **overrides),
-        callbacks=[dvclive_callback(live_dir, resume=resume_from is not None),
+        callbacks=[dvclive_callback(live_dir, resume=resume_from is not None), *([running] if running else []),
                    *checkpoint_callbacks(marker_for_step, live_dir, Path(work_dir)), *extra_callbacks],
         **trainer_kwargs,
     )
+    if running is not None:
+        running.trainer = trainer
     if resume_from is not None and trainer.is_world_process_zero():
         print(f"resumed from {resume_from} at step {checkpoint_step(Path(resume_from))}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)

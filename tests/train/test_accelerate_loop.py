@@ -204,6 +204,13 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     saved = complete_checkpoints(tmp_path / "ckpt")
     assert [p.name for p in saved] == ["checkpoint-15", "checkpoint-18"]
     assert all((p / BEST_FILE).is_file() for p in saved)
+    # safetensors and JSON only: a resume unpickles nothing (no optimizer.bin, random_states_0.pkl,
+    # custom_checkpoint_0.pkl); the marker holds every file's sha256
+    files = {f.relative_to(saved[-1]).as_posix() for f in saved[-1].rglob("*") if f.is_file()}
+    assert {f for f in files if not f.startswith("dvclive/")} == {
+        "model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_0.json",
+        "rng_0.safetensors", "running_loss_0.json", "loop_state.json", BEST_FILE, "hfpipe_checkpoint.json"}
+    assert set(json.loads((saved[-1] / "hfpipe_checkpoint.json").read_text())["files"]) == files - {"hfpipe_checkpoint.json"}
     states = [json.loads((p / "loop_state.json").read_text()) for p in saved]
     assert states[-1]["epoch"] == 2 and [s["best_step"] for s in states] == [8, 8]
     # the best has not changed since the previous checkpoint: a hard link, not a second copy

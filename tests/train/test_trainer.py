@@ -189,3 +189,50 @@ def test_deterministic_param_switches_torch_to_deterministic_kernels():
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_resumed_trainer_logs_the_same_losses_when_it_stopped_between_two_logs(tiny_tokenizer, tmp_path,
+                                                                                  one_torch_thread, monkeypatch):
+    """Checkpoint at step 8, logs every 5: the resumed run's loss at step 10 averages steps 6-10 and its
+    final train loss all 20 steps, as the uninterrupted run's (the running sum rides in the checkpoint)."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    import hfpipe.train.trainer as train_module
+    from hfpipe.checkpoint import complete_checkpoints
+
+    params = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "max_steps": 20, "save_steps": 8,
+                                                      "eval_steps": 100}})
+    ids = tiny_tokenizer("import pandas as pd\ndf = pd.frame(data)\n" * 80, add_special_tokens=False)["input_ids"]
+    blocks = Dataset.from_dict({"input_ids": [ids[i: i + CONTEXT] for i in range(0, 30 * CONTEXT, CONTEXT)]})
+
+    def run(root, resume_from=None):
+        model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
+        setup = causal_lm.training_setup(params, tiny_tokenizer, blocks, blocks.select(range(4)))
+        return train_with_trainer(params, model, tiny_tokenizer, setup, root, live_dir=root / "live",
+                                  marker_for_step=lambda step: {"step": step}, resume_from=resume_from)
+
+    def losses(trainer):
+        return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h] + \
+               [("train_loss", h["train_loss"]) for h in trainer.state.log_history if "train_loss" in h]
+
+    full = losses(run(tmp_path / "full"))
+
+    class Killed(Exception):
+        pass
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 9:
+                raise Killed
+
+    real = train_module.checkpoint_callbacks
+    monkeypatch.setattr(train_module, "checkpoint_callbacks", lambda *a: [*real(*a), KillAt()])
+    with pytest.raises(Killed):
+        run(tmp_path / "ckpt")
+    monkeypatch.setattr(train_module, "checkpoint_callbacks", real)
+    [checkpoint] = complete_checkpoints(tmp_path / "ckpt")
+    assert checkpoint.name == "checkpoint-8" and (checkpoint / "running_loss_0.json").is_file()
+    resumed = losses(run(tmp_path / "ckpt", resume_from=checkpoint))
+    after_8 = [x for x in full if x[0] == "train_loss" or x[0] > 8]  # (trainer_state.json holds the earlier logs)
+    assert [x for x in resumed if x[0] == "train_loss" or x[0] > 8] == after_8 and len(after_8) == 4
