@@ -216,8 +216,11 @@ def lock_differences() -> list[str]:
 
     pinned = dict(re.findall(r"^([A-Za-z0-9][\w.-]*)==(\S+)", (ROOT / "requirements.txt").read_text(), re.M))
     pinned = {norm(k): v for k, v in pinned.items()}
+    # the test-only packages installed beside the lock (README: set-up) are no part of it, nor of the corpus
+    test_only = {norm(k) for k in re.findall(r"^([A-Za-z0-9][\w.-]*)==", (ROOT / "tests/requirements-test.txt").read_text(),
+                                             re.M)}
     installed = {norm(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
-                 if norm(d.metadata["Name"]) != "hfpipe"}
+                 if norm(d.metadata["Name"]) not in {"hfpipe", *test_only}}
     return [f"{n}: installed {installed.get(n)} != lock {pinned.get(n)}" for n in sorted(set(pinned) | set(installed))
             if installed.get(n) != pinned.get(n)]
 

@@ -139,8 +139,8 @@ def test_mrpc_from_the_hub_is_locked_reproducible_offline_and_fails_in_one_line(
         offline = hub_env(hub, offline=True)
         assert dvc(repo, offline, "status").stdout.strip() == "Data and pipelines are up to date."
         assert "Running stage" not in dvc(repo, offline, "repro").stdout
-        result = dvc(repo, offline, "exp", "run", "-S", "lr=1e-4")
-        assert stages_run(result.stdout) == {"train", "evaluate", "export"}
+        result = dvc(repo, offline, "exp", "run", "-S", "lr=1e-4", "train")  # (to train: what needs the model)
+        assert stages_run(result.stdout) == {"train"}
         assert json.loads((repo / "models/trained/hub_provenance.json").read_text())["model"]["commit"] == bert.main
         # datasets 5.2 offline reads the newest cached commit of a dataset whatever the revision (v1 here,
         # loaded last above): fetch sees the files are not the locked commit's and refuses in one line

@@ -30,8 +30,8 @@ from tests.e2e import MRPC, TINY, dvc, env, make_repo_copy, stale_stages
 pytestmark = pytest.mark.e2e
 
 # (stage, when): a fraction of the stage's uninterrupted time, or "checkpoint" (train's first complete one)
-DEFAULT_KILLS = [("fetch", 0.3), ("fetch", 0.85), ("tokenizer", 0.6), ("tokenize", 0.5), ("train", "checkpoint"),
-                 ("train", 0.6), ("evaluate", 0.5), ("export", 0.4), ("export", 0.85)]
+DEFAULT_KILLS = [("fetch", 0.5), ("tokenizer", 0.6), ("tokenize", 0.5), ("train", "checkpoint"), ("train", 0.6),
+                 ("evaluate", 0.5), ("export", 0.6)]
 MRPC_KILLS = [("fetch", 0.5), ("tokenize", 0.7), ("train", "checkpoint"), ("export", 0.6)]
 
 
