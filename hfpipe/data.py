@@ -626,7 +626,7 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
 def fetch_classification(dp: DatasetParams, out_dir: Path, commit: str | None = None) -> dict:
     """The fetch stage for classification tasks: normalised splits saved to `out_dir`; returns stats.
 
-    `commit`: the Hub commit the inputs stage resolved dataset.revision to (see fetch_code_corpus)."""
+    `commit`: the Hub commit hub.lock.yaml holds for dataset.path (None for local data)."""
     splits, names, notes = classification_splits(dp, commit or dp.revision)
     save_dataset_dict(splits, out_dir, dp.max_shard_size)
     stats: dict = {"source": dp.source, "path": dp.path, "name": dp.name, **_revision_stats(dp, commit),

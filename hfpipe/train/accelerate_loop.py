@@ -67,7 +67,7 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, **loop_kw
 
 @dataclass
 class LoopState:
-    """Where the loop is, saved with each checkpoint (the rest is in accelerator.save_state)."""
+    """Where the loop is, saved with each checkpoint (the rest: save_training_state)."""
     step: int = 0               # optimizer steps done
     epoch: int = 0
     batches_in_epoch: int = 0   # micro-batches of `epoch` already consumed (per process)
