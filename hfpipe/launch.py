@@ -30,6 +30,11 @@ def in_distributed_run() -> bool:
     return "LOCAL_RANK" in os.environ or world_size() > 1
 
 
+def relaunched() -> bool:
+    """A worker of exec_torchrun's relaunch: the launcher before it already did the one-process checks."""
+    return LAUNCHER_PID_ENV in os.environ
+
+
 def torchrun_command(num_processes: int, module: str) -> list[str]:
     # --standalone: a single-node rendezvous on a free port, so parallel experiments don't collide.
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes),

@@ -157,7 +157,9 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
     backend = params.train.backend
     main = launch.rank() == 0
     data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
-    resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main, log=log)
+    # one process checks, cleans up and reports (hashing a big checkpoint once): the main process,
+    # or before our own torchrun relaunch the launcher, whose workers then only read
+    resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main and not launch.relaunched(), log=log)
     checkpoint_dir = run_dir(params, data_hash)
     if params.train.num_processes > 1 and not launch.in_distributed_run():
         from hfpipe.resources import check_processes
