@@ -7,6 +7,7 @@ import random
 import pytest
 
 from hfpipe.params import parse_params
+from tests.train import run_killed_at_step
 
 GOOD, BAD = ["great", "fine", "superb", "lovely"], ["awful", "dull", "poor", "bad"]
 
@@ -89,9 +90,7 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
     kept: stopped in its third epoch, resumed from the newest complete checkpoint, it ends with the
     uninterrupted run's weights, bit for bit; our pruning never deleted the Trainer's best checkpoint."""
     import torch
-    from transformers import TrainerCallback
 
-    import hfpipe.train.trainer as train_module
     from hfpipe.checkpoint import complete_checkpoints
     from hfpipe.tasks import TASKS
     from hfpipe.train.trainer import train_with_trainer
@@ -122,19 +121,7 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
     # 96 examples / 16: 6 steps an epoch, 18 in all; the Trainer also evaluates (and saves) at the end
     assert [e["step"] for e in evals] == [5, 10, 15, 18] and best_step < 10, evals
 
-    class Killed(Exception):
-        pass
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 17:
-                raise Killed
-
-    real = train_module.checkpoint_callbacks
-    monkeypatch.setattr(train_module, "checkpoint_callbacks", lambda *a: [*real(*a), KillAt()])
-    with pytest.raises(Killed):
-        run(tmp_path / "ckpt")
-    monkeypatch.setattr(train_module, "checkpoint_callbacks", real)
+    run_killed_at_step(monkeypatch, 17, lambda: run(tmp_path / "ckpt"))
     kept = [p.name for p in complete_checkpoints(tmp_path / "ckpt")]
     # the newest two, and the best one (older: pruning would have deleted it, and the resumed run's
     # load_best_model_at_end would then keep another model)

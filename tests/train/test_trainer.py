@@ -12,6 +12,7 @@ import yaml
 from hfpipe.evaluate import causal_lm_metrics
 from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
+from tests.train import run_killed_at_step
 from hfpipe.tasks import causal_lm
 from hfpipe.train.trainer import train_with_trainer, training_arguments
 
@@ -196,9 +197,7 @@ def test_a_resumed_trainer_logs_the_same_losses_when_it_stopped_between_two_logs
     """Checkpoint at step 8, logs every 5: the resumed run's loss at step 10 averages steps 6-10 and its
     final train loss all 20 steps, as the uninterrupted run's (the running sum rides in the checkpoint)."""
     from datasets import Dataset
-    from transformers import TrainerCallback
 
-    import hfpipe.train.trainer as train_module
     from hfpipe.checkpoint import complete_checkpoints
 
     params = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "max_steps": 20, "save_steps": 8,
@@ -218,19 +217,7 @@ def test_a_resumed_trainer_logs_the_same_losses_when_it_stopped_between_two_logs
 
     full = losses(run(tmp_path / "full"))
 
-    class Killed(Exception):
-        pass
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 9:
-                raise Killed
-
-    real = train_module.checkpoint_callbacks
-    monkeypatch.setattr(train_module, "checkpoint_callbacks", lambda *a: [*real(*a), KillAt()])
-    with pytest.raises(Killed):
-        run(tmp_path / "ckpt")
-    monkeypatch.setattr(train_module, "checkpoint_callbacks", real)
+    run_killed_at_step(monkeypatch, 9, lambda: run(tmp_path / "ckpt"))
     [checkpoint] = complete_checkpoints(tmp_path / "ckpt")
     assert checkpoint.name == "checkpoint-8" and (checkpoint / "running_loss_0.json").is_file()
     resumed = losses(run(tmp_path / "ckpt", resume_from=checkpoint))
