@@ -62,7 +62,7 @@ def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
     out = {}
     for name, (recipe, overrides) in recipes.items():
         for backend in ("trainer", "accelerate"):
-            o = json.loads(json.dumps(overrides))
+            o = json.loads(json.dumps(overrides, default=str))
             o.setdefault("train", {})["backend"] = backend
             out[f"{name}/{backend}"] = (recipe, o)
     return out

@@ -143,7 +143,8 @@ def read_marker(checkpoint: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PipelineError(f"{path}: unreadable ({err}); restore it, or delete {checkpoint} to resume from "
                             "an older checkpoint (or its run folder to start over)") from None
-    if not isinstance(marker, dict) or not isinstance(marker.get("step"), int) or not isinstance(marker.get("files"), dict):
+    if not (isinstance(marker, dict) and isinstance(marker.get("step"), int)
+            and isinstance(marker.get("files"), dict)):
         raise PipelineError(f"{path}: not a checkpoint marker (a JSON object with step and files); restore it, or "
                             f"delete {checkpoint} to resume from an older checkpoint (or its run folder to start over)")
     return marker
@@ -213,7 +214,8 @@ def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: P
     if not folder.is_dir():
         return None
     for p in (folder.iterdir() if cleanup else []):  # leftovers of a save killed midway: never used
-        if p.is_dir() and (p.name.startswith(".tmp-") or (checkpoint_step(p) is not None and not (p / MARKER).exists())):
+        unfinished = checkpoint_step(p) is not None and not (p / MARKER).exists()
+        if p.is_dir() and (p.name.startswith(".tmp-") or unfinished):
             shutil.rmtree(p, ignore_errors=True)
     candidates = complete_checkpoints(folder)
     if not candidates:
@@ -226,7 +228,8 @@ def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: P
     newest = candidates[-1]
     marker = read_marker(newest)
     if marker.get("backend") != backend or marker.get("fingerprint") != run_fingerprint(params, data_hash):
-        raise PipelineError(f"{newest / MARKER}: written by another run than its folder's; delete {folder} to start over")
+        raise PipelineError(f"{newest / MARKER}: written by another run than its folder's; "
+                            f"delete {folder} to start over")
     if cleanup:
         verify_checkpoint(newest, marker)
     return ResumePoint(newest, marker["step"], marker)

@@ -149,7 +149,8 @@ def runs_from_exp_show(rows: list[dict]) -> Selection:
             sel.runs.append(Run("workspace", "workspace", head_name or "workspace", row_params(data), metrics,
                                 "workspace"))
     no_metrics = [r for r in sel.runs if not r.metrics]
-    sel.skipped += [f"{r.name} (no metrics: not reproduced, or its outputs are not in the DVC cache)" for r in no_metrics]
+    sel.skipped += [f"{r.name} (no metrics: not reproduced, or its outputs are not in the DVC cache)"
+                    for r in no_metrics]
     sel.runs = [r for r in sel.runs if r.metrics]
     return sel
 
@@ -308,7 +309,7 @@ def group_runs(runs: list[Run], ignore: set[str]) -> list[Group]:
     values = [dict(key) for key in by_key]
     differing = [k for k in keys if len({v.get(k, "<unset>") for v in values}) > 1]
     groups = []
-    for key, members in by_key.items():
+    for _key, members in by_key.items():
         first = members[0]
         params = {k: (first.commit if k == "commit" else first.params.get(k, "<unset>")) for k in differing}
         label = ", ".join(f"{k}={shown(v)}" for k, v in params.items()) or "all runs"
@@ -484,10 +485,10 @@ def header_lines(report: dict) -> list[str]:
 
 def render_text(report: dict) -> str:
     headers, rows = table_rows(report)
-    widths = [max(len(x) for x in col) for col in zip(headers, *rows)]
+    widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=False)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
 
     return "\n".join(header_lines(report) + ["", line(headers), line(["-" * w for w in widths])]
                      + [line(r) for r in rows]) + "\n"

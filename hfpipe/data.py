@@ -123,7 +123,8 @@ def check_regular_files(path: Path, shown: str) -> None:
         try:
             mode = f.stat().st_mode  # (follows links: a link to a device is a device)
         except OSError as err:
-            raise PipelineError(f"dataset.path = {shown!r}: {f} cannot be read ({err.strerror}); fix or remove it") from None
+            raise PipelineError(f"dataset.path = {shown!r}: {f} cannot be read ({err.strerror}); "
+                                "fix or remove it") from None
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise PipelineError(f"dataset.path = {shown!r}: {f} is not a regular file (a FIFO, socket or device); "
                                 "remove it, datasets are read from regular files")

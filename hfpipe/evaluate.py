@@ -74,7 +74,7 @@ def idiom_results(model, tokenizer, idioms: list[tuple[str, str]] = IDIOMS) -> l
     completions = greedy_completions(model, tokenizer, [prompt for prompt, _ in idioms], new_tokens)
     return [{"prompt": prompt, "expected": expected, "completion": completion,
              "right": idiom_is_right(completion, expected)}
-            for (prompt, expected), completion in zip(idioms, completions)]
+            for (prompt, expected), completion in zip(idioms, completions, strict=False)]
 
 
 def idiom_metrics(results: list[dict]) -> dict:
@@ -140,7 +140,7 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
 
 def completions_markdown(prompts: list[str], completions: list[str], idioms: list[dict] | None = None) -> str:
     parts = ["# Greedy completions of seed 04's prompts\n"]
-    for i, (prompt, completion) in enumerate(zip(prompts, completions), 1):
+    for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=False), 1):
         parts.append(f"## Prompt {i}\n\n```python\n{prompt}\u2588{completion}\n```\n")
     parts.append("(\u2588 marks where the prompt ends and the model's completion begins.)\n")
     if idioms:

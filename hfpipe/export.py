@@ -83,9 +83,11 @@ from transformers import pipeline
 pipe = pipeline("{pipeline_task}", model="models/export")
 print(pipe("import pandas as", max_new_tokens=16, do_sample=False)[0]["generated_text"])
 ```"""
+    method = chunk_stats.get("method", params.tokenize.method)
+    context = chunk_stats.get("context_length", params.tokenize.context_length)
     data = f"""{_json_block(kept)}
 
-Tokenize-and-chunk (`{chunk_stats.get("method", params.tokenize.method)}`, context {chunk_stats.get("context_length", params.tokenize.context_length)}):
+Tokenize-and-chunk (`{method}`, context {context}):
 
 {_json_block(chunk_stats)}"""
     if source_lines:
@@ -216,8 +218,8 @@ def lora_card_section(params: Params, task, figures: dict, vocab_grown: bool) ->
 
     auto = task.auto_model_class().__name__
     labels = f", num_labels={figures['num_labels']}" if figures.get("num_labels") else ""
-    resize = ('\nbase.resize_token_embeddings(len(AutoTokenizer.from_pretrained("models/export")))  # its added pad token'
-              if vocab_grown else "")
+    resize = ('\nbase.resize_token_embeddings(len(AutoTokenizer.from_pretrained("models/export")))'
+              '  # its added pad token' if vocab_grown else "")
     head = f"; head trained fully: {', '.join(figures['head'])}" if figures["head"] else ""
     return f"""## LoRA adapter
 
@@ -279,7 +281,8 @@ def export_adapter_into(out: Path, params: Params, task) -> dict:
     diff = max_logit_difference(torch_logits(merged, batch.inputs), torch_logits(adapted, batch.inputs), mask)
     if not diff <= ADAPTER_TOLERANCE:
         raise PipelineError(f"models/export/{ADAPTER_DIR}: the base model {mp.name_or_path!r} with the adapter "
-                            f"gives logits up to {diff:.3g} away from the merged model's (allowed {ADAPTER_TOLERANCE}); "
+                            f"gives logits up to {diff:.3g} away from the merged model's "
+                            f"(allowed {ADAPTER_TOLERANCE}); "
                             f"has the base model changed since training? rerun the train stage (dvc repro -f train)")
     with safe_open(str(out / ADAPTER_DIR / "adapter_model.safetensors"), "pt") as f:
         # what training changed: the adapters and the head's trained copy

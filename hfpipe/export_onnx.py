@@ -43,7 +43,7 @@ class CheckBatch:
     def __len__(self) -> int:
         return len(self.inputs["input_ids"])
 
-    def slice(self, start: int, stop: int) -> "CheckBatch":
+    def slice(self, start: int, stop: int) -> CheckBatch:
         return CheckBatch({k: v[start:stop] for k, v in self.inputs.items()},
                           None if self.labels is None else self.labels[start:stop],
                           None if self.label_position is None else self.label_position[start:stop],
@@ -101,8 +101,10 @@ def export_onnx(model_dir: Path, out_path: Path, task: str) -> list[str]:
 
     model = load_model(model_dir, task)
     names = input_names(model)
-    seq = min(16, int(getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 16)))
-    example = {"input_ids": torch.ones(2, seq, dtype=torch.long), "attention_mask": torch.ones(2, seq, dtype=torch.long)}
+    config = model.config
+    seq = min(16, int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 16)))
+    ones = torch.ones(2, seq, dtype=torch.long)
+    example = {"input_ids": ones, "attention_mask": ones.clone()}
     if "token_type_ids" in names:
         example["token_type_ids"] = torch.zeros(2, seq, dtype=torch.long)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -147,9 +149,8 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> None:
     """Dynamic int8 quantization (weights int8, activations quantized at run time) with onnxruntime."""
     import logging
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": a hint for static quantization
     # The quantizer re-runs ONNX shape inference, which refuses some intermediate shapes the torch

@@ -160,8 +160,13 @@ def _chain(err: BaseException):
 def hub_error(err: BaseException, key: str, repo_id: str, revision: str | None, repo_type: str) -> PipelineError:
     """One line for a failed Hub call: no such repository, no such revision, no access, unreachable or
     offline and not in the local cache; each with its fix."""
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     what = f"{_name_key(key)} = {repo_id!r}" + (f" at {revision!r}" if revision else "")
     kinds = list(_chain(err))

@@ -302,7 +302,7 @@ class ShardedArrowWriter:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> "ShardedArrowWriter":
+    def __enter__(self) -> ShardedArrowWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -332,7 +332,7 @@ def finish_split(split_dir: str | Path, parts: list[Path], features) -> None:
         writer.close()
         parts = [empty]
     names = [f"data-{i:05d}-of-{len(parts):05d}.arrow" for i in range(len(parts))]
-    for part, name in zip(parts, names):
+    for part, name in zip(parts, names, strict=False):
         os.replace(part, split_dir / name)
     state = {"_data_files": [{"filename": name} for name in names], "_fingerprint": dataset_fingerprint(split_dir),
              "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,

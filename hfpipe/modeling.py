@@ -7,7 +7,6 @@ from pathlib import Path
 from hfpipe.io import PipelineError, looks_local
 from hfpipe.params import ModelParams, PeftParams
 
-
 PKG_PREFIX = "pkg:"
 
 
@@ -41,7 +40,8 @@ def pkg_model_folder(name_or_path: str, key: str = "model.name_or_path") -> tupl
     try:
         dist = importlib.metadata.distribution(dist_name)
     except (importlib.metadata.PackageNotFoundError, ValueError):
-        raise PipelineError(f"{key} = {name_or_path!r}: package {dist_name!r} is not installed; pip install {dist_name}") from None
+        raise PipelineError(f"{key} = {name_or_path!r}: package {dist_name!r} is not installed; "
+                            f"pip install {dist_name}") from None
     files = [f for f in dist.files or [] if not f.as_posix().startswith("..")]
     weights = {f.parent.as_posix() for f in files if f.suffix == ".safetensors"}
     folders = sorted({f.parent.as_posix() for f in files if f.name == "config.json"} & weights)

@@ -88,7 +88,7 @@ class DatasetParams(_Section):
         return value
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "DatasetParams":
+    def _path_needed(self) -> DatasetParams:
         if self.source == "load_dataset" and not self.path:
             raise ValueError("dataset.path is required when dataset.source is load_dataset (a Hub id or a local path)")
         return self
@@ -150,7 +150,7 @@ class ModelParams(_Section):
     peft: PeftParams | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelParams":
+    def _check(self) -> ModelParams:
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if not self.from_scratch and not self.name_or_path:
@@ -223,7 +223,7 @@ class TrainParams(_Section):
 
 
     @model_validator(mode="after")
-    def _check_steps(self) -> "TrainParams":
+    def _check_steps(self) -> TrainParams:
         if self.max_steps == 0:
             raise ValueError("train.max_steps must be -1 (train for train.epochs) or a positive number of steps")
         return self
@@ -300,7 +300,7 @@ class Params(_Section):
     export: ExportParams = Field(default_factory=ExportParams)
 
     @model_validator(mode="after")
-    def _refuse_ignored_keys(self) -> "Params":
+    def _refuse_ignored_keys(self) -> Params:
         for key, tasks in TASK_KEYS.items():
             section, name = key.split(".")
             if self.task not in tasks and name in getattr(self, section).model_fields_set:
@@ -325,7 +325,8 @@ class Params(_Section):
                     raise ValueError(f"model.{name} is set but model.name_or_path = {mp.name_or_path!r} fixes the "
                                      f"model's shape; remove model.{name}, or set model.name_or_path: null to "
                                      f"build a GPT-2 of these sizes")
-        for key, name_or_path, revision in (("dataset", dp.path, dp.revision), ("tokenizer", tk.name_or_path, tk.revision),
+        for key, name_or_path, revision in (("dataset", dp.path, dp.revision),
+                                            ("tokenizer", tk.name_or_path, tk.revision),
                                             ("model", mp.name_or_path, mp.revision)):
             what = "dataset.path" if key == "dataset" else f"{key}.name_or_path"
             if revision is not None and (not name_or_path or looks_local(name_or_path)):
@@ -334,7 +335,7 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _local_inputs_watched(self) -> "Params":
+    def _local_inputs_watched(self) -> Params:
         """A local input must sit where dvc.yaml's deps watch it, or an edit would rerun nothing."""
         dp = self.dataset
         if dp.source == "load_dataset" and dp.path and looks_local(dp.path):
@@ -345,7 +346,7 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _check_classification(self) -> "Params":
+    def _check_classification(self) -> Params:
         if self.task not in CLASSIFICATION_TASKS:
             return self
         if self.dataset.source != "load_dataset":
@@ -366,7 +367,7 @@ class Params(_Section):
 
 
     @model_validator(mode="after")
-    def _check_training(self) -> "Params":
+    def _check_training(self) -> Params:
         if self.model.peft is not None and self.model.from_scratch:
             raise ValueError("model.peft trains adapters on a pretrained model, and model.from_scratch is true "
                              "(a fresh model has nothing to adapt); set model.from_scratch: false with "
@@ -424,7 +425,8 @@ def parse_params(raw: dict, source: str = PARAMS_FILE) -> Params:
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: not found; run from the repository root or copy a recipe: cp recipes/code-lm.yaml params.yaml")
+        raise PipelineError(f"{path}: not found; run from the repository root or copy a recipe: "
+                            "cp recipes/code-lm.yaml params.yaml")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

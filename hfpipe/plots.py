@@ -110,7 +110,8 @@ def check_plot_data(show: dict, required: list[str]) -> None:
     """Raise one PipelineError line naming every required plot that `dvc plots show --json`
     (`show`) could not load or that dvc.yaml does not declare, with the missing file."""
     declared = set(show.get("data", {}))
-    problems = [f"plot {pid!r} is not declared in dvc.yaml or {TASK_PLOTS_FILE}" for pid in required if pid not in declared]
+    problems = [f"plot {pid!r} is not declared in dvc.yaml or {TASK_PLOTS_FILE}"
+                for pid in required if pid not in declared]
     for err in show.get("errors", []):
         if err.get("name") in required and err.get("rev", "workspace") == "workspace":
             source = err.get("source") or err.get("name")
@@ -118,7 +119,8 @@ def check_plot_data(show: dict, required: list[str]) -> None:
             # DataIndexDirError: a DVC-cached output folder neither in the workspace nor in the cache
             missing = err.get("type") in ("FileNotFoundError", "DataIndexDirError")
             reason = "is missing" if missing else f"cannot be read ({err.get('type')})"
-            problems.append(f"plot {err['name']!r}: {source} {reason}" + (f" (written by the {stage} stage)" if stage else ""))
+            written_by = f" (written by the {stage} stage)" if stage else ""
+            problems.append(f"plot {err['name']!r}: {source} {reason}{written_by}")
     if problems:
         raise PipelineError("; ".join(problems) + "; run dvc repro (or dvc pull) first")
 

@@ -58,7 +58,8 @@ def load_pretrained_tokenizer(name_or_path: str, revision: str | None = None):
         if (hub := load_failure(err, "tokenizer", name_or_path, revision)) is not None:
             raise hub from None
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load ({type(err).__name__}: {first})") from None
+        raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load "
+                            f"({type(err).__name__}: {first})") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; the seeds use EOS
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -98,7 +99,7 @@ class ChunkStats:
     def as_dict(self) -> dict:
         return {**asdict(self), "tokens_kept_pct": round(self.tokens_kept_pct, 4)}
 
-    def add(self, other: "ChunkStats") -> None:
+    def add(self, other: ChunkStats) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -139,7 +140,7 @@ def overflow_blocks(tokenizer, text_batches: Iterable[list[str]], block_size: in
     for texts in text_batches:
         out = tokenizer(texts, truncation=True, max_length=block_size, return_overflowing_tokens=True,
                         return_length=True, return_attention_mask=False)
-        full = [ids for ids, length in zip(out["input_ids"], out["length"]) if length == block_size]
+        full = [ids for ids, length in zip(out["input_ids"], out["length"], strict=False) if length == block_size]
         stats.documents += len(texts)
         stats.tokens += sum(out["length"])
         stats.tokens_chunked += sum(out["length"])
@@ -335,7 +336,7 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
         stats: dict[str, ChunkStats] = {}
         split_shards: dict[str, list[Path]] = {}
         for split in splits:
-            mine = [r for task, r in zip(tasks, results) if task["folder"] == out_dir / split]
+            mine = [r for task, r in zip(tasks, results, strict=False) if task["folder"] == out_dir / split]
             stats[split] = ChunkStats()
             shards: list[Path] = []
             for part_stats, _, part_shards in mine:
@@ -426,7 +427,7 @@ def label_token_ids(tokenizer, label_names: list[str]) -> list[int]:
             raise PipelineError(f"dataset.label_names: label {name!r} encodes to no token")
         ids.append(tokens[0])
     if len(set(ids)) < len(ids):
-        shared = [n for n, i in zip(label_names, ids) if ids.count(i) > 1]
+        shared = [n for n, i in zip(label_names, ids, strict=False) if ids.count(i) > 1]
         raise PipelineError(f"dataset.label_names = {label_names!r}: {shared} start with the same token "
                             f"{tokenizer.convert_ids_to_tokens(ids[label_names.index(shared[0])])!r}; "
                             f"choose names whose first tokens differ")
@@ -448,7 +449,7 @@ def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_leng
         nonlocal kept
         texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
         out = {"input_ids": [], "attention_mask": [], "labels": [], "label_position": []}
-        for ids, label in zip(texts, batch["label"]):
+        for ids, label in zip(texts, batch["label"], strict=False):
             lengths.append(len(ids) + 2)
             ids = ids[: max_length - 2] + [eos]
             targets = [-100] * len(ids)

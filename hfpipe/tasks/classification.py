@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 
 from hfpipe.params import ModelParams, Params, TokenizeParams
-from hfpipe.tasks.common import (LoopFns, TrainingSetup, classification_eval_metrics, classifier_compute_metrics,
-                                 classifier_sequence_length,
-                                 classifier_tokenize_summary, classifier_training_setup)
+from hfpipe.tasks.common import (
+    LoopFns,
+    TrainingSetup,
+    classification_eval_metrics,
+    classifier_compute_metrics,
+    classifier_sequence_length,
+    classifier_tokenize_summary,
+    classifier_training_setup,
+)
 
 KIND = "classifier"
 TOKENIZER_TEXT_COLUMN = "text"

@@ -35,7 +35,7 @@ class TrainingSetup:
     train_set: object
     eval_set: object
     collator: object
-    loop_fns: "LoopFns"
+    loop_fns: LoopFns
     compute_metrics: Callable | None
     preprocess_logits: Callable | None
     description: str

@@ -12,9 +12,15 @@ import sys
 from pathlib import Path
 
 from hfpipe.params import ModelParams, Params, TokenizeParams
-from hfpipe.tasks.common import (LoopFns, TrainingSetup, classification_eval_metrics, classifier_compute_metrics,
-                                 classifier_sequence_length,
-                                 classifier_tokenize_summary, classifier_training_setup)
+from hfpipe.tasks.common import (
+    LoopFns,
+    TrainingSetup,
+    classification_eval_metrics,
+    classifier_compute_metrics,
+    classifier_sequence_length,
+    classifier_tokenize_summary,
+    classifier_training_setup,
+)
 
 KIND = "classifier"
 TOKENIZER_TEXT_COLUMN = "text"
@@ -78,7 +84,7 @@ def label_classes(label_ids, label_tokens: list[int]):
     first = np.where(has.any(-1), has.argmax(-1), 0)
     tokens = label_ids[np.arange(len(label_ids)), first]
     lookup = {t: i for i, t in enumerate(label_tokens)}
-    return np.array([lookup.get(int(t), -1) if h else -1 for t, h in zip(tokens, has.any(-1))])
+    return np.array([lookup.get(int(t), -1) if h else -1 for t, h in zip(tokens, has.any(-1), strict=False)])
 
 
 def label_logits(logits, labels, label_tokens: list[int]):

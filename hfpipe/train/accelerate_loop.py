@@ -17,12 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfpipe.checkpoint import (CHECKPOINT_DIR, PREFIX, complete_checkpoints, last_good_checkpoint, prune_checkpoints,
-                               restore_dvclive, snapshot_dvclive, write_marker)
-from hfpipe.io import PipelineError, write_json_atomic
+from hfpipe.checkpoint import (
+    CHECKPOINT_DIR,
+    PREFIX,
+    complete_checkpoints,
+    last_good_checkpoint,
+    prune_checkpoints,
+    restore_dvclive,
+    snapshot_dvclive,
+    write_marker,
+)
 from hfpipe.device import has_accelerator
+from hfpipe.io import PipelineError, write_json_atomic
 from hfpipe.params import Params
-from hfpipe.tasks.common import LoopFns
+from hfpipe.tasks.common import LoopFns, TrainingSetup
 from hfpipe.train.common import DVCLIVE_DIR, greater_is_better, set_threads
 
 STATE_FILE = "loop_state.json"
@@ -139,7 +147,8 @@ def save_rng_states(folder: Path, process_index: int) -> None:
 
     py, np_state, torch_state, cuda = _rng_states()
     as_json = {"python": [py[0], list(py[1]), py[2]],
-               "numpy": [np_state[0], np_state[1].tolist(), *[v.item() if hasattr(v, "item") else v for v in np_state[2:]]]}
+               "numpy": [np_state[0], np_state[1].tolist(),
+                         *[v.item() if hasattr(v, "item") else v for v in np_state[2:]]]}
     tensors = {"torch": torch_state, **{f"cuda.{i}": t for i, t in enumerate(cuda or [])}}
     json_file, tensor_file = _rng_files(folder, process_index)
     json_file.write_text(json.dumps(as_json))
@@ -318,7 +327,8 @@ def _prepare(params: Params, model, train_dataset, eval_dataset, collate_fn, len
     accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=tp.mixed_precision,
                               dynamo_backend="inductor" if tp.torch_compile else "no",
                               gradient_accumulation_steps=tp.gradient_accumulation_steps,
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=params.seed))
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                                        data_seed=params.seed))
     set_seed(params.seed)
 
     sampler = None
@@ -532,8 +542,8 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
 
 def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, eval_history: list[dict],
             resumed_step: int | None) -> AccelerateResult:
-    """End dvclive, load the best weights (load_best_model_at_end); the plain module, not torch.compile's wrapper (whose state_dict names carry an
-    `_orig_mod.` prefix)."""
+    """End dvclive, load the best weights (load_best_model_at_end); the plain module, not
+    torch.compile's wrapper (whose state_dict names carry an `_orig_mod.` prefix)."""
     accelerator = run.accelerator
     if live is not None:
         live.end()

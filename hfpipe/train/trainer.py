@@ -9,9 +9,7 @@ from pathlib import Path
 from hfpipe.device import has_accelerator
 from hfpipe.params import Params
 from hfpipe.tasks.common import TrainingSetup
-from hfpipe.train.common import (DVCLIVE_DIR, example_lengths, greater_is_better, length_grouped_sampler,
-                                 set_threads)
-
+from hfpipe.train.common import DVCLIVE_DIR, example_lengths, greater_is_better, length_grouped_sampler, set_threads
 
 
 def training_arguments(params: Params, output_dir: str | Path, **overrides):
@@ -55,8 +53,9 @@ def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
     The stock callback advances dvclive's step once per log call, so a train log and an eval log
     at the same optimiser step land on different x values; plots need the real step.
     """
-    from dvclive import Live
     from transformers.integrations import DVCLiveCallback
+
+    from dvclive import Live
 
     class GlobalStepDVCLiveCallback(DVCLiveCallback):
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
