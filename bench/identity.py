@@ -52,19 +52,25 @@ def dvclive_fingerprint(live: Path) -> dict[str, str]:
     return out
 
 
-def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict]]:
+def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict, dict[str, Path]]]:
+    """name/backend -> (recipe, overrides, local folders to put in the copy), as tests/conftest.py
+    runs them: local data and models under data/raw/ and models/pretrained/, where dvc.yaml watches."""
     from tests.e2e import MRPC, TINY, gpt2_overrides, sentiment_overrides
 
-    recipes = {"code-lm": ("params.yaml", TINY),
-               "sentiment": ("recipes/sentiment.yaml", sentiment_overrides(standins["sentiment-data"], standins["distilbert"])),
-               "mrpc": ("recipes/mrpc.yaml", MRPC),
-               "gpt2-classifier": ("recipes/gpt2-classifier.yaml", gpt2_overrides(standins["gpt2"]))}
+    recipes = {"code-lm": ("params.yaml", TINY, {}),
+               "sentiment": ("recipes/sentiment.yaml",
+                             sentiment_overrides("data/raw/mydata", "models/pretrained/distilbert"),
+                             {"data/raw/mydata": standins["sentiment-data"],
+                              "models/pretrained/distilbert": standins["distilbert"]}),
+               "mrpc": ("recipes/mrpc.yaml", MRPC, {}),
+               "gpt2-classifier": ("recipes/gpt2-classifier.yaml", gpt2_overrides("models/pretrained/gpt2"),
+                                   {"models/pretrained/gpt2": standins["gpt2"]})}
     out = {}
-    for name, (recipe, overrides) in recipes.items():
+    for name, (recipe, overrides, local) in recipes.items():
         for backend in ("trainer", "accelerate"):
             o = json.loads(json.dumps(overrides, default=str))
             o.setdefault("train", {})["backend"] = backend
-            out[f"{name}/{backend}"] = (recipe, o)
+            out[f"{name}/{backend}"] = (recipe, o, local)
     return out
 
 
@@ -93,15 +99,17 @@ def fingerprint_all(standins_dir: Path | None = None, only: str | None = None) -
     with tempfile.TemporaryDirectory(prefix="hfpipe-identity-") as tmp:
         tmp = Path(tmp)
         standins = standin_models(standins_dir or tmp / "standins")
-        for name, (recipe, overrides) in runs(standins).items():
+        for name, (recipe, overrides, local) in runs(standins).items():
             if only and not name.startswith(only):
                 continue
-            repo = make_repo_copy(tmp / name.replace("/", "-"), recipe, overrides)
+            repo = make_repo_copy(tmp / name.replace("/", "-"), recipe, overrides, local)
             dvc(repo, "repro")
             result[name] = {"weights": sha(repo / "models/trained/model.safetensors"),
                             "metrics": {str(p.relative_to(repo)): sha(p) for p in sorted((repo / "metrics").rglob("*"))
                                         if p.is_file()},
-                            "dvclive": dvclive_fingerprint(repo / "dvclive")}
+                            "dvclive": dvclive_fingerprint(repo / "dvclive"),
+                            "export": {str(p.relative_to(repo)): sha(p) for p in sorted((repo / "models/export").rglob("*"))
+                                       if p.is_file()}}
             print(f"{name}: weights {result[name]['weights']}", flush=True)
     return result
 
@@ -116,9 +124,9 @@ def compare(before: dict, after: dict) -> list[str]:
         for key in ("weights",):
             if b[key] != a[key]:
                 diffs.append(f"{run}: {key} differ")
-        for group in ("metrics", "dvclive"):
-            for path in sorted(set(b[group]) | set(a[group])):
-                if b[group].get(path) != a[group].get(path):
+        for group in ("metrics", "dvclive", "export"):
+            for path in sorted(set(b.get(group, {})) | set(a.get(group, {}))):
+                if b.get(group, {}).get(path) != a.get(group, {}).get(path):
                     diffs.append(f"{run}: {group} {path} differs")
     return diffs
 
