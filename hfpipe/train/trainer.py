@@ -53,9 +53,8 @@ def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
     The stock callback advances dvclive's step once per log call, so a train log and an eval log
     at the same optimiser step land on different x values; plots need the real step.
     """
-    from transformers.integrations import DVCLiveCallback
-
     from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
 
     class GlobalStepDVCLiveCallback(DVCLiveCallback):
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
