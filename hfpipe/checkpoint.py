@@ -29,6 +29,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from hfpipe.io import PipelineError
 from hfpipe.params import Params
@@ -173,7 +174,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None and (p / MARKER).exists()]
-    return sorted(found, key=checkpoint_step)
+    return sorted(found, key=lambda p: cast(int, checkpoint_step(p)))  # found: each has a step
 
 
 def run_dir(params: Params, data_hash: str, root: Path = CHECKPOINT_DIR) -> Path:
@@ -227,6 +228,7 @@ def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: P
         return None
     newest = candidates[-1]
     marker = read_marker(newest)
+    assert marker is not None  # complete_checkpoints lists only checkpoints with a marker
     if marker.get("backend") != backend or marker.get("fingerprint") != run_fingerprint(params, data_hash):
         raise PipelineError(f"{newest / MARKER}: written by another run than its folder's; "
                             f"delete {folder} to start over")

@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import yaml
@@ -81,7 +82,7 @@ def flatten(tree: object, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     # bools are ints in Python, but a flag is no measurement; NaN/inf cannot be averaged
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from hfpipe.io import PipelineError, looks_local, write_text_atomic
@@ -149,7 +150,7 @@ def resolve_commit(repo_id: str, revision: str | None, repo_type: str, key: str)
     return info.sha
 
 
-def _chain(err: BaseException):
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))

@@ -12,6 +12,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datasets.arrow_writer import ArrowWriter
 
 
 class PipelineError(Exception):
@@ -231,7 +235,7 @@ class ShardedArrowWriter:
         self._pending: list = []
         self._pending_rows = 0
         self._pending_bytes = 0
-        self._writer = None
+        self._writer: ArrowWriter | None = None  # the open shard's
         self._shard_bytes = 0
 
     def write_table(self, table) -> None:
@@ -269,6 +273,7 @@ class ShardedArrowWriter:
             self._close_shard()
         if self._writer is None:
             self._open_shard()
+        assert self._writer is not None  # _open_shard opened it
         self._writer.write_table(batch)
         self._shard_bytes += batch.nbytes
         self.rows += batch.num_rows
@@ -283,6 +288,7 @@ class ShardedArrowWriter:
         self._shard_bytes = 0
 
     def _close_shard(self) -> None:
+        assert self._writer is not None  # called only while a shard is open
         try:
             self._writer.finalize()
         finally:
@@ -334,6 +340,7 @@ def finish_split(split_dir: str | Path, parts: list[Path], features) -> None:
     names = [f"data-{i:05d}-of-{len(parts):05d}.arrow" for i in range(len(parts))]
     for part, name in zip(parts, names, strict=False):
         os.replace(part, split_dir / name)
+    state: dict[str, Any]  # save_to_disk's state.json, values of every JSON type
     state = {"_data_files": [{"filename": name} for name in names], "_fingerprint": dataset_fingerprint(split_dir),
              "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
              "_split": None}

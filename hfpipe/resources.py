@@ -7,6 +7,7 @@ refusal is one line naming the param and the machine's figure. The estimate is d
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from hfpipe.io import PipelineError
 
@@ -82,9 +83,10 @@ def check_training_fits(config, batch_size: int, sequence_length: int, gradient_
     """Refuse a model and batch that cannot fit; returns the estimate (bytes, all processes on this
     machine: on CPU they share the RAM, on GPUs each has its own)."""
     parameters = parameter_count(config)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768)
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 12)
+    # a config has one name or the other (BERT-style or GPT-2-style), an int either way
+    hidden = cast(int, getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768))
+    layers = cast(int, getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12))
+    heads = cast(int, getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 12))
     vocab = getattr(config, "vocab_size", 0) or 0
     need = training_memory_bytes(parameters, int(parameters * trainable_fraction), batch_size, sequence_length,
                                  hidden, layers, heads, vocab, gradient_checkpointing)

@@ -107,7 +107,11 @@ def build_model_to_train(params: Params, task, tokenizer, train_set, length: int
 
     mp = params.model
     model = task.build_model(mp, tokenizer, train_set, length, params.seed)
-    return add_lora(model, mp.peft, task.PEFT_TASK_TYPE, mp.name_or_path) if mp.peft is not None else model
+    if mp.peft is None:
+        return model
+    # Params' validators: model.peft needs model.from_scratch false, which needs model.name_or_path
+    assert mp.name_or_path is not None
+    return add_lora(model, mp.peft, task.PEFT_TASK_TYPE, mp.name_or_path)
 
 
 def describe_model(model, params: Params) -> str:

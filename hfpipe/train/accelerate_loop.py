@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hfpipe.checkpoint import (
     CHECKPOINT_DIR,
@@ -32,6 +33,10 @@ from hfpipe.io import PipelineError, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.tasks.common import LoopFns, TrainingSetup
 from hfpipe.train.common import DVCLIVE_DIR, greater_is_better, set_threads
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
 
 STATE_FILE = "loop_state.json"
 
@@ -172,7 +177,8 @@ def save_optimizer(optimizer, folder: Path) -> None:
     from safetensors.torch import save_file
 
     state = optimizer.state_dict()
-    tensors, other = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    other: dict[str, dict] = {}
     for index, values in state["state"].items():
         for name, value in values.items():
             if hasattr(value, "detach"):
@@ -295,13 +301,13 @@ def _save_checkpoint(run: _Run, root: Path, state: LoopState, marker: dict, live
 @dataclass
 class _Run:
     """What the loop works with, made once by _prepare."""
-    accelerator: object
-    model: object
-    optimizer: object
-    scheduler: object
-    train_dl: object
-    eval_dl: object
-    sampler: object | None       # the length-grouped sampler, whose epoch the loop sets
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_dl: Any                # accelerate's prepared loaders (DataLoaderShard or DataLoaderDispatcher)
+    eval_dl: Any
+    sampler: Any | None          # the length-grouped sampler, whose epoch the loop sets
     batches_per_epoch: int       # per process, after sharding
     total: int                   # optimizer steps
 

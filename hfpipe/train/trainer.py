@@ -5,6 +5,7 @@ sampler."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hfpipe.device import has_accelerator
 from hfpipe.params import Params
@@ -16,7 +17,7 @@ def training_arguments(params: Params, output_dir: str | Path, **overrides):
     from transformers import TrainingArguments
 
     tp = params.train
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=tp.batch_size,
         per_device_eval_batch_size=tp.eval_batch_size,
@@ -210,6 +211,8 @@ def training_overrides(params: Params, checkpointing: bool = False) -> dict:
     if checkpointing:
         overrides.update(save_strategy="steps", save_steps=tp.save_steps)
     if tp.load_best_model_at_end:
+        # Params' validator refuses load_best_model_at_end without metric_for_best_model
+        assert tp.metric_for_best_model is not None
         overrides.update(save_strategy=tp.eval_strategy, save_steps=tp.eval_steps,
                          load_best_model_at_end=True, metric_for_best_model=tp.metric_for_best_model,
                          greater_is_better=greater_is_better(tp.metric_for_best_model))
