@@ -293,7 +293,7 @@ def check_watched(key: str, path: str, roots: tuple[str, ...]) -> None:
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
+    batch_size: int = Field(default=64, ge=1, le=MAX_BATCH)
     max_blocks: int | None = Field(default=None, gt=0)  # causal LM: validation blocks scored (None: all)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
     max_new_tokens: int = Field(default=24, ge=1, le=4096)  # (and at most the model's positions)
