@@ -53,17 +53,19 @@ def dvclive_fingerprint(live: Path) -> dict[str, str]:
 
 
 def runs(standins: dict[str, Path]) -> dict[str, tuple[str, dict, dict[str, Path]]]:
-    """name/backend -> (recipe, overrides, local folders to put in the copy), as tests/conftest.py
-    runs them: local data and models under data/raw/ and models/pretrained/, where dvc.yaml watches."""
+    """name/backend -> (params source, overrides, local folders to put in the copy), as tests/conftest.py
+    runs them: local data and models under data/raw/ and models/pretrained/, where dvc.yaml watches.
+    The params source is the committed params.yaml for the default recipe, the rendered recipe
+    (tests.e2e.make_repo_copy renders it as `hfpipe recipe NAME` does) for the others."""
     from tests.e2e import MRPC, TINY, gpt2_overrides, sentiment_overrides
 
     recipes = {"code-lm": ("params.yaml", TINY, {}),
-               "sentiment": ("recipes/sentiment.yaml",
+               "sentiment": ("sentiment",
                              sentiment_overrides("data/raw/mydata", "models/pretrained/distilbert"),
                              {"data/raw/mydata": standins["sentiment-data"],
                               "models/pretrained/distilbert": standins["distilbert"]}),
-               "mrpc": ("recipes/mrpc.yaml", MRPC, {}),
-               "gpt2-classifier": ("recipes/gpt2-classifier.yaml", gpt2_overrides("models/pretrained/gpt2"),
+               "mrpc": ("mrpc", MRPC, {}),
+               "gpt2-classifier": ("gpt2-classifier", gpt2_overrides("models/pretrained/gpt2"),
                                    {"models/pretrained/gpt2": standins["gpt2"]})}
     out = {}
     for name, (recipe, overrides, local) in recipes.items():

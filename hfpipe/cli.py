@@ -3,6 +3,7 @@
     hfpipe compare [RUN ...] [--md | --json]     seed-aware comparison of dvc experiments
     hfpipe update [dataset|tokenizer|model ...] [--dry-run]
                                                  move hub.lock.yaml's commits to the revisions' newest
+    hfpipe recipe NAME [--output PATH]           write a recipe's full params.yaml (defaults + its changes)
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"which inputs ({', '.join(INPUTS)}; default: all three)")
     update.add_argument("--dry-run", action="store_true", help="list what would move; write nothing")
     update.set_defaults(func=run_update)
+    recipe = commands.add_parser(
+        "recipe", help="write the full params.yaml of a recipe (recipes/NAME.yaml over the defaults)",
+        description="Render recipes/NAME.yaml (what the recipe changes) over hfpipe/params.py's defaults into a "
+                    "full, validated params file; then dvc repro runs it.")
+    recipe.add_argument("name", metavar="NAME", help="a recipe: the name of a file in recipes/ (code-lm, mrpc, ...)")
+    recipe.add_argument("--output", default="params.yaml", help="where to write it (default: params.yaml)")
+    recipe.set_defaults(func=run_recipe)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -55,6 +63,19 @@ def run_update(args) -> int:
     verb = "would move" if args.dry_run else "moved"
     print(f"{len(moved)} input(s) {verb}" + ("" if args.dry_run or not moved else
                                                f"; {LOCK_FILE} written: dvc repro reruns the stages that read them"))
+    return 0
+
+
+def run_recipe(args) -> int:
+    from hfpipe.io import PipelineError
+    from hfpipe.recipes import write_params
+
+    try:
+        path = write_params(args.name, args.output)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{path}: recipe {args.name} written; dvc repro runs it")
     return 0
 
 

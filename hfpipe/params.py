@@ -8,10 +8,10 @@ what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hfpipe.io import PipelineError, looks_local, parse_size
 
@@ -23,6 +23,10 @@ Task = Literal["causal-lm", "classification", "gpt2-classifier"]
 def _check_size(value: int | str) -> int | str:
     parse_size(value)  # raises ValueError with the accepted forms
     return value
+
+
+# bytes, or "500MB", "1GB", "64MiB" as datasets' save_to_disk takes it
+ShardSize = Annotated[int | str, AfterValidator(_check_size)]
 
 
 # Ceilings no single machine reaches: a typo such as 10**9 is refused at once, before it costs
@@ -56,27 +60,22 @@ class DatasetParams(_Section):
     delimiter: str | None = None  # csv/tsv; None: guessed from the file extension
     filter_keywords: list[str] = Field(default_factory=lambda: ["pandas", "sklearn", "matplotlib", "seaborn"],
                                        min_length=1)
-    validation_fraction: float = Field(0.05, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(default=0.05, gt=0.0, lt=1.0)
     # Seeds the train/validation hash split and the document sample: kept apart from the top-level
     # training seed so that `-S seed=...` compares models on the same validation data.
     seed: int = 0
-    max_documents: int | None = Field(None, gt=0)
-    max_bytes: int | None = Field(None, gt=0)
+    max_documents: int | None = Field(default=None, gt=0)
+    max_bytes: int | None = Field(default=None, gt=0)
     # Code corpora: train documents are cut to their first N bytes (whole lines), so a byte budget
     # spans more files, each with its imports, instead of a few long test modules. None: whole files.
-    max_document_bytes: int | None = Field(None, gt=0)
-    max_train_samples: int | None = Field(None, gt=0)
-    max_eval_samples: int | None = Field(None, gt=0)   # caps validation and test (classification)
-    # Classification data without a validation split: a seeded train_test_split makes one (seed 02: 0.3).
-    validation_split_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    max_document_bytes: int | None = Field(default=None, gt=0)
+    max_train_samples: int | None = Field(default=None, gt=0)
+    max_eval_samples: int | None = Field(default=None, gt=0)   # caps validation and test (classification)
+    # Classification data without a validation split: a seeded train_test_split makes one (tutorial 02: 0.3).
+    validation_split_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
     # data/filtered is written as Arrow shards of at most this much data each (bytes, or "500MB",
     # "1GB", "64MiB" as datasets' save_to_disk takes it), streamed one shard after another.
-    max_shard_size: int | str = "500MB"
-
-    @field_validator("max_shard_size")
-    @classmethod
-    def _shard_size(cls, value: int | str) -> int | str:
-        return _check_size(value)
+    max_shard_size: ShardSize = "500MB"
 
     @field_validator("data_files")
     @classmethod
@@ -97,40 +96,35 @@ class DatasetParams(_Section):
 class TokenizerParams(_Section):
     name_or_path: str | None = None  # None: train a byte-level BPE tokenizer on the train split
     revision: str | None = None      # a Hub tokenizer's branch, tag or commit (from_pretrained's revision)
-    vocab_size: int = Field(8192, ge=300, le=1_000_000)
-    min_frequency: int = Field(2, ge=1)
+    vocab_size: int = Field(default=8192, ge=300, le=1_000_000)
+    min_frequency: int = Field(default=2, ge=1)
 
 
 class TokenizeParams(_Section):
-    context_length: int = Field(128, ge=8, le=1_000_000)
+    context_length: int = Field(default=128, ge=8, le=1_000_000)
     # packing: concatenate documents with EOS across the split, cut into blocks (drops at most one
-    # partial block per split). overflow: seed 04's return_overflowing_tokens, drops every short tail.
+    # partial block per split). overflow: tutorial 04's return_overflowing_tokens, drops every short tail.
     method: Literal["packing", "overflow"] = "packing"
-    batch_size: int = Field(1000, ge=1, le=1_000_000)
-    max_length: int = Field(128, ge=8, le=1_000_000)  # classification: truncation length
+    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    max_length: int = Field(default=128, ge=8, le=1_000_000)  # classification: truncation length
     # Causal LM: N > 1 tokenizes and packs N contiguous ranges of each split in N processes (each
     # writes its own shards); the ranges' leftover tails are packed together at the end, so the
     # blocks and tokens kept are the same as with 1 process.
-    num_proc: int = Field(1, ge=1, le=MAX_PROCESSES)  # and at most the machine's cores (hfpipe.resources)
+    num_proc: int = Field(default=1, ge=1, le=MAX_PROCESSES)  # and at most the machine's cores (hfpipe.resources)
     # data/tokenized is written as Arrow shards of at most this much data each (see dataset.max_shard_size).
-    max_shard_size: int | str = "500MB"
-
-    @field_validator("max_shard_size")
-    @classmethod
-    def _shard_size(cls, value: int | str) -> int | str:
-        return _check_size(value)
+    max_shard_size: ShardSize = "500MB"
 
 
 class PeftParams(_Section):
     """model.peft: train LoRA adapters (peft) instead of every weight; a pretrained start only."""
     method: Literal["lora"] = "lora"
-    r: int = Field(8, gt=0, le=4096)                  # the rank of each adapter's update
-    alpha: float = Field(16.0, gt=0.0)       # the update is scaled by alpha / r
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    r: int = Field(default=8, gt=0, le=4096)                  # the rank of each adapter's update
+    alpha: float = Field(default=16.0, gt=0.0)       # the update is scaled by alpha / r
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     # The layers adapted, by the last part of their name (q_lin, c_attn). None: the architecture's
     # attention projections (hfpipe.modeling.LORA_TARGET_MODULES). A classification head is always
     # trained fully.
-    target_modules: list[str] | None = Field(None, min_length=1)
+    target_modules: list[str] | None = Field(default=None, min_length=1)
 
 
 class ModelParams(_Section):
@@ -141,11 +135,11 @@ class ModelParams(_Section):
     from_scratch: bool = True
     # Hard ceilings (far above any model trained on one machine); what the machine can hold is
     # checked before training (hfpipe.resources).
-    n_layer: int = Field(4, ge=1, le=1024)
-    n_head: int = Field(4, ge=1, le=1024)
-    n_embd: int = Field(256, ge=8, le=65536)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    gradient_checkpointing: bool = False  # trade compute for memory (seed 05)
+    n_layer: int = Field(default=4, ge=1, le=1024)
+    n_head: int = Field(default=4, ge=1, le=1024)
+    n_embd: int = Field(default=256, ge=8, le=65536)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    gradient_checkpointing: bool = False  # trade compute for memory (tutorial 05)
     # LoRA fine-tuning (off: null). models/trained holds the merged model and adapter/ the adapter alone.
     peft: PeftParams | None = None
 
@@ -160,20 +154,20 @@ class ModelParams(_Section):
 
 class TrainParams(_Section):
     backend: Literal["trainer", "accelerate"] = "trainer"
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)  # -1: run `epochs`
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1, ge=-1)  # -1: run `epochs`
     # (0 is refused below: the Trainer would silently read it as -1)
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
-    eval_batch_size: int = Field(32, ge=1, le=MAX_BATCH)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH)
-    weight_decay: float = Field(0.1, ge=0.0)
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
+    eval_batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=MAX_BATCH)
+    weight_decay: float = Field(default=0.1, ge=0.0)
+    warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    max_grad_norm: float = Field(1.0, gt=0)
-    eval_steps: int = Field(50, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(100, ge=1)
-    threads: int | None = Field(None, ge=1, le=MAX_PROCESSES)  # torch intra-op threads; None: torch's default
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    eval_steps: int = Field(default=50, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=100, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=MAX_PROCESSES)  # torch intra-op threads; None: torch's default
     # Classification: evaluate every `eval_steps` or at the end of every epoch (both backends). With
     # load_best_model_at_end the weights with the best metric_for_best_model are the ones saved
     # (Trainer: it checkpoints at each evaluation then; accelerate: the best weights ride in each checkpoint).
@@ -194,14 +188,14 @@ class TrainParams(_Section):
     # torch_compile (inductor's kernels are otherwise nondeterministic here); ~2% slower on this CPU.
     deterministic: bool = True
     # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
-    num_processes: int = Field(1, ge=1, le=MAX_PROCESSES)  # and what the machine has (hfpipe.resources)
+    num_processes: int = Field(default=1, ge=1, le=MAX_PROCESSES)  # and what the machine has (hfpipe.resources)
     # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).
     resume: bool = True
-    # Accelerate backend: seed 04's keytoken-weighted loss. Each sequence's loss is weighted by
+    # Accelerate backend: tutorial 04's keytoken-weighted loss. Each sequence's loss is weighted by
     # 1 + alpha * (keytoken occurrences), so alpha 0 is exactly the plain mean loss.
-    keytoken_alpha: float = Field(0.0, ge=0.0)
+    keytoken_alpha: float = Field(default=0.0, ge=0.0)
     # Causal LM: validation blocks scored by the train-time evaluation (None: all of them).
-    eval_max_blocks: int | None = Field(None, gt=0)
+    eval_max_blocks: int | None = Field(default=None, gt=0)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
 
     @field_validator("mixed_precision", mode="before")
@@ -220,7 +214,6 @@ class TrainParams(_Section):
                 raise ValueError("fp16 needs a CUDA, XPU or MPS device and this machine has none; "
                                  "use bf16 or no")
         return value
-
 
     @model_validator(mode="after")
     def _check_steps(self) -> TrainParams:
@@ -253,6 +246,34 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
 LOAD_DATASET_KEYS = ("path", "name", "revision", "data_files", "streaming", "text_column", "delimiter")
 
 
+def unread_keys(params: Params) -> dict[str, str]:
+    """The keys these params make unread (dotted key -> why, the error if one is set): keys of another
+    task, load_dataset's keys with the installed-packages corpus, the sizes of a tokenizer or model
+    that is loaded as it is. Params refuses them when set; hfpipe.recipes leaves them out."""
+    unread: dict[str, str] = {}
+    for key, tasks in TASK_KEYS.items():
+        if params.task not in tasks:
+            unread[key] = (f"{key} is set but task {params.task} does not read it (it is for "
+                           f"{' and '.join(tasks)}); remove it from params.yaml")
+    dp, tk, mp = params.dataset, params.tokenizer, params.model
+    if dp.source == "installed-packages":
+        for name in LOAD_DATASET_KEYS:
+            unread.setdefault(f"dataset.{name}", (
+                f"dataset.{name} is set but dataset.source is installed-packages (the corpus is the installed "
+                f"packages' files); set dataset.source: load_dataset to read dataset.path, or remove dataset.{name}"))
+    if tk.name_or_path:
+        for name in ("vocab_size", "min_frequency"):
+            unread.setdefault(f"tokenizer.{name}", (
+                f"tokenizer.{name} is set but tokenizer.name_or_path = {tk.name_or_path!r} is loaded as it is; "
+                f"remove tokenizer.{name}, or set tokenizer.name_or_path: null to train a BPE of that size"))
+    if mp.name_or_path:
+        for name in ("n_layer", "n_head", "n_embd", "dropout"):
+            unread.setdefault(f"model.{name}", (
+                f"model.{name} is set but model.name_or_path = {mp.name_or_path!r} fixes the model's shape; "
+                f"remove model.{name}, or set model.name_or_path: null to build a GPT-2 of these sizes"))
+    return unread
+
+
 # Where local inputs live: dvc.yaml lists these folders as deps (fetch: the data roots; tokenizer,
 # train and export: the model root), so adding, editing or deleting a file there reruns its readers.
 # Data outside the repository comes in with `dvc import-url` (locked like a Hub commit; `dvc update`).
@@ -272,10 +293,10 @@ def check_watched(key: str, path: str, roots: tuple[str, ...]) -> None:
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
-    max_blocks: int | None = Field(None, gt=0)  # causal LM: validation blocks scored (None: all)
+    batch_size: int = Field(default=64, ge=1, le=MAX_BATCH)
+    max_blocks: int | None = Field(default=None, gt=0)  # causal LM: validation blocks scored (None: all)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
-    max_new_tokens: int = Field(24, ge=1, le=4096)  # (and at most the model's positions)
+    max_new_tokens: int = Field(default=24, ge=1, le=4096)  # (and at most the model's positions)
 
 
 class ExportParams(_Section):
@@ -283,14 +304,14 @@ class ExportParams(_Section):
     # `check_examples` validation examples: fp32 logits must differ by less than onnx_tolerance.
     onnx: bool = True
     quantize_int8: bool = True
-    onnx_tolerance: float = Field(1e-3, gt=0.0)
-    check_examples: int = Field(32, ge=1, le=100_000)
+    onnx_tolerance: float = Field(default=1e-3, gt=0.0)
+    check_examples: int = Field(default=32, ge=1, le=100_000)
 
 
 class Params(_Section):
     task: Task = "causal-lm"
     seed: int = 42
-    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    lr: float = Field(default=2e-3, gt=0.0, le=1.0)
     dataset: DatasetParams = Field(default_factory=DatasetParams)
     tokenizer: TokenizerParams = Field(default_factory=TokenizerParams)
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
@@ -301,30 +322,11 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _refuse_ignored_keys(self) -> Params:
-        for key, tasks in TASK_KEYS.items():
+        for key, why in unread_keys(self).items():
             section, name = key.split(".")
-            if self.task not in tasks and name in getattr(self, section).model_fields_set:
-                raise ValueError(f"{key} is set but task {self.task} does not read it (it is for "
-                                 f"{' and '.join(tasks)}); remove it from params.yaml")
+            if name in getattr(self, section).model_fields_set:
+                raise ValueError(why)
         dp, tk, mp = self.dataset, self.tokenizer, self.model
-        if dp.source == "installed-packages":
-            for name in LOAD_DATASET_KEYS:
-                if name in dp.model_fields_set:
-                    raise ValueError(f"dataset.{name} is set but dataset.source is installed-packages (the corpus "
-                                     f"is the installed packages' files); set dataset.source: load_dataset to read "
-                                     f"dataset.path, or remove dataset.{name}")
-        if tk.name_or_path:
-            for name in ("vocab_size", "min_frequency"):
-                if name in tk.model_fields_set:
-                    raise ValueError(f"tokenizer.{name} is set but tokenizer.name_or_path = {tk.name_or_path!r} is "
-                                     f"loaded as it is; remove tokenizer.{name}, or set tokenizer.name_or_path: null "
-                                     f"to train a BPE of that size")
-        if mp.name_or_path:
-            for name in ("n_layer", "n_head", "n_embd", "dropout"):
-                if name in mp.model_fields_set:
-                    raise ValueError(f"model.{name} is set but model.name_or_path = {mp.name_or_path!r} fixes the "
-                                     f"model's shape; remove model.{name}, or set model.name_or_path: null to "
-                                     f"build a GPT-2 of these sizes")
         for key, name_or_path, revision in (("dataset", dp.path, dp.revision),
                                             ("tokenizer", tk.name_or_path, tk.revision),
                                             ("model", mp.name_or_path, mp.revision)):
@@ -360,11 +362,7 @@ class Params(_Section):
         if self.task == "classification" and not self.tokenizer.name_or_path:
             raise ValueError("task classification needs tokenizer.name_or_path (normally the same as "
                              "model.name_or_path)")
-        if self.train.load_best_model_at_end and not self.train.metric_for_best_model:
-            raise ValueError("train.load_best_model_at_end needs train.metric_for_best_model "
-                             "(accuracy, f1, precision, recall or loss)")
         return self
-
 
     @model_validator(mode="after")
     def _check_training(self) -> Params:
@@ -415,7 +413,7 @@ def format_validation_error(err: ValidationError, source: str = PARAMS_FILE) -> 
     return f"{source}: {key} = {e.get('input')!r}: {msg}"
 
 
-def parse_params(raw: dict, source: str = PARAMS_FILE) -> Params:
+def parse_params(raw: dict | None, source: str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw or {})
     except ValidationError as err:
@@ -425,8 +423,8 @@ def parse_params(raw: dict, source: str = PARAMS_FILE) -> Params:
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: not found; run from the repository root or copy a recipe: "
-                            "cp recipes/code-lm.yaml params.yaml")
+        raise PipelineError(f"{path}: not found; run from the repository root or render a recipe: "
+                            "hfpipe recipe code-lm")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -178,7 +178,7 @@ def sentiment_run(tmp_path_factory, standins) -> Path:
 
     root = tmp_path_factory.mktemp("sentiment-run")
     local = {"data/raw/mydata": ROOT / "samples/sentiment", "models/pretrained/distilbert": standins["distilbert"]}
-    return _finished_run(root / "repo", "recipes/sentiment.yaml",
+    return _finished_run(root / "repo", "sentiment",
                          sentiment_overrides("data/raw/mydata", "models/pretrained/distilbert"), local)
 
 
@@ -187,7 +187,7 @@ def mrpc_run(tmp_path_factory) -> Path:
     """The mrpc recipe on samples/mrpc (GLUE's raw TSVs, inside the repo), all-MiniLM-L6-v2."""
     from tests.e2e import MRPC
 
-    return _finished_run(tmp_path_factory.mktemp("mrpc-run") / "repo", "recipes/mrpc.yaml", MRPC)
+    return _finished_run(tmp_path_factory.mktemp("mrpc-run") / "repo", "mrpc", MRPC)
 
 
 @pytest.fixture(scope="session")
@@ -195,7 +195,7 @@ def gpt2_classifier_run(tmp_path_factory, standins) -> Path:
     """The gpt2-classifier recipe as written (pretrained GPT-2 stand-in, a [PAD] added)."""
     from tests.e2e import gpt2_overrides
 
-    return _finished_run(tmp_path_factory.mktemp("gpt2-classifier-run") / "repo", "recipes/gpt2-classifier.yaml",
+    return _finished_run(tmp_path_factory.mktemp("gpt2-classifier-run") / "repo", "gpt2-classifier",
                          gpt2_overrides("models/pretrained/gpt2"), {"models/pretrained/gpt2": standins["gpt2"]})
 
 

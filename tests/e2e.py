@@ -69,8 +69,9 @@ def deep_update(base: dict, overrides: dict) -> dict:
 
 
 def make_repo_copy(dest: Path, params_source: str, overrides: dict, local: dict[str, Path] | None = None) -> Path:
-    """Copy the files git tracks (or would track) into `dest`, apply `overrides` to a params file,
-    and make it a fresh git repo with one commit, as a user's clone would be. `local`: folders to
+    """Copy the files git tracks (or would track) into `dest`, apply `overrides` to the params
+    (`params_source`: a recipe's name, rendered as `hfpipe recipe NAME` does, or a params file such as
+    "params.yaml"), and make it a fresh git repo with one commit, as a user's clone would be. `local`: folders to
     put in the copy (committed with it), by their path there: a user's local data under data/raw/
     or a local model under models/pretrained/, where dvc.yaml watches them."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
@@ -86,7 +87,12 @@ def make_repo_copy(dest: Path, params_source: str, overrides: dict, local: dict[
     for target, source in (local or {}).items():
         shutil.copytree(source, dest / target)
     (dest / "hub.lock.yaml").write_text((ROOT / "hub.lock.yaml").read_text())  # this copy's own, unresolved
-    params = yaml.safe_load((ROOT / params_source).read_text())
+    if params_source.endswith(".yaml"):
+        params = yaml.safe_load((ROOT / params_source).read_text())
+    else:
+        from hfpipe.recipes import render_recipe
+
+        params = render_recipe(params_source)
     (dest / "params.yaml").write_text(yaml.safe_dump(deep_update(params, overrides), sort_keys=False))
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")

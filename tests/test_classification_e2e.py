@@ -245,7 +245,7 @@ def gpt2_scratch(tmp_path_factory) -> Path:
     overrides = copy.deepcopy(GPT2_SCRATCH)
     overrides["train"].update(RESUME_TRAIN)
     overrides["model"]["dropout"] = 0.1  # so resuming must also restore the RNG streams exactly
-    repo = make_repo_copy(tmp_path_factory.mktemp("clf-resume") / "repo", "recipes/gpt2-classifier.yaml", overrides)
+    repo = make_repo_copy(tmp_path_factory.mktemp("clf-resume") / "repo", "gpt2-classifier", overrides)
     dvc(repo, "repro", "tokenize")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "data stages")

@@ -82,7 +82,7 @@ def set_params(repo: Path, **sections) -> None:
 def test_mrpc_from_the_hub_is_locked_reproducible_offline_and_fails_in_one_line(local_hub, tmp_path):
     hub, glue, bert = local_hub, local_hub.repos["glue"], local_hub.repos["bert"]
     online = hub_env(hub)
-    repo = make_repo_copy(tmp_path / "repo", "recipes/mrpc.yaml", SMALL_CLASSIFIER)
+    repo = make_repo_copy(tmp_path / "repo", "mrpc", SMALL_CLASSIFIER)
     result = dvc(repo, online, "repro")
     assert stages_run(result.stdout) == ALL_STAGES
     # every Hub input's commit is locked, and the outputs record what they read
@@ -182,7 +182,7 @@ RECIPES = {
 def test_recipe_as_written_runs_from_the_hub(local_hub, recipe, tmp_path):
     overrides = RECIPES[recipe] if recipe == "codeparrot" else deep_update(
         json.loads(json.dumps(SMALL_CLASSIFIER)), RECIPES[recipe])
-    repo = make_repo_copy(tmp_path / "repo", f"recipes/{recipe}.yaml", overrides)
+    repo = make_repo_copy(tmp_path / "repo", recipe, overrides)
     online = hub_env(local_hub)
     result = dvc(repo, online, "repro")
     assert stages_run(result.stdout) == ALL_STAGES

@@ -146,7 +146,7 @@ def test_the_default_recipe_killed_anywhere_completes_byte_identical(tiny_defaul
 
 
 def test_the_mrpc_recipe_killed_anywhere_completes_byte_identical(mrpc_run, tmp_path):
-    repo = fresh_clone(tmp_path / "repo", "recipes/mrpc.yaml", MRPC)  # (checkpoints every 2 of its 6 steps)
+    repo = fresh_clone(tmp_path / "repo", "mrpc", MRPC)  # (checkpoints every 2 of its 6 steps)
     landed, final = sweep(mrpc_run, repo, MRPC_KILLS)
     assert set(landed) >= {"fetch", "tokenize", "train", "export"}, landed
     logs = "".join((tmp_path / f"kill-{i}.log").read_text(errors="replace") for i in range(len(MRPC_KILLS)))

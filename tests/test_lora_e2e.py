@@ -67,7 +67,7 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
     overrides = deep_update(sentiment_overrides("samples/sentiment", MINILM), {
         "lr": 2e-3, "model": {"peft": LORA}, "export": {"onnx": False, "quantize_int8": False},
         "train": {"max_steps": 25}})
-    repo = make_repo_copy(tmp_path / "repo", "recipes/sentiment.yaml", overrides)
+    repo = make_repo_copy(tmp_path / "repo", "sentiment", overrides)
     result = repro_and_commit(repo, "LoRA run")
     assert stages_run(result.stdout) == {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
     assert "(LoRA r=8: 0.074M trainable, 0.33%)" in result.stdout
@@ -126,7 +126,7 @@ def gpt2_lora_data(tmp_path_factory, standins) -> Path:
     overrides = deep_update(gpt2_overrides("models/pretrained/gpt2"), {
         "lr": 3e-2, "model": {"peft": {**LORA, "r": 4}},
         "train": {"max_steps": 20, "save_steps": 10, "eval_steps": 20, "threads": 1}})
-    repo = make_repo_copy(tmp_path_factory.mktemp("gpt2-lora") / "repo", "recipes/gpt2-classifier.yaml", overrides,
+    repo = make_repo_copy(tmp_path_factory.mktemp("gpt2-lora") / "repo", "gpt2-classifier", overrides,
                           {"models/pretrained/gpt2": standins["gpt2"]})
     dvc(repo, "repro", "tokenize")
     git(repo, "add", "-A")

@@ -9,6 +9,7 @@ import pytest
 from hfpipe.io import PipelineError
 from hfpipe.params import (DatasetParams, EvaluateParams, ModelParams, Params, TokenizeParams, TokenizerParams,
                            TrainParams, load_params, parse_params)
+from hfpipe.recipes import load_recipe, recipe_names, render_recipe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,9 +171,8 @@ def test_model_copy_override_keeps_validation_separate():
 def test_classification_recipes_group_by_length_and_the_default_does_not():
     assert TrainParams().group_by_length is False
     for name in ("mrpc", "sentiment", "gpt2-classifier"):
-        p = load_params(REPO_ROOT / "recipes" / f"{name}.yaml")
-        assert p.train.group_by_length is True, name
-    assert load_params(REPO_ROOT / "recipes" / "code-lm.yaml").train.group_by_length is False
+        assert load_recipe(name).train.group_by_length is True, name
+    assert load_recipe("code-lm").train.group_by_length is False
 
 
 def test_accelerate_backend_takes_epoch_evaluation_and_the_best_model():
@@ -275,9 +275,9 @@ def test_revisions_pin_hub_ids_only():
     assert parse_params(_with(CLASSIFIER, "model", revision=None)).model.revision is None
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO_ROOT / "recipes").glob("*.yaml")))
+@pytest.mark.parametrize("recipe", recipe_names())
 def test_every_recipe_sets_only_keys_its_task_reads(recipe):
-    load_params(REPO_ROOT / "recipes" / recipe)  # raises on any key the task ignores
+    parse_params(render_recipe(recipe))  # raises on any key the task ignores
 
 
 # ---- model.peft
