@@ -30,10 +30,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfpipe import paths
 from hfpipe.io import PipelineError
 from hfpipe.params import Params
 
-CHECKPOINT_DIR = Path("models/checkpoints")
 MARKER = "hfpipe_checkpoint.json"
 PREFIX = "checkpoint-"
 RUN_PREFIX = "run-"
@@ -54,8 +54,8 @@ def run_definition(params: Params) -> dict:
     return {**model_config_of(params), "seed": params.seed, "lr": params.lr, "train": train}
 
 
-def data_fingerprint(paths: list[str | Path]) -> str:
-    """sha256 of the files under `paths` (names and contents): the tokenized data and the tokenizer.
+def data_fingerprint(inputs: list[str | Path]) -> str:
+    """sha256 of the files under `inputs` (names and contents): the tokenized data and the tokenizer.
 
     The Arrow files of a saved dataset are not read: hfpipe.io.save_dataset_dict (and the tokenize
     stage's sharded writer) put a hash of their bytes into the split's state.json as its
@@ -66,7 +66,7 @@ def data_fingerprint(paths: list[str | Path]) -> str:
     without such a state.json) is hashed byte for byte.
     """
     digest = hashlib.sha256()
-    for root in paths:
+    for root in inputs:
         root = Path(root)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         covered: dict[Path, set[str]] = {}
@@ -176,7 +176,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def run_dir(params: Params, data_hash: str, root: Path = CHECKPOINT_DIR) -> Path:
+def run_dir(params: Params, data_hash: str, root: Path = paths.CHECKPOINTS) -> Path:
     """The folder of this run's checkpoints."""
     return Path(root) / f"{RUN_PREFIX}{run_fingerprint(params, data_hash)}"
 
@@ -199,7 +199,7 @@ class ResumePoint:
     marker: dict
 
 
-def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: Path = CHECKPOINT_DIR,
+def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: Path = paths.CHECKPOINTS,
                            log=print, cleanup: bool = True) -> ResumePoint | None:
     """The newest complete checkpoint of this very run (its folder under `root`), checked file by
     file against its marker; or None (start from scratch).

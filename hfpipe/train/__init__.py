@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hfpipe import paths
 from hfpipe.checkpoint import data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints, run_dir
 from hfpipe.io import atomic_dir, read_json, require_complete, write_json_atomic
 from hfpipe.params import Params
@@ -57,11 +58,11 @@ def run_train_stage(params: Params) -> None:
     use_deterministic_algorithms(params.train.deterministic)
     params, sources = pin_hub_model(params)
     task = TASKS[params.task]
-    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/tokenizer"))
-    data = load_from_disk(require_complete("data/tokenized"))
+    tokenizer = AutoTokenizer.from_pretrained(require_complete(paths.TOKENIZER))
+    data = load_from_disk(require_complete(paths.TOKENIZED))
     # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
     # stage reads no tokenize.* key, so a recipe of any task carries only its own.
-    length = task.sequence_length(read_json("data/stats/tokenize.json"))
+    length = task.sequence_length(read_json(paths.TOKENIZE_STATS))
     check_context_length(params.model, length, key=task.SEQUENCE_LENGTH_KEY)
     check_training_inputs(params, len(data["train"]))
     check_memory(params, tokenizer, length)
@@ -130,7 +131,7 @@ def pin_hub_model(params: Params) -> tuple[Params, dict]:
     from hfpipe.hub import PROVENANCE_FILE, locked_commit, provenance
 
     sources = {}
-    tokenizer_record = Path("models/tokenizer") / PROVENANCE_FILE
+    tokenizer_record = paths.TOKENIZER / PROVENANCE_FILE
     if tokenizer_record.is_file():
         sources["tokenizer"] = read_json(tokenizer_record)
     mp = params.model
@@ -156,7 +157,7 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
 
     backend = params.train.backend
     main = launch.rank() == 0
-    data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
+    data_hash = data_fingerprint([paths.TOKENIZED, paths.TOKENIZER])
     # one process checks, cleans up and reports (hashing a big checkpoint once): the main process,
     # or before our own torchrun relaunch the launcher, whose workers then only read
     resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main and not launch.relaunched(), log=log)
@@ -172,7 +173,7 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
 
     save = train(build_model(), resume.path if resume else None, marker_for_step, checkpoint_dir)
     if main:
-        with atomic_dir("models/trained") as out:
+        with atomic_dir(paths.TRAINED) as out:
             save(out)
             tokenizer.save_pretrained(out)
             if sources:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfpipe import paths
 from hfpipe.checkpoint import (
-    CHECKPOINT_DIR,
     PREFIX,
     complete_checkpoints,
     last_good_checkpoint,
@@ -31,7 +31,7 @@ from hfpipe.device import has_accelerator
 from hfpipe.io import PipelineError, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.tasks.common import LoopFns, TrainingSetup
-from hfpipe.train.common import DVCLIVE_DIR, greater_is_better, set_threads
+from hfpipe.train.common import greater_is_better, set_threads
 
 STATE_FILE = "loop_state.json"
 
@@ -458,8 +458,8 @@ def _epoch_batches(run: _Run, state: LoopState, restored_rng):
 
 def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: LoopFns,
                      marker_for_step: Callable[[int], dict] | None = None,
-                     resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
-                     live_dir: str | Path = DVCLIVE_DIR, lengths: list[int] | None = None) -> AccelerateResult:
+                     resume_from: Path | None = None, checkpoint_root: Path = paths.CHECKPOINTS,
+                     live_dir: str | Path = paths.DVCLIVE, lengths: list[int] | None = None) -> AccelerateResult:
     """Train `model` in place. Checkpoints every train.save_steps when marker_for_step is given
     (it returns the marker for a step); resume_from is a complete checkpoint of this run.
 

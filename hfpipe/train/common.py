@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from hfpipe.device import has_accelerator
 
-DVCLIVE_DIR = "dvclive"
-
 
 def set_threads(threads: int | None) -> None:
     import torch

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hfpipe import paths
 from hfpipe.device import has_accelerator
 from hfpipe.params import Params
 from hfpipe.tasks.common import TrainingSetup
-from hfpipe.train.common import DVCLIVE_DIR, example_lengths, greater_is_better, length_grouped_sampler, set_threads
+from hfpipe.train.common import example_lengths, greater_is_better, length_grouped_sampler, set_threads
 
 
 def training_arguments(params: Params, output_dir: str | Path, **overrides):
@@ -47,7 +48,7 @@ def training_arguments(params: Params, output_dir: str | Path, **overrides):
     return TrainingArguments(**kwargs)
 
 
-def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
+def dvclive_callback(live_dir: str | Path = paths.DVCLIVE, resume: bool = False):
     """transformers' DVCLiveCallback, logging at the Trainer's global step.
 
     The stock callback advances dvclive's step once per log call, so a train log and an eval log
@@ -158,7 +159,7 @@ def running_loss_callback(resume_from: Path | None):
     return RunningLossCallback()
 
 
-def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str | Path = DVCLIVE_DIR,
+def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str | Path = paths.DVCLIVE,
                 marker_for_step=None, resume_from: Path | None = None, trainer_class=None,
                 extra_callbacks: tuple = (), **trainer_kwargs):
     """Build a Trainer (dvclive + checkpoint callbacks), train it, resuming from `resume_from`, and
@@ -249,7 +250,7 @@ def length_grouped_trainer(params: Params):
 
 
 def train_with_trainer(params: Params, model, tokenizer, setup: TrainingSetup, work_dir: Path,
-                       live_dir: str | Path = DVCLIVE_DIR, marker_for_step=None, resume_from: Path | None = None,
+                       live_dir: str | Path = paths.DVCLIVE, marker_for_step=None, resume_from: Path | None = None,
                        callbacks: tuple = ()):
     """Train `model` on what the task gives (`setup`: data, collator, eval numbers); returns the
     trainer (best model loaded when train.load_best_model_at_end). `callbacks`: more
