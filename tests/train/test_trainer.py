@@ -14,6 +14,7 @@ from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
 from tests.train import run_killed_at_step
 from hfpipe.tasks import causal_lm
+from hfpipe.train.common import RunFiles
 from hfpipe.train.trainer import train_with_trainer, training_arguments
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,8 @@ def trained(tiny_tokenizer, tmp_path_factory):
     before = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
     root = tmp_path_factory.mktemp("train")
     work_dir, live_dir = root / "work", root / "live"
-    trainer = train_with_trainer(params, model, tiny_tokenizer, causal_lm.training_setup(params, tiny_tokenizer, train_blocks, eval_blocks), work_dir, live_dir=live_dir)
+    trainer = train_with_trainer(params, model, tiny_tokenizer, causal_lm.training_setup(params, tiny_tokenizer, train_blocks, eval_blocks),
+                                 RunFiles(work_dir, live_dir))
     after = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
     return {"trainer": trainer, "model": model, "before": before, "after": after, "work_dir": work_dir,
             "live_dir": live_dir, "eval_blocks": eval_blocks}
@@ -208,8 +210,8 @@ def test_a_resumed_trainer_logs_the_same_losses_when_it_stopped_between_two_logs
     def run(root, resume_from=None):
         model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
         setup = causal_lm.training_setup(params, tiny_tokenizer, blocks, blocks.select(range(4)))
-        return train_with_trainer(params, model, tiny_tokenizer, setup, root, live_dir=root / "live",
-                                  marker_for_step=lambda step: {"step": step}, resume_from=resume_from)
+        return train_with_trainer(params, model, tiny_tokenizer, setup,
+                                  RunFiles(root, root / "live", lambda step: {"step": step}, resume_from))
 
     def losses(trainer):
         return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h] + \
