@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hfpipe.checkpoint import (
     PREFIX,
@@ -249,10 +250,10 @@ def _save_best(best_state: dict, state: LoopState, root: Path, folder: Path) -> 
     save_file(best_state, str(folder / BEST_FILE))
 
 
-def _save_checkpoint(run: _Run, files: RunFiles, state: LoopState, running: tuple[float, int],
+def _save_checkpoint(run: _Run, files: RunFiles, state: LoopState, marker: dict, running: tuple[float, int],
                      best_state: dict | None = None) -> Path:
-    """save_training_state into a scratch folder under files.checkpoint_dir, then the marker
-    (files.marker_for_step), then a rename: a kill at any
+    """save_training_state into a scratch folder under files.checkpoint_dir, then the marker, then a
+    rename: a kill at any
     point leaves either the previous checkpoints or a complete new one. With load_best_model_at_end
     the best weights so far go in too, so a resumed run reloads the same best model at the end."""
     import shutil
@@ -272,7 +273,7 @@ def _save_checkpoint(run: _Run, files: RunFiles, state: LoopState, running: tupl
             _save_best(best_state, state, root, tmp)
         write_json_atomic(tmp / STATE_FILE, {**state.__dict__, "micro_steps": accelerator.step})
         snapshot_dvclive(Path(files.live_dir), tmp)
-        write_marker(tmp, files.marker_for_step(state.step))
+        write_marker(tmp, marker)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         prune_checkpoints(root)
@@ -301,6 +302,9 @@ class _Run:
 
 def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | None) -> _Run:
     """The Accelerator, the data loaders of `setup`'s data, AdamW and the schedule, the model prepared for them."""
+    train_dataset: Any = setup.train_set  # (TrainingSetup types its data and collator as object)
+    eval_dataset: Any = setup.eval_set
+    collate_fn: Any = setup.collator
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
@@ -320,7 +324,6 @@ def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | N
                                                                         data_seed=params.seed))
     set_seed(params.seed)
 
-    train_dataset, eval_dataset, collate_fn = setup.train_set, setup.eval_set, setup.collator
     sampler = None
     if lengths is not None:  # the seeded, per-epoch length-grouped order (not a RandomSampler: accelerate keeps it)
         from hfpipe.train.common import length_grouped_sampler
@@ -461,7 +464,8 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
     import torch
 
     tp = params.train
-    resume_from, live_dir, checkpoint_root = files.resume_from, Path(files.live_dir), Path(files.checkpoint_dir)
+    resume_from, marker_for_step = files.resume_from, files.marker_for_step
+    live_dir, checkpoint_root = Path(files.live_dir), Path(files.checkpoint_dir)
     lengths = example_lengths(setup.train_set) if tp.group_by_length else None
     run = _prepare(params, model, setup, lengths)
     accelerator, total = run.accelerator, run.total
@@ -508,8 +512,9 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
                                  "epoch": state.epoch + state.batches_in_epoch / run.batches_per_epoch})
             if tp.eval_strategy == "steps" and state.step % tp.eval_steps == 0:
                 best_state = _evaluate_and_keep_best(run, state, best_metric, best_state, log, eval_history)
-            if files.marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
-                path = _save_checkpoint(run, files, state, (running.item(), running_n), best_state)
+            if marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
+                path = _save_checkpoint(run, files, state, marker_for_step(state.step), (running.item(), running_n),
+                                        best_state)
                 if run.main:
                     print(f"saved checkpoint {path}", flush=True)
             if state.step >= total:
