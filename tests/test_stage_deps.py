@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfpipe.stage_deps import PACKAGES, check_dvc_yaml, files_run_by, fix_dvc_yaml, stage_code_deps
+from hfpipe import stage_deps
+from hfpipe.stage_deps import PACKAGES, check_dvc_yaml, files_run_by, fix_dvc_yaml, imported_modules, stage_code_deps
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = check_dvc_yaml(ROOT)
+__all__ = ["ROOT", "imported_modules", "module_file"]  # tests/test_layout.py reads the import graph with these
+
+
+def module_file(module: str) -> Path | None:
+    """hfpipe.io -> this repository's hfpipe/io.py (None: not the project's)."""
+    return stage_deps.module_file(module, ROOT)
 
 
 @pytest.mark.parametrize("stage", sorted(REPORT))
