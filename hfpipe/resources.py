@@ -79,10 +79,10 @@ class ModelShape:
 def model_shape(config) -> ModelShape:
     """A transformers config's shape, under either naming (hidden_size or GPT-2's n_embd, ...)."""
     return ModelShape(parameters=parameter_count(config),
-                      hidden=int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768)),
-                      layers=int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)),
-                      heads=int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 12)),
-                      vocab=int(getattr(config, "vocab_size", 0) or 0))
+                      hidden=getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 768),
+                      layers=getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 12),
+                      heads=getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 12),
+                      vocab=getattr(config, "vocab_size", 0) or 0)
 
 
 def training_memory_bytes(shape: ModelShape, trainable: int, batch_size: int, sequence_length: int,
