@@ -66,8 +66,8 @@ def _log_timing(name: str, start: float) -> None:
     created = psutil.Process().create_time()
     paths.LOGS.mkdir(exist_ok=True)
     write_json_atomic(paths.LOGS / f"{name}.json", {"stage": name, "seconds_total": round(now - created, 2),
-                                                  "seconds_startup": round(start - created, 2),
-                                                  "seconds_work": round(now - start, 2)})
+                                                    "seconds_startup": round(start - created, 2),
+                                                    "seconds_work": round(now - start, 2)})
 
 
 INCOMPLETE = ".incomplete"  # in an output folder while its stage writes it; removed last

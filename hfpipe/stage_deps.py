@@ -116,7 +116,12 @@ def fix_dvc_yaml(root: Path = Path(".")) -> dict[str, tuple[list[str], list[str]
     missing one inserted among the code deps in sorted order; comments and every other entry stay
     (ruamel.yaml's round trip, which writes an unchanged dvc.yaml back byte for byte). Returns, per
     stage that changed, (added, removed)."""
-    from ruamel.yaml import YAML
+    from hfpipe.io import PipelineError
+
+    try:
+        from ruamel.yaml import YAML  # installed with dvc
+    except ImportError:
+        raise PipelineError("rewriting dvc.yaml needs ruamel.yaml (pip install ruamel.yaml, or install dvc)") from None
 
     changes = {name: (missing, extra) for name, (_, missing, extra) in check_dvc_yaml(root).items()
                if missing or extra}

@@ -253,9 +253,9 @@ def _save_best(best_state: dict, state: LoopState, root: Path, folder: Path) -> 
 def _save_checkpoint(run: _Run, files: RunFiles, state: LoopState, marker: dict, running: tuple[float, int],
                      best_state: dict | None = None) -> Path:
     """save_training_state into a scratch folder under files.checkpoint_dir, then the marker, then a
-    rename: a kill at any
-    point leaves either the previous checkpoints or a complete new one. With load_best_model_at_end
-    the best weights so far go in too, so a resumed run reloads the same best model at the end."""
+    rename: a kill at any point leaves either the previous checkpoints or a complete new one. With
+    load_best_model_at_end the best weights so far go in too, so a resumed run reloads the same best
+    model at the end."""
     import shutil
 
     accelerator, root = run.accelerator, Path(files.checkpoint_dir)
@@ -302,14 +302,15 @@ class _Run:
 
 def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | None) -> _Run:
     """The Accelerator, the data loaders of `setup`'s data, AdamW and the schedule, the model prepared for them."""
-    train_dataset: Any = setup.train_set  # (TrainingSetup types its data and collator as object)
-    eval_dataset: Any = setup.eval_set
-    collate_fn: Any = setup.collator
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
+
+    train_dataset: Any = setup.train_set  # (TrainingSetup types its data and collator as object)
+    eval_dataset: Any = setup.eval_set
+    collate_fn: Any = setup.collator
 
     tp = params.train
     set_threads(tp.threads)
