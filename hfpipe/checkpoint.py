@@ -37,6 +37,7 @@ from hfpipe.params import Params
 MARKER = "hfpipe_checkpoint.json"
 PREFIX = "checkpoint-"
 RUN_PREFIX = "run-"
+LIVE_SNAPSHOT = "dvclive"  # the copy of the curves in a checkpoint (not the pipeline's dvclive/, paths.DVCLIVE)
 KEEP = 2  # the newest complete one, plus the one before in case the newest is being replaced
 # Params that do not change what is computed: a resume may change them.
 _NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume"}
@@ -282,11 +283,11 @@ def remove_checkpoints(folder: Path) -> None:
 def snapshot_dvclive(live_dir: Path, checkpoint: Path) -> None:
     """Copy the curves so far into the checkpoint: dvc deletes dvclive/ before rerunning the stage."""
     if Path(live_dir).is_dir():
-        shutil.copytree(live_dir, checkpoint / "dvclive", dirs_exist_ok=True)
+        shutil.copytree(live_dir, checkpoint / LIVE_SNAPSHOT, dirs_exist_ok=True)
 
 
 def restore_dvclive(checkpoint: Path, live_dir: Path) -> None:
-    src = checkpoint / "dvclive"
+    src = checkpoint / LIVE_SNAPSHOT
     if src.is_dir():
         shutil.rmtree(live_dir, ignore_errors=True)
         shutil.copytree(src, live_dir)
