@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from hfpipe import paths
 from hfpipe.io import PipelineError
 from hfpipe.params import Params
 
-CHECKPOINT_DIR = Path("models/checkpoints")
 MARKER = "hfpipe_checkpoint.json"
 PREFIX = "checkpoint-"
 RUN_PREFIX = "run-"
+LIVE_SNAPSHOT = "dvclive"  # the copy of the curves in a checkpoint (not the pipeline's dvclive/, paths.DVCLIVE)
 KEEP = 2  # the newest complete one, plus the one before in case the newest is being replaced
 # Params that do not change what is computed: a resume may change them.
 _NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume"}
@@ -55,8 +56,8 @@ def run_definition(params: Params) -> dict:
     return {**model_config_of(params), "seed": params.seed, "lr": params.lr, "train": train}
 
 
-def data_fingerprint(paths: list[str | Path]) -> str:
-    """sha256 of the files under `paths` (names and contents): the tokenized data and the tokenizer.
+def data_fingerprint(inputs: list[str | Path]) -> str:
+    """sha256 of the files under `inputs` (names and contents): the tokenized data and the tokenizer.
 
     The Arrow files of a saved dataset are not read: hfpipe.io.save_dataset_dict (and the tokenize
     stage's sharded writer) put a hash of their bytes into the split's state.json as its
@@ -67,7 +68,7 @@ def data_fingerprint(paths: list[str | Path]) -> str:
     without such a state.json) is hashed byte for byte.
     """
     digest = hashlib.sha256()
-    for root in paths:
+    for root in inputs:
         root = Path(root)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         covered: dict[Path, set[str]] = {}
@@ -177,7 +178,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: cast(int, checkpoint_step(p)))  # found: each has a step
 
 
-def run_dir(params: Params, data_hash: str, root: Path = CHECKPOINT_DIR) -> Path:
+def run_dir(params: Params, data_hash: str, root: Path = paths.CHECKPOINTS) -> Path:
     """The folder of this run's checkpoints."""
     return Path(root) / f"{RUN_PREFIX}{run_fingerprint(params, data_hash)}"
 
@@ -200,7 +201,7 @@ class ResumePoint:
     marker: dict
 
 
-def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: Path = CHECKPOINT_DIR,
+def find_resume_checkpoint(params: Params, data_hash: str, backend: str, root: Path = paths.CHECKPOINTS,
                            log=print, cleanup: bool = True) -> ResumePoint | None:
     """The newest complete checkpoint of this very run (its folder under `root`), checked file by
     file against its marker; or None (start from scratch).
@@ -284,11 +285,11 @@ def remove_checkpoints(folder: Path) -> None:
 def snapshot_dvclive(live_dir: Path, checkpoint: Path) -> None:
     """Copy the curves so far into the checkpoint: dvc deletes dvclive/ before rerunning the stage."""
     if Path(live_dir).is_dir():
-        shutil.copytree(live_dir, checkpoint / "dvclive", dirs_exist_ok=True)
+        shutil.copytree(live_dir, checkpoint / LIVE_SNAPSHOT, dirs_exist_ok=True)
 
 
 def restore_dvclive(checkpoint: Path, live_dir: Path) -> None:
-    src = checkpoint / "dvclive"
+    src = checkpoint / LIVE_SNAPSHOT
     if src.is_dir():
         shutil.rmtree(live_dir, ignore_errors=True)
         shutil.copytree(src, live_dir)

@@ -4,6 +4,7 @@
     hfpipe update [dataset|tokenizer|model ...] [--dry-run]
                                                  move hub.lock.yaml's commits to the revisions' newest
     hfpipe recipe NAME [--output PATH]           write a recipe's full params.yaml (defaults + its changes)
+    hfpipe deps [--fix]                          each stage's code deps from its imports, against dvc.yaml's
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     recipe.add_argument("name", metavar="NAME", help="a recipe: the name of a file in recipes/ (code-lm, mrpc, ...)")
     recipe.add_argument("--output", default="params.yaml", help="where to write it (default: params.yaml)")
     recipe.set_defaults(func=run_recipe)
+    deps = commands.add_parser(
+        "deps", help="each stage's code deps, read from its imports, against dvc.yaml's",
+        description="Print each stage's code deps (the project files `python -m stages.NAME` runs, read from "
+                    "the imports) and what dvc.yaml lacks or lists extra; exit 1 if they differ.")
+    deps.add_argument("--fix", action="store_true", help="rewrite dvc.yaml's code deps to the computed ones")
+    deps.set_defaults(func=run_deps)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -76,6 +83,31 @@ def run_recipe(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{path}: recipe {args.name} written; dvc repro runs it")
+    return 0
+
+
+def run_deps(args) -> int:
+    from hfpipe.io import PipelineError
+    from hfpipe.stage_deps import DVC_YAML, check_dvc_yaml, fix_dvc_yaml
+
+    try:
+        if args.fix:
+            for stage, (added, removed) in fix_dvc_yaml().items():
+                print(f"{stage}: " + ", ".join([*(f"+{d}" for d in added), *(f"-{d}" for d in removed)]))
+            return 0
+        report = check_dvc_yaml()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for stage, (computed, missing, extra) in report.items():
+        print(f"{stage}:")
+        print("".join(f"  {'+' if d in missing else ' '} {d}\n" for d in computed)
+              + "".join(f"  - {d}\n" for d in extra), end="")
+    differ = [stage for stage, (_, missing, extra) in report.items() if missing or extra]
+    if differ:
+        print(f"{DVC_YAML} differs in {', '.join(differ)} (+ missing, - never run): hfpipe deps --fix rewrites it")
+        return 1
+    print(f"{DVC_YAML}'s code deps are what the stages import")
     return 0
 
 

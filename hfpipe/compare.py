@@ -34,8 +34,10 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from hfpipe import paths
+
 SEED_PARAMS = ("seed",)  # always pooled over: initialisation and data order, the noise under test
-PARAMS_FILE = "params.yaml"
+PARAMS_FILE = paths.PARAMS.as_posix()  # the key dvc exp show gives the default params file
 TEST_NAME = "Welch's t-test (two-sided, unequal variances: scipy.stats.ttest_ind(equal_var=False))"
 NEEDS_TWO = "needs >= 2 runs per group"
 NO_VARIATION = "no seed variation (test undefined)"

@@ -16,10 +16,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from hfpipe.io import PipelineError, looks_local, write_text_atomic
+from hfpipe import paths
+from hfpipe.io import PipelineError, first_line, looks_local, write_text_atomic
 from hfpipe.params import Params
 
-LOCK_FILE = Path("hub.lock.yaml")
+LOCK_FILE = paths.HUB_LOCK
 INPUTS = ("dataset", "tokenizer", "model")  # the lock's keys: the params sections that can name a Hub repo
 # A tokenizer or model folder's record of the Hub repository it came from (tokenizer and train stages).
 PROVENANCE_FILE = "hub_provenance.json"
@@ -57,7 +58,7 @@ def read_lock(path: Path = LOCK_FILE) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise PipelineError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); restore it from git "
+        raise PipelineError(f"{path}: not valid YAML ({first_line(err)}); restore it from git "
                             f"(git checkout {path}) or delete it and run `hfpipe update`") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a mapping of {', '.join(INPUTS)}; restore it from git or delete it "
@@ -192,8 +193,7 @@ def hub_error(err: BaseException, key: str, repo_id: str, revision: str | None, 
         return PipelineError(f"{what}: not in the local Hugging Face cache, and the Hub is "
                              f"{'offline (HF_HUB_OFFLINE=1)' if offline() else 'unreachable'}; go online, or "
                              f"download that commit into the cache: {download}")
-    first = (str(kinds[-1]).strip().splitlines() or [""])[0][:300]
-    return PipelineError(f"{what}: could not load ({type(kinds[-1]).__name__}: {first})")
+    return PipelineError(f"{what}: could not load ({type(kinds[-1]).__name__}: {first_line(kinds[-1])})")
 
 
 def load_failure(err: BaseException, key: str, name_or_path: str | None, revision: str | None,

@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datasets.arrow_writer import ArrowWriter
 
+from hfpipe import paths
+
 
 class PipelineError(Exception):
     """Bad params or bad data: printed as one line, exit code 2, no traceback."""
 
 
-LOG_DIR = Path("logs")
+def first_line(err: BaseException | str, limit: int = 300) -> str:
+    """The first line of an error's text, at most `limit` characters: what a one-line PipelineError
+    quotes of another library's (often multi-line) error."""
+    return (str(err).strip().splitlines() or [""])[0][:limit]
+
 
 # Local data files load_dataset reads, by suffix -> its builder.
 LOCAL_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
@@ -62,10 +68,10 @@ def _log_timing(name: str, start: float) -> None:
 
     now = time.time()
     created = psutil.Process().create_time()
-    LOG_DIR.mkdir(exist_ok=True)
-    write_json_atomic(LOG_DIR / f"{name}.json", {"stage": name, "seconds_total": round(now - created, 2),
-                                                  "seconds_startup": round(start - created, 2),
-                                                  "seconds_work": round(now - start, 2)})
+    paths.LOGS.mkdir(exist_ok=True)
+    write_json_atomic(paths.LOGS / f"{name}.json", {"stage": name, "seconds_total": round(now - created, 2),
+                                                    "seconds_startup": round(start - created, 2),
+                                                    "seconds_work": round(now - start, 2)})
 
 
 INCOMPLETE = ".incomplete"  # in an output folder while its stage writes it; removed last

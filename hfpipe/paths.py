@@ -31,3 +31,6 @@ EXPORT = Path("models/export")
 EXPORT_METRICS = Path("metrics/export.json")
 # plots
 TASK_PLOTS = Path("metrics/dvc.yaml")  # the plots only this task draws (dvc.yaml includes it)
+
+# Not pipeline data: each stage's wall-clock timings (git-ignored, no DVC output; hfpipe.io.run_stage)
+LOGS = Path("logs")

@@ -7,7 +7,7 @@ refusal is one line naming the param and the machine's figure. The estimate is d
 from __future__ import annotations
 
 import os
-from typing import cast
+from dataclasses import dataclass
 
 from hfpipe.io import PipelineError
 
@@ -66,30 +66,46 @@ def parameter_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def training_memory_bytes(parameters: int, trainable: int, batch_size: int, sequence_length: int, hidden: int,
-                          layers: int, heads: int, vocab: int, gradient_checkpointing: bool = False) -> int:
+@dataclass(frozen=True)
+class ModelShape:
+    """What a model's training memory depends on (model_shape reads it from a config)."""
+    parameters: int
+    hidden: int
+    layers: int
+    heads: int
+    vocab: int
+
+
+def model_shape(config) -> ModelShape:
+    """A transformers config's shape, under either naming (hidden_size or GPT-2's n_embd, ...)."""
+    return ModelShape(parameters=parameter_count(config),
+                      hidden=getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 768),
+                      layers=getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 12),
+                      heads=getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 12),
+                      vocab=getattr(config, "vocab_size", 0) or 0)
+
+
+def training_memory_bytes(shape: ModelShape, trainable: int, batch_size: int, sequence_length: int,
+                          gradient_checkpointing: bool = False) -> int:
     """A training process's memory in fp32: weights (4 bytes each), gradients and AdamW's two moments
     of the trainable ones (12), activations kept for the backward pass (per layer ~68 bytes per
     token and hidden unit plus the attention maps, Korthikanti et al. 2022 at 4 bytes; with gradient
     checkpointing only each layer's input, and one layer's full set), and the logits with their gradient."""
     tokens = batch_size * sequence_length
-    per_layer = tokens * (68 * hidden + 10 * heads * sequence_length)
-    activations = (layers * tokens * hidden * 4 + per_layer) if gradient_checkpointing else layers * per_layer
-    return 4 * parameters + 12 * trainable + activations + 12 * tokens * vocab
+    per_layer = tokens * (68 * shape.hidden + 10 * shape.heads * sequence_length)
+    activations = (shape.layers * tokens * shape.hidden * 4 + per_layer) if gradient_checkpointing \
+        else shape.layers * per_layer
+    return 4 * shape.parameters + 12 * trainable + activations + 12 * tokens * shape.vocab
 
 
 def check_training_fits(config, batch_size: int, sequence_length: int, gradient_checkpointing: bool,
                         trainable_fraction: float = 1.0, processes: int = 1, gpus: int | None = None) -> int:
     """Refuse a model and batch that cannot fit; returns the estimate (bytes, all processes on this
     machine: on CPU they share the RAM, on GPUs each has its own)."""
-    parameters = parameter_count(config)
-    # a config has one name or the other (BERT-style or GPT-2-style), an int either way
-    hidden = cast(int, getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768))
-    layers = cast(int, getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12))
-    heads = cast(int, getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 12))
-    vocab = getattr(config, "vocab_size", 0) or 0
-    need = training_memory_bytes(parameters, int(parameters * trainable_fraction), batch_size, sequence_length,
-                                 hidden, layers, heads, vocab, gradient_checkpointing)
+    shape = model_shape(config)
+    parameters = shape.parameters
+    need = training_memory_bytes(shape, int(parameters * trainable_fraction), batch_size, sequence_length,
+                                 gradient_checkpointing)
     have, what = machine_memory_bytes(gpus)
     gpus = gpu_count() if gpus is None else gpus
     total = need if gpus else need * processes

@@ -40,7 +40,7 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     return run(cwd, sys.executable, "-m", "dvc", *args, check=check)
 
 
-ALL_STAGES = {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}  # the pipeline's work
+ALL_STAGES = {"fetch", "train_tokenizer", "tokenize", "train", "evaluate", "export"}  # the pipeline's work
 # Left out of the stage sets tests compare: the plots stage (~1 s) reruns after every evaluate and
 # writes the task's plots file. (No stage runs on every repro: `dvc status` is clean when nothing changed.)
 ALWAYS_RUN = {"plots"}
@@ -244,7 +244,7 @@ def gpt2_overrides(standin: str) -> dict:
             "train": {"max_steps": 150, "batch_size": 16, "eval_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}}
 
 
-# gpt2-classifier built from scratch (a BPE trained by the tokenizer stage): the resume tests' config
+# gpt2-classifier built from scratch (a BPE trained by the train_tokenizer stage): the resume tests' config
 GPT2_SCRATCH = {
     "dataset": {"path": "samples/sentiment"},
     "tokenizer": {"name_or_path": None, "vocab_size": 400},

@@ -23,7 +23,7 @@ from tests.e2e import ALWAYS_RUN, ROOT, copy_run, dvc, fake_distribution, git, m
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["fetch", "tokenizer", "tokenize", "train", "evaluate", "export"]
+STAGES = ["fetch", "train_tokenizer", "tokenize", "train", "evaluate", "export"]
 
 
 def graph(repo: Path) -> dict[str, set[str]]:
@@ -69,8 +69,8 @@ PARAM_ROWS = [
     ("evaluate.max_new_tokens", 5, {"evaluate", "export"}),
     ("export.onnx_tolerance", 0.01, {"export"}),
     ("tokenize.context_length", 24, FROM["tokenize"]),
-    ("tokenizer.vocab_size", 450, FROM["tokenizer"]),
-    ("tokenizer.revision", "v1.0", FROM["tokenizer"]),
+    ("tokenizer.vocab_size", 450, FROM["train_tokenizer"]),
+    ("tokenizer.revision", "v1.0", FROM["train_tokenizer"]),
     ("dataset.max_documents", 41, FROM["fetch"]),
     ("dataset.revision", "v1.0", FROM["fetch"]),
     ("task", "classification", FROM["fetch"]),
@@ -122,7 +122,7 @@ def test_a_param_change_reruns_exactly_its_row(repo, key, value, expected):
         (repo / "params.yaml").write_text(original)
 
 
-@pytest.mark.parametrize("key, first", [("dataset", "fetch"), ("tokenizer", "tokenizer"), ("model", "train")])
+@pytest.mark.parametrize("key, first", [("dataset", "fetch"), ("tokenizer", "train_tokenizer"), ("model", "train")])
 def test_a_moved_hub_lock_entry_reruns_exactly_the_stages_that_read_it(repo, key, first):
     original = (repo / "hub.lock.yaml").read_text()
     lock = yaml.safe_load(original)

@@ -123,7 +123,7 @@ def test_sentiment_local_data_is_a_dependency_inside_the_repo_and_imported_from_
     result = dvc(repo, "repro", "fetch")  # (the stages after it: their deps changed, checked below)
     assert stages_run(result.stdout) == {"fetch"}
     assert json.loads((repo / "data/stats/fetch.json").read_text())["label_counts"] != before
-    assert {"tokenizer", "tokenize"} <= set(json.loads(dvc(repo, "status", "--json").stdout))
+    assert {"train_tokenizer", "tokenize"} <= set(json.loads(dvc(repo, "status", "--json").stdout))
     (mydata / "test.csv").unlink()  # a split deleted
     result = dvc(repo, "repro", "fetch")
     assert stages_run(result.stdout) == {"fetch"}
@@ -182,7 +182,7 @@ def test_mrpc_data_inside_the_repo_is_a_dependency_and_a_bad_label_is_one_line(m
     result = dvc(repo, "repro", "fetch")
     assert "Running stage 'fetch'" in result.stdout
     status = json.loads(dvc(repo, "status", "--json").stdout)
-    assert {"tokenizer", "tokenize"} & set(status), status  # the fetched data changed: what reads it would rerun
+    assert {"train_tokenizer", "tokenize"} & set(status), status  # the fetched data changed: what reads it would rerun
 
     # Bad data: a label outside the label set stops fetch with one line, nothing half-written.
     (repo / "data/raw/bad").mkdir()

@@ -30,7 +30,7 @@ from tests.e2e import MRPC, TINY, dvc, env, make_repo_copy, stale_stages
 pytestmark = pytest.mark.e2e
 
 # (stage, when): a fraction of the stage's uninterrupted time, or "checkpoint" (train's first complete one)
-DEFAULT_KILLS = [("fetch", 0.5), ("tokenizer", 0.6), ("tokenize", 0.5), ("train", "checkpoint"), ("train", 0.6),
+DEFAULT_KILLS = [("fetch", 0.5), ("train_tokenizer", 0.6), ("tokenize", 0.5), ("train", "checkpoint"), ("train", 0.6),
                  ("evaluate", 0.5), ("export", 0.6)]
 MRPC_KILLS = [("fetch", 0.5), ("tokenize", 0.7), ("train", "checkpoint"), ("export", 0.6)]
 
@@ -138,7 +138,7 @@ def assert_a_forced_kill_restored_from_the_run_cache_leaves_nothing(repo: Path, 
 def test_the_default_recipe_killed_anywhere_completes_byte_identical(tiny_default_repo, tmp_path):
     repo = fresh_clone(tmp_path / "repo", "params.yaml", TINY)  # (TINY checkpoints every 4 of its 12 steps)
     landed, final = sweep(tiny_default_repo, repo, DEFAULT_KILLS)
-    assert set(landed) >= {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}, landed
+    assert set(landed) >= {"fetch", "train_tokenizer", "tokenize", "train", "evaluate", "export"}, landed
     logs = "".join((tmp_path / f"kill-{i}.log").read_text(errors="replace") for i in range(len(DEFAULT_KILLS)))
     assert re.search(r"resumed from models/checkpoints/run-\w+/checkpoint-\d+", logs + final), "train never resumed"
     assert_whole_and_identical(repo, tiny_default_repo)

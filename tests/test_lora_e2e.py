@@ -69,7 +69,7 @@ def test_lora_sentiment_exports_a_loadable_adapter_and_a_merged_model(tmp_path):
         "train": {"max_steps": 25}})
     repo = make_repo_copy(tmp_path / "repo", "sentiment", overrides)
     result = repro_and_commit(repo, "LoRA run")
-    assert stages_run(result.stdout) == {"fetch", "tokenizer", "tokenize", "train", "evaluate", "export"}
+    assert stages_run(result.stdout) == {"fetch", "train_tokenizer", "tokenize", "train", "evaluate", "export"}
     assert "(LoRA r=8: 0.074M trainable, 0.33%)" in result.stdout
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     print(f"LoRA sentiment: validation {metrics['validation']}")
@@ -169,14 +169,14 @@ def test_lora_continues_the_default_recipes_trained_model(tiny_default_repo, tmp
     shutil.copytree(tiny_default_repo / "models/trained", repo / start)
     before = json.loads((tiny_default_repo / "metrics/eval.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # the tokenizer stage is left as it was (the BPE the start model was trained with, cached); a
+    # the train_tokenizer stage is left as it was (the BPE the start model was trained with, cached); a
     # continuation on other data would name the start folder as tokenizer.name_or_path too
     params["model"] = {"name_or_path": start, "from_scratch": False, "peft": {**LORA, "r": 4}}
     params["lr"] = 1e-2
     params["train"]["max_steps"] = 30
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = dvc(repo, "repro")  # the tokenizer stage watches models/pretrained too: it reruns, the same
-    assert stages_run(result.stdout) == {"tokenizer", "train", "evaluate", "export"}  # BPE, so tokenize is cached
+    result = dvc(repo, "repro")  # the train_tokenizer stage watches models/pretrained too: it reruns, the same
+    assert stages_run(result.stdout) == {"train_tokenizer", "train", "evaluate", "export"}  # BPE, so tokenize is cached
     after = json.loads((repo / "metrics/eval.json").read_text())
     print(f"perplexity: trained model {before['perplexity']}, + LoRA {after['perplexity']}")
     assert after["perplexity"] < before["perplexity"]
@@ -187,7 +187,7 @@ def test_lora_continues_the_default_recipes_trained_model(tiny_default_repo, tmp
     assert figures_onnx_ok(repo) and (repo / "models/export/onnx/model.int8.onnx").is_file()
 
     # the starting model is a local input: retrained in place, it reruns what reads models/pretrained
-    # (train, export, which checks the adapter on it, and the tokenizer stage), nothing else first
+    # (train, export, which checks the adapter on it, and the train_tokenizer stage), nothing else first
     weights = repo / start / "model.safetensors"
     weights.write_bytes(weights.read_bytes() + b" ")
-    assert stale_stages(repo) == {"tokenizer", "train", "export"}
+    assert stale_stages(repo) == {"train_tokenizer", "train", "export"}

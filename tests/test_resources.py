@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.resources import check_processes, check_training_fits, cpu_cores, parameter_count, training_memory_bytes
+from hfpipe.resources import (
+    ModelShape,
+    check_processes,
+    check_training_fits,
+    cpu_cores,
+    parameter_count,
+    training_memory_bytes,
+)
 
 
 def test_processes_beyond_the_cores_or_gpus_are_refused_in_one_line():
@@ -31,8 +38,8 @@ def test_parameter_count_on_the_meta_device_matches_the_built_model():
 
 
 def test_training_memory_grows_with_what_it_should():
-    base = dict(parameters=10**8, trainable=10**8, batch_size=8, sequence_length=128, hidden=768, layers=12,
-                heads=12, vocab=50257)
+    shape = ModelShape(parameters=10**8, hidden=768, layers=12, heads=12, vocab=50257)
+    base = dict(shape=shape, trainable=10**8, batch_size=8, sequence_length=128)
     m = training_memory_bytes(**base)
     assert m > 16 * 10**8  # weights, gradients, two AdamW moments
     assert training_memory_bytes(**{**base, "batch_size": 16}) > m

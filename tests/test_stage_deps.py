@@ -1,109 +1,99 @@
 """dvc.yaml's deps: every project file a stage runs is one of its deps, and no stage depends on
-project code it never runs.
-
-A stage runs `python -m stages.NAME`; the files it runs are that script and, transitively, every
-module of this project it imports (module-level imports and imports inside functions alike: a
-function-local import still runs when the stage calls it). Read from the source with `ast`, so
-the check needs no import of torch or transformers.
-"""
+project code it never runs (the import walk: hfpipe.stage_deps; `hfpipe deps --fix` rewrites them)."""
 
 from __future__ import annotations
 
-import ast
-import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from hfpipe import stage_deps
+from hfpipe.stage_deps import PACKAGES, check_dvc_yaml, files_run_by, fix_dvc_yaml, imported_modules, stage_code_deps
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("hfpipe", "stages")
+REPORT = check_dvc_yaml(ROOT)
+__all__ = ["ROOT", "imported_modules", "module_file"]  # tests/test_layout.py reads the import graph with these
 
 
 def module_file(module: str) -> Path | None:
-    """hfpipe.io -> hfpipe/io.py; a package -> its __init__.py; None for other projects' modules."""
-    if module.split(".")[0] not in PACKAGES:
-        return None
-    base = ROOT.joinpath(*module.split("."))
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
+    """hfpipe.io -> this repository's hfpipe/io.py (None: not the project's)."""
+    return stage_deps.module_file(module, ROOT)
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module an import statement anywhere in `path` names (`from a import b`: a and a.b)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
-
-
-def files_run_by(module: str) -> set[str]:
-    """The project files `python -m module` runs: the module, its imports' files transitively, and
-    the __init__.py of every package on the way (importing a.b runs a/__init__.py first)."""
-    todo, seen = [module], set()
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):
-            f = module_file(".".join(parts[:i]))
-            if f is None or f in seen:
-                continue
-            seen.add(f)
-            todo += sorted(imported_modules(f))
-    return {f.relative_to(ROOT).as_posix() for f in seen}
-
-
-def stage_commands() -> dict[str, tuple[str, list[str]]]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    out = {}
-    for name, stage in stages.items():
-        match = re.fullmatch(r"python -m ([\w.]+)", stage["cmd"])
-        assert match, f"stage {name}: cmd {stage['cmd']!r} is not `python -m stages.NAME`"
-        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
-        out[name] = (match.group(1), deps)
-    return out
-
-
-def covered(file: str, deps: list[str]) -> bool:
-    return any(file == d or file.startswith(d.rstrip("/") + "/") for d in deps)
-
-
-@pytest.mark.parametrize("stage", sorted(stage_commands()))
+@pytest.mark.parametrize("stage", sorted(REPORT))
 def test_every_file_a_stage_runs_is_a_dep(stage):
-    module, deps = stage_commands()[stage]
-    missing = sorted(f for f in files_run_by(module) if not covered(f, deps))
-    assert not missing, f"stage {stage} runs {', '.join(missing)} but dvc.yaml does not list it in its deps"
+    _, missing, _ = REPORT[stage]
+    assert not missing, (f"stage {stage} runs {', '.join(missing)} but dvc.yaml does not list it in its deps "
+                         f"(hfpipe deps --fix)")
 
 
-@pytest.mark.parametrize("stage", sorted(stage_commands()))
+@pytest.mark.parametrize("stage", sorted(REPORT))
 def test_no_stage_depends_on_code_it_never_runs(stage):
-    module, deps = stage_commands()[stage]
-    runs = files_run_by(module)
-    code_deps = [d for d in deps if d.split("/")[0] in PACKAGES]
-    unused = sorted(d for d in code_deps if not any(covered(f, [d]) for f in runs))
-    assert not unused, f"stage {stage} lists {', '.join(unused)} in its deps but never runs it"
-    # a folder dep must not pull in files the stage never runs either
-    for d in code_deps:
-        if (ROOT / d).is_dir():
-            extra = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / d).rglob("*.py")
-                           if p.relative_to(ROOT).as_posix() not in runs)
-            assert not extra, f"stage {stage}: dep {d} includes {', '.join(extra)}, which it never runs"
+    _, _, extra = REPORT[stage]
+    assert not extra, (f"stage {stage} lists {', '.join(extra)} in its deps but never runs all of it "
+                       f"(hfpipe deps --fix)")
 
 
 def test_the_import_reader_sees_function_local_and_transitive_imports():
     # stages/train.py imports hfpipe.train inside main(); hfpipe.train imports hfpipe.checkpoint at the
     # top and hfpipe.train.accelerate_loop inside a function
-    runs = files_run_by("stages.train")
+    runs = files_run_by("stages.train", ROOT)
     assert {"stages/__init__.py", "stages/train.py", "hfpipe/__init__.py", "hfpipe/train/__init__.py",
             "hfpipe/checkpoint.py", "hfpipe/train/accelerate_loop.py", "hfpipe/params.py", "hfpipe/io.py"} <= runs
     assert "hfpipe/plots.py" not in runs  # `python -m hfpipe.plots` is no stage's code
+
+
+def test_a_subpackage_the_stage_runs_whole_is_one_folder_dep():
+    deps = stage_code_deps("stages.train", ROOT)
+    assert "hfpipe/train" in deps and "hfpipe/tasks" in deps
+    assert not any(d.startswith(("hfpipe/train/", "hfpipe/tasks/")) for d in deps)
+    assert "hfpipe/plots.py" not in deps
+
+
+def copy_project(tmp_path: Path) -> Path:
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    return tmp_path
+
+
+def test_a_missing_dep_fails_and_the_fix_puts_it_back_keeping_the_rest(tmp_path):
+    repo = copy_project(tmp_path)
+    original = (repo / "dvc.yaml").read_text()
+    assert fix_dvc_yaml(repo) == {}  # nothing to fix: dvc.yaml written back untouched
+    assert (repo / "dvc.yaml").read_text() == original
+    lines = original.splitlines(keepends=True)
+    train = lines.index("  train:\n")
+    removed = next(i for i in range(train, len(lines)) if lines[i] == "      - hfpipe/checkpoint.py\n")
+    extra = next(i for i in range(train, len(lines)) if lines[i].startswith("      - hfpipe/tokenize.py"))
+    lines[extra:extra] = ["      - hfpipe/plots.py\n"]  # code train never runs
+    del lines[removed]
+    (repo / "dvc.yaml").write_text("".join(lines))
+
+    report = check_dvc_yaml(repo)
+    assert report["train"][1:] == (["hfpipe/checkpoint.py"], ["hfpipe/plots.py"])
+    assert all(not missing and not extra for stage, (_, missing, extra) in report.items() if stage != "train")
+
+    assert fix_dvc_yaml(repo) == {"train": (["hfpipe/checkpoint.py"], ["hfpipe/plots.py"])}
+    assert (repo / "dvc.yaml").read_text() == original  # comments, params, outs and the order as they were
+    assert all(not missing and not extra for _, missing, extra in check_dvc_yaml(repo).values())
+
+
+def test_the_deps_command_exits_1_until_fixed(tmp_path, monkeypatch, capsys):
+    from hfpipe.cli import main
+
+    repo = copy_project(tmp_path)
+    text = (repo / "dvc.yaml").read_text()
+    (repo / "dvc.yaml").write_text(text.replace("      - hfpipe/launch.py\n", "", 1))
+    monkeypatch.chdir(repo)
+    assert main(["deps"]) == 1
+    assert "  + hfpipe/launch.py" in capsys.readouterr().out
+    assert main(["deps", "--fix"]) == 0
+    assert capsys.readouterr().out == "train: +hfpipe/launch.py\n"
+    assert main(["deps"]) == 0
+    assert (repo / "dvc.yaml").read_text() == text
 
 
 def test_the_committed_dvc_lock_matches_the_code_it_ran():

@@ -4,12 +4,14 @@ what they share: hfpipe.train.common; what differs by task: hfpipe.tasks)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from hfpipe import paths
 from hfpipe.checkpoint import data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints, run_dir
 from hfpipe.io import atomic_dir, read_json, require_complete, write_json_atomic
 from hfpipe.params import Params
-from hfpipe.train.common import slow_bf16_warning, use_deterministic_algorithms
+from hfpipe.train.common import RunFiles, slow_bf16_warning, use_deterministic_algorithms
 
 
 def check_training_inputs(params: Params, n_train: int) -> None:
@@ -36,10 +38,25 @@ def check_memory(params: Params, tokenizer, length: int) -> None:
                         trainable_fraction=0.05 if mp.peft is not None else 1.0, processes=tp.num_processes)
 
 
-def run_train_stage(params: Params) -> None:
-    """The train stage: data/tokenized + models/tokenizer -> models/trained, for every task and
-    both backends (dvclive/ curves, resumable checkpoints in models/checkpoints). The task module
-    gives what to train (hfpipe.tasks.common.TrainingSetup) and the model; the backend trains it."""
+@dataclass(frozen=True)
+class TrainPaths:
+    """What the train stage reads and writes; the defaults are the pipeline's (hfpipe.paths, dvc.yaml)."""
+    tokenized: Path = paths.TOKENIZED
+    tokenizer: Path = paths.TOKENIZER
+    tokenize_stats: Path = paths.TOKENIZE_STATS  # the block / truncation length the data was made with
+    trained: Path = paths.TRAINED
+    live_dir: Path = paths.DVCLIVE
+    checkpoints: Path = paths.CHECKPOINTS  # each run's checkpoints in a run-<fingerprint> folder under it
+
+
+def run_train_stage(params: Params, stage_paths: TrainPaths | None = None) -> None:
+    """The train stage: tokenized data + tokenizer -> the trained model, for every task and both
+    backends (dvclive curves, resumable checkpoints); `stage_paths` (default: the pipeline's) says
+    where. The task module gives what to train (hfpipe.tasks.common.TrainingSetup) and the model;
+    the backend trains it.
+
+    train.num_processes > 1 relaunches `python -m stages.train` under torchrun, whose workers use the
+    default paths. Such a worker (or one an outside launcher started) exits with its launcher."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -47,6 +64,9 @@ def run_train_stage(params: Params) -> None:
     from hfpipe.modeling import check_context_length, check_lora_targets, save_trained_model
     from hfpipe.tasks import TASKS
 
+    stage_paths = stage_paths or TrainPaths()
+    if launch.in_distributed_run():  # a worker of torchrun / accelerate launch: never outlive the launcher
+        launch.exit_with_parent()
     if launch.in_distributed_run() and params.train.num_processes != launch.world_size():
         # started by an outside launcher (torchrun / accelerate launch): the real process count counts
         params = params.model_copy(update={"train": params.train.model_copy(
@@ -55,13 +75,13 @@ def run_train_stage(params: Params) -> None:
     if warning := slow_bf16_warning(params.train.mixed_precision):
         log(warning)
     use_deterministic_algorithms(params.train.deterministic)
-    params, sources = pin_hub_model(params)
+    params, sources = pin_hub_model(params, stage_paths.tokenizer)
     task = TASKS[params.task]
-    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/tokenizer"))
-    data = load_from_disk(require_complete("data/tokenized"))
+    tokenizer = AutoTokenizer.from_pretrained(require_complete(stage_paths.tokenizer))
+    data = load_from_disk(require_complete(stage_paths.tokenized))
     # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
     # stage reads no tokenize.* key, so a recipe of any task carries only its own.
-    length = task.sequence_length(read_json("data/stats/tokenize.json"))
+    length = task.sequence_length(read_json(stage_paths.tokenize_stats))
     check_context_length(params.model, length, key=task.SEQUENCE_LENGTH_KEY)
     check_training_inputs(params, len(data["train"]))
     check_memory(params, tokenizer, length)
@@ -75,22 +95,20 @@ def run_train_stage(params: Params) -> None:
             f"backend {backend}, {params.train.num_processes} process(es)")
         return model
 
-    def train(model, resume_from, marker_for_step, checkpoint_dir):
+    def train(model, files: RunFiles):
         if backend == "accelerate":
             from hfpipe.train.accelerate_loop import train_with_accelerate
 
-            result = train_with_accelerate(params, model, setup, marker_for_step=marker_for_step,
-                                           resume_from=resume_from, checkpoint_root=checkpoint_dir)
-            return lambda out: save_trained_model(result.model, out)
+            result = train_with_accelerate(params, model, setup, files)
+            return lambda folder: save_trained_model(result.model, folder)
         from hfpipe.train.trainer import train_with_trainer
 
-        trainer = train_with_trainer(params, model, tokenizer, setup, checkpoint_dir,
-                                     marker_for_step=marker_for_step, resume_from=resume_from)
+        trainer = train_with_trainer(params, model, tokenizer, setup, files)
         if params.model.peft is not None:
-            return lambda out: save_trained_model(trainer.accelerator.unwrap_model(trainer.model), out)
-        return lambda out: save_trainer_model(trainer, out)
+            return lambda folder: save_trained_model(trainer.accelerator.unwrap_model(trainer.model), folder)
+        return lambda folder: save_trainer_model(trainer, folder)
 
-    train_resumable(params, tokenizer, build_model, train, log=log, sources=sources)
+    train_resumable(params, tokenizer, build_model, train, stage_paths, log=log, sources=sources)
 
 
 def save_trainer_model(trainer, out: Path) -> None:
@@ -126,7 +144,7 @@ def describe_model(model, params: Params) -> str:
     return text
 
 
-def pin_hub_model(params: Params) -> tuple[Params, dict]:
+def pin_hub_model(params: Params, tokenizer_dir: Path = paths.TOKENIZER) -> tuple[Params, dict]:
     """Train from exactly the commit hub.lock.yaml holds for model.name_or_path (its `model` entry
     is a param of this stage: a moved lock reruns train). Returns the params with that commit, and
     the sources record (the tokenizer's and the model's name, revision asked for and commit read)
@@ -134,7 +152,7 @@ def pin_hub_model(params: Params) -> tuple[Params, dict]:
     from hfpipe.hub import PROVENANCE_FILE, locked_commit, provenance
 
     sources = {}
-    tokenizer_record = Path("models/tokenizer") / PROVENANCE_FILE
+    tokenizer_record = Path(tokenizer_dir) / PROVENANCE_FILE
     if tokenizer_record.is_file():
         sources["tokenizer"] = read_json(tokenizer_record)
     mp = params.model
@@ -146,12 +164,13 @@ def pin_hub_model(params: Params) -> tuple[Params, dict]:
     return params, sources
 
 
-def train_resumable(params: Params, tokenizer, build_model, train, log=print, sources: dict | None = None) -> None:
+def train_resumable(params: Params, tokenizer, build_model, train, stage_paths: TrainPaths, log=print,
+                    sources: dict | None = None) -> None:
     """What every task and backend shares: find the checkpoint to resume (hfpipe.checkpoint: same
     params and data, complete), relaunch under torchrun for train.num_processes > 1, build the model,
-    train it (`train(model, resume_from, marker_for_step, checkpoint_dir) -> save(folder)`,
-    checkpointing into this run's folder models/checkpoints/run-<fingerprint>, deleted when done)
-    and save the model with the tokenizer to models/trained on the main process only.
+    train it (`train(model, RunFiles) -> save(folder)`, checkpointing into this run's folder
+    <checkpoints>/run-<fingerprint>, deleted when done) and save the model with the tokenizer to
+    stage_paths.trained on the main process only.
 
     Everything that can refuse the run (params, data, a checkpoint changed since it was written) runs
     before the relaunch, in one process, so it fails with one line.
@@ -160,11 +179,12 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
 
     backend = params.train.backend
     main = launch.rank() == 0
-    data_hash = data_fingerprint(["data/tokenized", "models/tokenizer"])
+    data_hash = data_fingerprint([stage_paths.tokenized, stage_paths.tokenizer])
     # one process checks, cleans up and reports (hashing a big checkpoint once): the main process,
     # or before our own torchrun relaunch the launcher, whose workers then only read
-    resume = find_resume_checkpoint(params, data_hash, backend, cleanup=main and not launch.relaunched(), log=log)
-    checkpoint_dir = run_dir(params, data_hash)
+    resume = find_resume_checkpoint(params, data_hash, backend, stage_paths.checkpoints,
+                                    cleanup=main and not launch.relaunched(), log=log)
+    checkpoint_dir = run_dir(params, data_hash, stage_paths.checkpoints)
     if params.train.num_processes > 1 and not launch.in_distributed_run():
         from hfpipe.resources import check_processes
 
@@ -174,9 +194,10 @@ def train_resumable(params: Params, tokenizer, build_model, train, log=print, so
     def marker_for_step(step: int) -> dict:
         return marker_data(params, data_hash, step, backend)
 
-    save = train(build_model(), resume.path if resume else None, marker_for_step, checkpoint_dir)
+    files = RunFiles(checkpoint_dir, stage_paths.live_dir, marker_for_step, resume.path if resume else None)
+    save = train(build_model(), files)
     if main:
-        with atomic_dir("models/trained") as out:
+        with atomic_dir(stage_paths.trained) as out:
             save(out)
             tokenizer.save_pretrained(out)
             if sources:

@@ -1,4 +1,4 @@
-"""Training with a custom 🤗 Accelerate loop (seed 04's second half), logged through dvclive.
+"""Training with a custom 🤗 Accelerate loop (tutorial 04's second half), logged through dvclive.
 
 The same code runs on one CPU, under `torchrun --nproc_per_node N` (gloo, MULTI_CPU) and on GPUs
 (DDP, or FSDP/DeepSpeed through `accelerate launch --config_file ...`): Accelerator() reads the
@@ -13,13 +13,11 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.checkpoint import (
-    CHECKPOINT_DIR,
     PREFIX,
     complete_checkpoints,
     last_good_checkpoint,
@@ -32,7 +30,7 @@ from hfpipe.device import has_accelerator
 from hfpipe.io import PipelineError, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.tasks.common import LoopFns, TrainingSetup
-from hfpipe.train.common import DVCLIVE_DIR, greater_is_better, set_threads
+from hfpipe.train.common import RunFiles, example_lengths, greater_is_better, set_threads
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +45,7 @@ BEST_FILE = "best_model.safetensors"  # load_best_model_at_end: the best weights
 def get_grouped_params(model, weight_decay: float) -> list[dict]:
     """Two AdamW groups: weight decay on weights, none on biases and normalisation layers.
 
-    Chosen by module type, not name: GPT-2's LayerNorms are called ln_1/ln_2/ln_f, which seed 04's
+    Chosen by module type, not name: GPT-2's LayerNorms are called ln_1/ln_2/ln_f, which tutorial 04's
     `"LayerNorm.weight" in name` test misses. (The Trainer groups the same way.)
     """
     import torch
@@ -62,17 +60,6 @@ def get_grouped_params(model, weight_decay: float) -> list[dict]:
     decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay]
     rest = [p for p in model.parameters() if p.requires_grad and id(p) in no_decay]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def train_with_accelerate(params: Params, model, setup: TrainingSetup, **loop_kwargs) -> AccelerateResult:
-    """Train `model` on what the task gives (`setup`: data, collator, loss and eval numbers), as the
-    Trainer backend does; train.group_by_length: batches of similar lengths."""
-    from hfpipe.train.common import example_lengths
-
-    if params.train.group_by_length:
-        loop_kwargs.setdefault("lengths", example_lengths(setup.train_set))
-    return train_accelerate(params, model, setup.train_set, setup.eval_set, setup.collator, setup.loop_fns,
-                            **loop_kwargs)
 
 
 # ---------------------------------------------------------------- the loop
@@ -234,7 +221,7 @@ def load_training_state(run: _Run, folder: Path) -> tuple:
     return states
 
 
-def evaluate_loop(accelerator, model, eval_dl, task: LoopFns) -> dict:
+def evaluate_loop(accelerator, model, eval_dl, loop_fns: LoopFns) -> dict:
     """Eval numbers over the whole eval set, gathered across processes (duplicates from padding
     the last batch to equal sizes are dropped by gather_for_metrics)."""
     import torch
@@ -243,11 +230,11 @@ def evaluate_loop(accelerator, model, eval_dl, task: LoopFns) -> dict:
     collected: dict[str, list] = {}
     with torch.no_grad():
         for batch in eval_dl:
-            stats = accelerator.gather_for_metrics(task.eval_stats(batch, model(**batch)))
+            stats = accelerator.gather_for_metrics(loop_fns.eval_stats(batch, model(**batch)))
             for key, value in stats.items():
                 collected.setdefault(key, []).append(value.cpu())
     model.train()
-    return task.eval_metrics({k: torch.cat(v) for k, v in collected.items()})
+    return loop_fns.eval_metrics({k: torch.cat(v) for k, v in collected.items()})
 
 
 def _save_best(best_state: dict, state: LoopState, root: Path, folder: Path) -> None:
@@ -268,14 +255,15 @@ def _save_best(best_state: dict, state: LoopState, root: Path, folder: Path) -> 
     save_file(best_state, str(folder / BEST_FILE))
 
 
-def _save_checkpoint(run: _Run, root: Path, state: LoopState, marker: dict, live_dir: Path,
-                     running: tuple[float, int], best_state: dict | None = None) -> Path:
-    """save_training_state into a scratch folder, then the marker, then a rename: a kill at any
-    point leaves either the previous checkpoints or a complete new one. With load_best_model_at_end
-    the best weights so far go in too, so a resumed run reloads the same best model at the end."""
+def _save_checkpoint(run: _Run, files: RunFiles, state: LoopState, marker: dict, running: tuple[float, int],
+                     best_state: dict | None = None) -> Path:
+    """save_training_state into a scratch folder under files.checkpoint_dir, then the marker, then a
+    rename: a kill at any point leaves either the previous checkpoints or a complete new one. With
+    load_best_model_at_end the best weights so far go in too, so a resumed run reloads the same best
+    model at the end."""
     import shutil
 
-    accelerator = run.accelerator
+    accelerator, root = run.accelerator, Path(files.checkpoint_dir)
     final = root / f"{PREFIX}{state.step}"
     tmp = root / f".tmp-{PREFIX}{state.step}"
     if accelerator.is_main_process:
@@ -289,7 +277,7 @@ def _save_checkpoint(run: _Run, root: Path, state: LoopState, marker: dict, live
         if best_state is not None:
             _save_best(best_state, state, root, tmp)
         write_json_atomic(tmp / STATE_FILE, {**state.__dict__, "micro_steps": accelerator.step})
-        snapshot_dvclive(live_dir, tmp)
+        snapshot_dvclive(Path(files.live_dir), tmp)
         write_marker(tmp, marker)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -310,19 +298,24 @@ class _Run:
     sampler: Any | None          # the length-grouped sampler, whose epoch the loop sets
     batches_per_epoch: int       # per process, after sharding
     total: int                   # optimizer steps
+    loop_fns: LoopFns            # the task's loss and eval numbers
 
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
 
-def _prepare(params: Params, model, train_dataset, eval_dataset, collate_fn, lengths: list[int] | None) -> _Run:
-    """The Accelerator, the data loaders, AdamW and the schedule, the model prepared for them."""
+def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | None) -> _Run:
+    """The Accelerator, the data loaders of `setup`'s data, AdamW and the schedule, the model prepared for them."""
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
+
+    train_dataset: Any = setup.train_set  # (TrainingSetup types its data and collator as object)
+    eval_dataset: Any = setup.eval_set
+    collate_fn: Any = setup.collator
 
     tp = params.train
     set_threads(tp.threads)
@@ -357,7 +350,8 @@ def _prepare(params: Params, model, train_dataset, eval_dataset, collate_fn, len
     # which would make the schedule depend on the number of processes.
     scheduler = get_scheduler(tp.lr_scheduler, optimizer, num_warmup_steps=math.ceil(tp.warmup_ratio * total),
                               num_training_steps=total)
-    return _Run(accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, batches_per_epoch, total)
+    return _Run(accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, batches_per_epoch, total,
+                setup.loop_fns)
 
 
 def _resume(run: _Run, checkpoint: Path, live_dir: Path, keep_best: bool):
@@ -400,11 +394,11 @@ def _dvclive_logger(run: _Run, params: Params, live_dir: Path, resume: bool):
     return log, live
 
 
-def _evaluate_and_keep_best(run: _Run, task: LoopFns, state: LoopState, metric: str | None, best_state,
-                            log, eval_history: list[dict]):
+def _evaluate_and_keep_best(run: _Run, state: LoopState, metric: str | None, best_state, log,
+                            eval_history: list[dict]):
     """Evaluate, log, and (metric: train.metric_for_best_model with load_best_model_at_end) keep a
     CPU copy of the weights when they are the best so far; returns the best weights."""
-    metrics = evaluate_loop(run.accelerator, run.model, run.eval_dl, task)
+    metrics = evaluate_loop(run.accelerator, run.model, run.eval_dl, run.loop_fns)
     eval_history.append({"step": state.step, **metrics})
     log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
     if run.main:
@@ -462,24 +456,24 @@ def _epoch_batches(run: _Run, state: LoopState, restored_rng):
     return batches
 
 
-def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate_fn, task: LoopFns,
-                     marker_for_step: Callable[[int], dict] | None = None,
-                     resume_from: Path | None = None, checkpoint_root: Path = CHECKPOINT_DIR,
-                     live_dir: str | Path = DVCLIVE_DIR, lengths: list[int] | None = None) -> AccelerateResult:
-    """Train `model` in place. Checkpoints every train.save_steps when marker_for_step is given
-    (it returns the marker for a step); resume_from is a complete checkpoint of this run.
+def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: RunFiles) -> AccelerateResult:
+    """Train `model` in place on what the task gives (`setup`: data, collator, loss and eval numbers),
+    as the Trainer backend does. Checkpoints into files.checkpoint_dir every train.save_steps when
+    files.marker_for_step is given; files.resume_from is a complete checkpoint of this run.
 
     Evaluates every train.eval_steps, or (train.eval_strategy: epoch) at the end of each epoch and
     of training. train.load_best_model_at_end: after each evaluation the weights with the best
     train.metric_for_best_model so far are kept (a CPU copy on the main process, written into each
     checkpoint) and loaded into the returned model at the end, as the Trainer does.
-    lengths (one per training example): batches of similar lengths (hfpipe.train.common.length_grouped_sampler).
+    train.group_by_length: batches of similar lengths (hfpipe.train.common.length_grouped_sampler).
     """
     import torch
 
     tp = params.train
-    live_dir, checkpoint_root = Path(live_dir), Path(checkpoint_root)
-    run = _prepare(params, model, train_dataset, eval_dataset, collate_fn, lengths)
+    resume_from, marker_for_step = files.resume_from, files.marker_for_step
+    live_dir, checkpoint_root = Path(files.live_dir), Path(files.checkpoint_dir)
+    lengths = example_lengths(setup.train_set) if tp.group_by_length else None
+    run = _prepare(params, model, setup, lengths)
     accelerator, total = run.accelerator, run.total
     best_metric = tp.metric_for_best_model if tp.load_best_model_at_end and tp.metric_for_best_model else None
     state, best_state, restored_rng = LoopState(), None, None
@@ -501,7 +495,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
             seen.update(batch["input_ids"].cpu().numpy().tobytes())
             n_seen += 1
             with accelerator.accumulate(run.model):
-                loss = task.train_loss(batch, run.model(**batch))
+                loss = run.loop_fns.train_loss(batch, run.model(**batch))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), tp.max_grad_norm)
@@ -523,10 +517,10 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
                 log(state.step, {"loss": mean_loss, "learning_rate": lr, "grad_norm": norm,
                                  "epoch": state.epoch + state.batches_in_epoch / run.batches_per_epoch})
             if tp.eval_strategy == "steps" and state.step % tp.eval_steps == 0:
-                best_state = _evaluate_and_keep_best(run, task, state, best_metric, best_state, log, eval_history)
+                best_state = _evaluate_and_keep_best(run, state, best_metric, best_state, log, eval_history)
             if marker_for_step is not None and state.step % tp.save_steps == 0 and state.step < total:
-                path = _save_checkpoint(run, checkpoint_root, state, marker_for_step(state.step), live_dir,
-                                        (running.item(), running_n), best_state)
+                path = _save_checkpoint(run, files, state, marker_for_step(state.step), (running.item(), running_n),
+                                        best_state)
                 if run.main:
                     print(f"saved checkpoint {path}", flush=True)
             if state.step >= total:
@@ -536,7 +530,7 @@ def train_accelerate(params: Params, model, train_dataset, eval_dataset, collate
         # epoch's last step comes before this evaluation: a run resumed from it redoes it here.
         epoch_done = state.batches_in_epoch >= run.batches_per_epoch
         if tp.eval_strategy == "epoch" and (epoch_done or state.step >= total):
-            best_state = _evaluate_and_keep_best(run, task, state, best_metric, best_state, log, eval_history)
+            best_state = _evaluate_and_keep_best(run, state, best_metric, best_state, log, eval_history)
         if epoch_done:
             state.epoch += 1
             state.batches_in_epoch = 0

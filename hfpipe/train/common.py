@@ -1,11 +1,30 @@
-"""What both training backends share: threads and kernels, the slow-bf16 warning, which way a
-metric improves, and the length-grouped sampler (the backends never import each other)."""
+"""What both training backends share: where a run writes (RunFiles), threads and kernels, the
+slow-bf16 warning, which way a metric improves, and the length-grouped sampler (the backends never
+import each other)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hfpipe import paths
 from hfpipe.device import has_accelerator
 
-DVCLIVE_DIR = "dvclive"
+
+@dataclass
+class RunFiles:
+    """Where a training run writes and what it resumes, for either backend.
+
+    checkpoint_dir: its checkpoints (the train stage: models/checkpoints/run-<fingerprint>; the
+    Trainer's output_dir too). live_dir: the dvclive curves. marker_for_step(step) -> the marker of
+    the checkpoint at `step` (hfpipe.checkpoint); None: no resumable checkpoints. resume_from: a
+    complete checkpoint of this run to continue.
+    """
+    checkpoint_dir: Path = paths.CHECKPOINTS
+    live_dir: Path = paths.DVCLIVE
+    marker_for_step: Callable[[int], dict] | None = None
+    resume_from: Path | None = None
 
 
 def set_threads(threads: int | None) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hfpipe import paths
 from hfpipe.device import has_accelerator
 from hfpipe.params import Params
 from hfpipe.tasks.common import TrainingSetup
-from hfpipe.train.common import DVCLIVE_DIR, example_lengths, greater_is_better, length_grouped_sampler, set_threads
+from hfpipe.train.common import RunFiles, example_lengths, greater_is_better, length_grouped_sampler, set_threads
 
 
 def training_arguments(params: Params, output_dir: str | Path, **overrides):
@@ -48,7 +49,7 @@ def training_arguments(params: Params, output_dir: str | Path, **overrides):
     return TrainingArguments(**kwargs)
 
 
-def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
+def dvclive_callback(live_dir: str | Path = paths.DVCLIVE, resume: bool = False):
     """transformers' DVCLiveCallback, logging at the Trainer's global step.
 
     The stock callback advances dvclive's step once per log call, so a train log and an eval log
@@ -73,8 +74,8 @@ def dvclive_callback(live_dir: str | Path = DVCLIVE_DIR, resume: bool = False):
     return GlobalStepDVCLiveCallback(live=live)
 
 
-def checkpoint_callbacks(marker_for_step, live_dir: str | Path, checkpoint_dir: Path):
-    """[marker callback, NaN guard] for a Trainer that saves checkpoints into checkpoint_dir.
+def checkpoint_callbacks(files: RunFiles):
+    """[marker callback, NaN guard] for a Trainer that saves checkpoints into files.checkpoint_dir.
 
     The Trainer writes checkpoint-<step>/ in place; the marker (written last, on the main process,
     after every process has saved its RNG state) is what makes it complete for hfpipe.checkpoint.
@@ -92,10 +93,10 @@ def checkpoint_callbacks(marker_for_step, live_dir: str | Path, checkpoint_dir: 
 
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()
-            if state.is_world_process_zero and marker_for_step is not None:
+            if state.is_world_process_zero and files.marker_for_step is not None:
                 path = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
-                snapshot_dvclive(Path(live_dir), path)
-                write_marker(path, marker_for_step(state.global_step))
+                snapshot_dvclive(Path(files.live_dir), path)
+                write_marker(path, files.marker_for_step(state.global_step))
                 # never the best checkpoint (load_best_model_at_end reloads it at the end, also
                 # after a resume); the Trainer's own rotation (save_total_limit) is off when we mark
                 prune_checkpoints(Path(args.output_dir), protect=state.best_model_checkpoint)
@@ -110,7 +111,8 @@ def checkpoint_callbacks(marker_for_step, live_dir: str | Path, checkpoint_dir: 
                 if isinstance(value, float) and not math.isfinite(value):
                     raise PipelineError(f"training {key} is {value} at step {state.global_step} (logged every "
                                         f"{args.logging_steps} steps); last good checkpoint: "
-                                        f"{last_good_checkpoint(checkpoint_dir)}; lower lr or check the data")
+                                        f"{last_good_checkpoint(Path(files.checkpoint_dir))}; "
+                                        f"lower lr or check the data")
 
     return [CheckpointMarkerCallback(), NaNGuardCallback()]
 
@@ -158,15 +160,11 @@ def running_loss_callback(resume_from: Path | None):
     return RunningLossCallback()
 
 
-def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str | Path = DVCLIVE_DIR,
-                marker_for_step=None, resume_from: Path | None = None, trainer_class=None,
-                extra_callbacks: tuple = (), **trainer_kwargs):
-    """Build a Trainer (dvclive + checkpoint callbacks), train it, resuming from `resume_from`, and
-    delete the checkpoints once it has finished (marker-driven runs); returns the trainer.
-
-    Only the main process restores and
-    writes dvclive/ and deletes checkpoints; every process has finished (and, with
-    load_best_model_at_end, reloaded the best checkpoint) before they are deleted.
+def run_trainer(params: Params, files: RunFiles, overrides: dict, trainer_class=None, extra_callbacks: tuple = (),
+                **trainer_kwargs):
+    """Build a Trainer (dvclive + checkpoint callbacks; output_dir files.checkpoint_dir), train it,
+    resuming from files.resume_from; returns the trainer. Only the main process restores and writes
+    dvclive/; the checkpoints stay for the stage to delete once the model is saved.
     """
     from transformers import Trainer
 
@@ -174,15 +172,16 @@ def run_trainer(params: Params, work_dir: Path, overrides: dict, live_dir: str |
     from hfpipe.checkpoint import checkpoint_step, restore_dvclive
 
     set_threads(params.train.threads)
-    saving = marker_for_step is not None
+    resume_from = files.resume_from
+    saving = files.marker_for_step is not None
     main = launch.rank() == 0
     if resume_from is not None and main:
-        restore_dvclive(Path(resume_from), Path(live_dir))
+        restore_dvclive(Path(resume_from), Path(files.live_dir))
     running = running_loss_callback(resume_from) if saving else None
     trainer = (trainer_class or Trainer)(
-        args=training_arguments(params, work_dir, **overrides),
-        callbacks=[dvclive_callback(live_dir, resume=resume_from is not None), *([running] if running else []),
-                   *checkpoint_callbacks(marker_for_step, live_dir, Path(work_dir)), *extra_callbacks],
+        args=training_arguments(params, files.checkpoint_dir, **overrides),
+        callbacks=[dvclive_callback(files.live_dir, resume=resume_from is not None), *([running] if running else []),
+                   *checkpoint_callbacks(files), *extra_callbacks],
         **trainer_kwargs,
     )
     if running is not None:
@@ -250,22 +249,20 @@ def length_grouped_trainer(params: Params):
     return LengthGroupedTrainer, [SamplerEpochCallback()]
 
 
-def train_with_trainer(params: Params, model, tokenizer, setup: TrainingSetup, work_dir: Path,
-                       live_dir: str | Path = DVCLIVE_DIR, marker_for_step=None, resume_from: Path | None = None,
+def train_with_trainer(params: Params, model, tokenizer, setup: TrainingSetup, files: RunFiles,
                        callbacks: tuple = ()):
     """Train `model` on what the task gives (`setup`: data, collator, eval numbers); returns the
     trainer (best model loaded when train.load_best_model_at_end). `callbacks`: more
     TrainerCallbacks (bench/default_sweep.py times steps with one).
 
-    With marker_for_step (step -> marker dict, see hfpipe.checkpoint), checkpoints go to work_dir
-    every train.save_steps and are deleted once training finishes; resume_from continues one
-    (model, optimizer, scheduler, RNG and data position: Trainer's resume_from_checkpoint).
+    With files.marker_for_step (step -> marker dict, see hfpipe.checkpoint), checkpoints go to
+    files.checkpoint_dir every train.save_steps; files.resume_from continues one (model, optimizer,
+    scheduler, RNG and data position: Trainer's resume_from_checkpoint).
     train.group_by_length: batches of similar lengths (length_grouped_trainer).
     """
     trainer_class, extra_callbacks = length_grouped_trainer(params) if params.train.group_by_length else (None, [])
     return run_trainer(
-        params, work_dir, training_overrides(params, checkpointing=marker_for_step is not None),
-        live_dir=live_dir, marker_for_step=marker_for_step, resume_from=resume_from,
+        params, files, training_overrides(params, checkpointing=files.marker_for_step is not None),
         trainer_class=trainer_class, extra_callbacks=(*extra_callbacks, *callbacks),
         model=model, data_collator=setup.collator, train_dataset=setup.train_set, eval_dataset=setup.eval_set,
         processing_class=tokenizer, compute_metrics=setup.compute_metrics,

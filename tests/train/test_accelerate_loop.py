@@ -12,6 +12,7 @@ import pytest
 
 from hfpipe.io import PipelineError
 from hfpipe.params import parse_params
+from hfpipe.train.common import RunFiles
 
 CONTEXT = 32
 MAX_STEPS, LOGGING_STEPS, EVAL_STEPS = 30, 5, 10
@@ -83,7 +84,7 @@ def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, 
     torch.manual_seed(0)
     model = GPT2ForSequenceClassification(config)
     result = train_with_accelerate(params, model, _setup(params, tiny_tokenizer, data.select(range(64)), data.select(range(64, 96))),
-                                         checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+                                   RunFiles(tmp_path / "ckpt", tmp_path / "live"))
     last = result.eval_history[-1]
     assert set(last) >= {"step", "loss", "accuracy", "f1", "precision", "recall"}
     assert last["accuracy"] == 1.0 and last["loss"] < result.eval_history[0]["loss"]
@@ -141,7 +142,8 @@ def test_accelerate_evaluates_each_epoch_and_keeps_the_best_model(tiny_tokenizer
 
     train_set, eval_set = _classification_data(tiny_tokenizer)
     params = _classifier_params(lr=0.02)
-    result = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set), checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    result = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set),
+                                   RunFiles(tmp_path / "ckpt", tmp_path / "live"))
     history = result.eval_history
     assert [e["step"] for e in history] == [8, 16, 24]  # 64 examples / batch 8: an evaluation per epoch
     rows = read_tsv(tmp_path / "live" / "plots" / "metrics" / "eval" / "accuracy.tsv")
@@ -168,8 +170,7 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
         return {"step": step, "backend": "accelerate", "fingerprint": "t"}
 
     full = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set),
-                                       marker_for_step=marker, checkpoint_root=tmp_path / "full",
-                                       live_dir=tmp_path / "full-live")
+                                 RunFiles(tmp_path / "full", tmp_path / "full-live", marker))
     # finished: the checkpoints stay until the train stage has saved the model (it then removes them)
     assert complete_checkpoints(tmp_path / "full")
 
@@ -182,23 +183,22 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     calls = {"n": 0}
     plain = task_module.loop_fns
 
-    def dying_task(*args, **kwargs):  # dies at the 20th micro-batch: step 20, epoch 2 of 3
-        task = plain(*args, **kwargs)
+    def dying_loop_fns(*args, **kwargs):  # dies at the 20th micro-batch: step 20, epoch 2 of 3
+        loop_fns = plain(*args, **kwargs)
 
         def train_loss(batch, outputs):
             calls["n"] += 1
             if calls["n"] == 20:
                 raise Killed
-            return task.train_loss(batch, outputs)
+            return loop_fns.train_loss(batch, outputs)
 
-        return LoopFns(train_loss, task.eval_stats, task.eval_metrics)
+        return LoopFns(train_loss, loop_fns.eval_stats, loop_fns.eval_metrics)
 
-    task_module.loop_fns = dying_task
+    task_module.loop_fns = dying_loop_fns
     try:
         with pytest.raises(Killed):
             train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set),
-                                        marker_for_step=marker, checkpoint_root=tmp_path / "ckpt",
-                                        live_dir=tmp_path / "live")
+                                  RunFiles(tmp_path / "ckpt", tmp_path / "live", marker))
     finally:
         task_module.loop_fns = plain
     saved = complete_checkpoints(tmp_path / "ckpt")
@@ -216,8 +216,8 @@ def test_accelerate_classifier_killed_then_resumed_gives_identical_weights_and_b
     # the best has not changed since the previous checkpoint: a hard link, not a second copy
     assert (saved[0] / BEST_FILE).stat().st_ino == (saved[1] / BEST_FILE).stat().st_ino
 
-    resumed = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set), marker_for_step=marker, resume_from=saved[-1],
-                                          checkpoint_root=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    resumed = train_with_accelerate(params, _tiny_classifier(tiny_tokenizer), _setup(params, tiny_tokenizer, train_set, eval_set),
+                                    RunFiles(tmp_path / "ckpt", tmp_path / "live", marker, resume_from=saved[-1]))
     assert resumed.resumed_from == 18
     assert resumed.eval_history == full.eval_history[-1:]  # the epoch-3 evaluation, the same numbers
     assert [e["accuracy"] for e in full.eval_history] == [1.0, 1.0, 1.0]  # so the model kept is step 8's,
@@ -275,7 +275,7 @@ def _data(tokenizer):
     return Dataset.from_dict({"input_ids": blocks[:24]}), Dataset.from_dict({"input_ids": blocks[24:30]})
 
 
-def _run_accelerate(params, tokenizer, root: Path, task=None, marker=None):
+def _run_accelerate(params, tokenizer, root: Path, loop_fns=None, marker=None):
     from accelerate.state import AcceleratorState
     from transformers import DataCollatorForLanguageModeling
 
@@ -284,14 +284,17 @@ def _run_accelerate(params, tokenizer, root: Path, task=None, marker=None):
     AcceleratorState._reset_state(reset_partial_state=True)
 
     from hfpipe.modeling import build_causal_lm
-    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_task
-    from hfpipe.train.accelerate_loop import train_accelerate
+    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_loop_fns
+    from hfpipe.tasks.common import TrainingSetup
+    from hfpipe.train.accelerate_loop import train_with_accelerate
 
     train_blocks, eval_blocks = _data(tokenizer)
     model = build_causal_lm(params.model, tokenizer, CONTEXT, params.seed)
-    return train_accelerate(params, model, train_blocks, eval_blocks, DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                            task or causal_lm_task(), marker_for_step=marker, checkpoint_root=root / "checkpoints",
-                            live_dir=root / "live")
+    setup = TrainingSetup(train_set=train_blocks, eval_set=eval_blocks,
+                          collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                          loop_fns=loop_fns or causal_lm_loop_fns(), compute_metrics=None, preprocess_logits=None,
+                          description="")
+    return train_with_accelerate(params, model, setup, RunFiles(root / "checkpoints", root / "live", marker))
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +343,8 @@ def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer,
     params = parse_params(PARAMS)
     train_blocks, eval_blocks = _data(tiny_tokenizer)
     model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
-    train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks), tmp_path / "work", live_dir=tmp_path / "live")
+    train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks),
+                       RunFiles(tmp_path / "work", tmp_path / "live"))
     trainer_loss = causal_lm_metrics(model, eval_blocks, [], 8)["loss"]
     accelerate_loss = accelerate_run["after"]["loss"]
     untrained = causal_lm_metrics(build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed), eval_blocks, [], 8)
@@ -379,8 +383,8 @@ def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, 
     model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
     torch._dynamo.reset()
     counters.clear()
-    trainer = train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks), tmp_path / "work",
-                              live_dir=tmp_path / "live")
+    trainer = train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks),
+                                 RunFiles(tmp_path / "work", tmp_path / "live"))
     assert compiled_graphs() > 0  # and so did the Trainer
     trainer.save_model(str(tmp_path / "saved"))
     from transformers import AutoModelForCausalLM
@@ -405,7 +409,8 @@ def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenize
     accelerate_bf16 = causal_lm_metrics(result.model, eval_blocks, [], 8)["loss"]
     params = parse_params({**PARAMS, "train": bf16})
     model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
-    train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks), tmp_path / "work", live_dir=tmp_path / "live")
+    train_with_trainer(params, model, tiny_tokenizer, _setup(params, tiny_tokenizer, train_blocks, eval_blocks),
+                       RunFiles(tmp_path / "work", tmp_path / "live"))
     trainer_bf16 = causal_lm_metrics(model, eval_blocks, [], 8)["loss"]
     print(f"validation loss: fp32 {fp32:.6f}, bf16 accelerate {accelerate_bf16:.6f}, bf16 trainer {trainer_bf16:.6f}")
     for loss in (accelerate_bf16, trainer_bf16):
@@ -415,23 +420,23 @@ def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenize
 
 
 def test_keytoken_weighted_training_runs_and_differs_from_plain(accelerate_run, tiny_tokenizer, tmp_path):
-    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_task
+    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_loop_fns
 
     params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate", "keytoken_alpha": 1.0}})
     keys = [tiny_tokenizer.convert_tokens_to_ids(t) for t in ["pd", "Ġpd"] if t in tiny_tokenizer.get_vocab()]
     assert keys
-    result = _run_accelerate(params, tiny_tokenizer, tmp_path, task=causal_lm_task(keys, 1.0))
+    result = _run_accelerate(params, tiny_tokenizer, tmp_path, loop_fns=causal_lm_loop_fns(keys, 1.0))
     plain = accelerate_run["result"].eval_history[-1]["loss"]
     weighted = result.eval_history[-1]["loss"]
     assert weighted != plain and abs(weighted - plain) / plain < 0.5  # trains, differently
 
 
 def test_a_nan_loss_stops_training_naming_the_step_and_last_checkpoint(tiny_tokenizer, tmp_path):
-    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_task
-    from hfpipe.tasks.common import LoopFns as TaskFns
+    from hfpipe.tasks.causal_lm import loop_fns as causal_lm_loop_fns
+    from hfpipe.tasks.common import LoopFns
 
     # Fault injection: a loss that turns NaN from the 7th micro-batch on (as a diverging run would).
-    plain = causal_lm_task()
+    plain = causal_lm_loop_fns()
     calls = {"n": 0}
 
     def exploding_loss(batch, outputs):
@@ -441,7 +446,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_last_checkpoint(tiny_toke
 
     params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate"}})
     with pytest.raises(PipelineError) as err:
-        _run_accelerate(params, tiny_tokenizer, tmp_path, task=TaskFns(exploding_loss, plain.eval_stats, plain.eval_metrics),
+        _run_accelerate(params, tiny_tokenizer, tmp_path, loop_fns=LoopFns(exploding_loss, plain.eval_stats, plain.eval_metrics),
                         marker=lambda step: {"step": step, "fingerprint": "t", "backend": "accelerate"})
     message = str(err.value)
     assert message.startswith("training loss is nan (gradient norm nan) at step 7; last good checkpoint: ")
@@ -453,7 +458,7 @@ def test_trainer_nan_guard_names_the_step(tmp_path):
 
     from hfpipe.train.trainer import checkpoint_callbacks
 
-    _, guard = checkpoint_callbacks(None, tmp_path / "live", tmp_path / "checkpoints")
+    _, guard = checkpoint_callbacks(RunFiles(tmp_path / "checkpoints", tmp_path / "live"))
     args = TrainingArguments(output_dir=str(tmp_path), logging_steps=5, report_to="none", use_cpu=True)
     state = TrainerState()
     state.global_step = 15

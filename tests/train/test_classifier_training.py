@@ -1,4 +1,4 @@
-"""Classification training: TrainingArguments from params, and a tiny GPT-2 classifier (seed 05) that learns."""
+"""Classification training: TrainingArguments from params, and a tiny GPT-2 classifier (tutorial 05) that learns."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 import pytest
 
 from hfpipe.params import parse_params
+from hfpipe.train.common import RunFiles
 from tests.train import run_killed_at_step
 
 GOOD, BAD = ["great", "fine", "superb", "lovely"], ["awful", "dull", "poor", "bad"]
@@ -105,9 +106,8 @@ def test_trainer_classifier_killed_then_resumed_gives_identical_weights_and_keep
 
     def run(root, resume_from=None):
         model = TASKS[params.task].build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
-        return train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]), root,
-                                live_dir=tmp_path / f"live-{root.name}", marker_for_step=marker,
-                                resume_from=resume_from)
+        return train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]),
+                                  RunFiles(root, tmp_path / f"live-{root.name}", marker, resume_from))
 
     full = run(tmp_path / "full")
     # finished: the checkpoints stay until the train stage has saved the model (it then removes them)
@@ -181,7 +181,8 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
     params = _params()
     model = TASKS[params.task].build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
     assert model.config.n_positions == 16 and model.get_input_embeddings().num_embeddings == len(tokenizer)
-    trainer = train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]), tmp_path / "work", live_dir=tmp_path / "live")
+    trainer = train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]),
+                                 RunFiles(tmp_path / "work", tmp_path / "live"))
     train_eval = [h for h in trainer.state.log_history if "eval_accuracy" in h][-1]
     (tmp_path / "report").mkdir()
     metrics = evaluate_classification(trainer.model, tokenizer, data, "gpt2-classifier", 7, tmp_path / "report", tokens)
@@ -215,8 +216,8 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
         data[split], _ = encode_gpt2_classifier(ds, tokenizer, tokens, 16, 100)
     params = _params(max_steps=6, eval_steps=2, logging_steps=2)
     model = TASKS[params.task].build_model(params.model, tokenizer, data["train"], params.tokenize.max_length, params.seed)
-    train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]), tmp_path / "work",
-                     live_dir=tmp_path / "dvclive")
+    train_with_trainer(params, model, tokenizer, TASKS[params.task].training_setup(params, tokenizer, data["train"], data["validation"]),
+                       RunFiles(tmp_path / "work", tmp_path / "dvclive"))
     report = tmp_path / "metrics/report"
     report.mkdir(parents=True)
     evaluate_classification(model, tokenizer, data, "gpt2-classifier", 8, report, tokens)

@@ -14,6 +14,7 @@ from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
 from tests.train import run_killed_at_step
 from hfpipe.tasks import causal_lm
+from hfpipe.train.common import RunFiles
 from hfpipe.train.trainer import train_with_trainer, training_arguments
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,8 @@ def trained(tiny_tokenizer, tmp_path_factory):
     before = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
     root = tmp_path_factory.mktemp("train")
     work_dir, live_dir = root / "work", root / "live"
-    trainer = train_with_trainer(params, model, tiny_tokenizer, causal_lm.training_setup(params, tiny_tokenizer, train_blocks, eval_blocks), work_dir, live_dir=live_dir)
+    trainer = train_with_trainer(params, model, tiny_tokenizer, causal_lm.training_setup(params, tiny_tokenizer, train_blocks, eval_blocks),
+                                 RunFiles(work_dir, live_dir))
     after = causal_lm_metrics(model, eval_blocks, [], batch_size=8)
     return {"trainer": trainer, "model": model, "before": before, "after": after, "work_dir": work_dir,
             "live_dir": live_dir, "eval_blocks": eval_blocks}
@@ -208,8 +210,8 @@ def test_a_resumed_trainer_logs_the_same_losses_when_it_stopped_between_two_logs
     def run(root, resume_from=None):
         model = build_causal_lm(params.model, tiny_tokenizer, CONTEXT, params.seed)
         setup = causal_lm.training_setup(params, tiny_tokenizer, blocks, blocks.select(range(4)))
-        return train_with_trainer(params, model, tiny_tokenizer, setup, root, live_dir=root / "live",
-                                  marker_for_step=lambda step: {"step": step}, resume_from=resume_from)
+        return train_with_trainer(params, model, tiny_tokenizer, setup,
+                                  RunFiles(root, root / "live", lambda step: {"step": step}, resume_from))
 
     def losses(trainer):
         return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h] + \
@@ -223,3 +225,33 @@ def test_a_resumed_trainer_logs_the_same_losses_when_it_stopped_between_two_logs
     resumed = losses(run(tmp_path / "ckpt", resume_from=checkpoint))
     after_8 = [x for x in full if x[0] == "train_loss" or x[0] > 8]  # (trainer_state.json holds the earlier logs)
     assert [x for x in resumed if x[0] == "train_loss" or x[0] > 8] == after_8 and len(after_8) == 4
+
+
+@pytest.mark.parametrize("backend", ["trainer", "accelerate"])
+def test_the_train_stage_reads_and_writes_the_paths_it_is_given(backend, tiny_tokenizer_dir, tiny_tokenizer, tmp_path,
+                                                                 monkeypatch, one_torch_thread):
+    """run_train_stage(params, TrainPaths(...)): the stage's one entry point, on other folders than the pipeline's."""
+    import shutil
+
+    from datasets import Dataset, DatasetDict
+
+    from hfpipe.io import write_json_atomic
+    from hfpipe.train import TrainPaths, run_train_stage
+
+    ids = tiny_tokenizer("import pandas as pd\ndf = pd.frame(data)\n" * 40, add_special_tokens=False)["input_ids"]
+    blocks = Dataset.from_dict({"input_ids": [ids[i: i + CONTEXT] for i in range(0, 12 * CONTEXT, CONTEXT)]})
+    where = TrainPaths(tokenized=tmp_path / "in" / "tokenized", tokenizer=tmp_path / "in" / "tokenizer",
+                       tokenize_stats=tmp_path / "in" / "stats.json", trained=tmp_path / "out" / "trained",
+                       live_dir=tmp_path / "out" / "live", checkpoints=tmp_path / "out" / "checkpoints")
+    DatasetDict({"train": blocks.select(range(8)), "validation": blocks.select(range(8, 12))}).save_to_disk(
+        str(where.tokenized))
+    shutil.copytree(tiny_tokenizer_dir, where.tokenizer)
+    write_json_atomic(where.tokenize_stats, {"context_length": CONTEXT})
+    params = parse_params({**TRAIN_PARAMS, "train": {**TRAIN_PARAMS["train"], "backend": backend, "max_steps": 4,
+                                                     "eval_steps": 2, "save_steps": 2, "logging_steps": 2}})
+    monkeypatch.chdir(tmp_path)  # anything written to the pipeline's own paths would land here
+    run_train_stage(params, where)
+    assert (where.trained / "model.safetensors").is_file() and (where.trained / "tokenizer.json").is_file()
+    assert (where.live_dir / "plots" / "metrics" / "loss.tsv").is_file()
+    assert not any(where.checkpoints.glob("run-*"))  # the finished run's checkpoints are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
