@@ -109,11 +109,12 @@ def test_params_classification_requirements():
 def test_recipes_parse_and_list_every_param_dvc_reads(recipe):
     import yaml
 
-    from hfpipe.params import load_params
+    from hfpipe.params import parse_params
+    from hfpipe.recipes import render_recipe
 
     root = Path(__file__).resolve().parents[1]
-    params = load_params(root / "recipes" / f"{recipe}.yaml")
-    raw = yaml.safe_load((root / "recipes" / f"{recipe}.yaml").read_text())
+    raw = render_recipe(recipe)  # the full params file `hfpipe recipe NAME` writes
+    params = parse_params(raw)
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     for stage in stages.values():  # dvc refuses to run a stage whose listed params are missing
         for key in stage.get("params", []):
