@@ -103,6 +103,7 @@ def probe(steps: int, skip: int) -> None:
     from hfpipe.params import load_params
     from hfpipe.tasks import TASKS
     from hfpipe.train.common import use_deterministic_algorithms
+    from hfpipe.train.common import RunFiles
     from hfpipe.train.trainer import train_with_trainer
 
     params = load_params()
@@ -122,7 +123,7 @@ def probe(steps: int, skip: int) -> None:
             times[state.global_step] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as work:
-        train_with_trainer(params, model, tokenizer, setup, Path(work) / "out", live_dir=Path(work) / "live",
+        train_with_trainer(params, model, tokenizer, setup, RunFiles(Path(work) / "out", Path(work) / "live"),
                            callbacks=(StepTimes(),))
     print(json.dumps({"steps_per_second": (steps - skip) / (times[steps] - times[skip])}))
 

@@ -100,13 +100,14 @@ class StepTimes:
 
 
 def trainer_tokens_per_s(params, model, tokenizer, setup, steps: int, warmup: int, tokens_per_step: float) -> float:
+    from hfpipe.train.common import RunFiles
     from hfpipe.train.trainer import train_with_trainer
 
     params = params.model_copy(update={"train": params.train.model_copy(update={
         "max_steps": steps, "eval_steps": 100 * steps, "save_steps": 100 * steps, "logging_steps": steps})})
     clock = StepTimes(warmup)
     with tempfile.TemporaryDirectory() as work:
-        train_with_trainer(params, model, tokenizer, setup, Path(work) / "out", live_dir=Path(work) / "live",
+        train_with_trainer(params, model, tokenizer, setup, RunFiles(Path(work) / "out", Path(work) / "live"),
                            callbacks=(clock.callback,))
     return tokens_per_step * (steps - warmup) / (clock.end - clock.start)
 

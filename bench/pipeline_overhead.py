@@ -25,7 +25,7 @@ from tests.e2e import TINY, dvc, env, git, make_repo_copy  # noqa: E402  (TINY: 
 # What each stage imports before it does real work (the heavy libraries it needs, nothing else).
 STAGE_IMPORTS = {
     "fetch": "import stages.fetch, hfpipe.data, datasets",
-    "tokenizer": "import stages.train_tokenizer, datasets, hfpipe.tokenize, transformers, tokenizers",
+    "train_tokenizer": "import stages.train_tokenizer, datasets, hfpipe.tokenize, transformers, tokenizers",
     "tokenize": "import stages.tokenize, datasets, transformers, hfpipe.tokenize",
     "train": "import stages.train, datasets, transformers, hfpipe.train, hfpipe.modeling; "
              "from transformers import Trainer, AutoModelForCausalLM",

@@ -56,6 +56,7 @@ def main() -> None:
     from hfpipe.modeling import count_parameters, trainable_parameters
     from hfpipe.train import build_model_to_train
     from hfpipe.train.common import example_lengths
+    from hfpipe.train.common import RunFiles
     from hfpipe.train.trainer import train_with_trainer
 
     raw = yaml.safe_load((ROOT / "recipes" / "sentiment.yaml").read_text())
@@ -88,7 +89,7 @@ def main() -> None:
     model = build_model_to_train(params, task, tokenizer, data["train"], params.tokenize.max_length)
     n_params, n_trainable = count_parameters(model), trainable_parameters(model)
     setup = task.training_setup(params, tokenizer, data["train"], data["validation"])
-    trainer = train_with_trainer(params, model, tokenizer, setup, work / "trainer", live_dir=work / "dvclive")
+    trainer = train_with_trainer(params, model, tokenizer, setup, RunFiles(work / "trainer", work / "dvclive"))
     t3 = time.perf_counter()
     report = work / "report"
     report.mkdir()
