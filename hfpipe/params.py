@@ -65,10 +65,11 @@ class DatasetParams(_Section):
     # training seed so that `-S seed=...` compares models on the same validation data.
     seed: int = 0
     max_documents: int | None = Field(default=None, gt=0)
-    max_bytes: int | None = Field(default=None, gt=0)
+    max_bytes: int | None = Field(default=12_000_000, gt=0)
     # Code corpora: train documents are cut to their first N bytes (whole lines), so a byte budget
     # spans more files, each with its imports, instead of a few long test modules. None: whole files.
-    max_document_bytes: int | None = Field(default=None, gt=0)
+    # 4 KB: all ~2,200 files of the default corpus, each with its imports.
+    max_document_bytes: int | None = Field(default=4000, gt=0)
     max_train_samples: int | None = Field(default=None, gt=0)
     max_eval_samples: int | None = Field(default=None, gt=0)   # caps validation and test (classification)
     # Classification data without a validation split: a seeded train_test_split makes one (tutorial 02: 0.3).
@@ -96,12 +97,13 @@ class DatasetParams(_Section):
 class TokenizerParams(_Section):
     name_or_path: str | None = None  # None: train a byte-level BPE tokenizer on the train split
     revision: str | None = None      # a Hub tokenizer's branch, tag or commit (from_pretrained's revision)
-    vocab_size: int = Field(default=8192, ge=300, le=1_000_000)
+    # bench/default_sweep.py: 2048 the best of 2048/4096/8192 at equal train time
+    vocab_size: int = Field(default=2048, ge=300, le=1_000_000)
     min_frequency: int = Field(default=2, ge=1)
 
 
 class TokenizeParams(_Section):
-    context_length: int = Field(default=128, ge=8, le=1_000_000)
+    context_length: int = Field(default=64, ge=8, le=1_000_000)
     # packing: concatenate documents with EOS across the split, cut into blocks (drops at most one
     # partial block per split). overflow: tutorial 04's return_overflowing_tokens, drops every short tail.
     method: Literal["packing", "overflow"] = "packing"
@@ -135,7 +137,7 @@ class ModelParams(_Section):
     from_scratch: bool = True
     # Hard ceilings (far above any model trained on one machine); what the machine can hold is
     # checked before training (hfpipe.resources).
-    n_layer: int = Field(default=4, ge=1, le=1024)
+    n_layer: int = Field(default=2, ge=1, le=1024)
     n_head: int = Field(default=4, ge=1, le=1024)
     n_embd: int = Field(default=256, ge=8, le=65536)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -155,17 +157,18 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     backend: Literal["trainer", "accelerate"] = "trainer"
     epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=-1, ge=-1)  # -1: run `epochs`
-    # (0 is refused below: the Trainer would silently read it as -1)
-    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
+    # -1: run `epochs` (0 is refused below: the Trainer would silently read it as -1). 2300: ~3.5 min
+    # of train stage on a 2-core CPU (bench/default_sweep.py chose the shape).
+    max_steps: int = Field(default=2300, ge=-1)
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
     eval_batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=MAX_BATCH)
     weight_decay: float = Field(default=0.1, ge=0.0)
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     max_grad_norm: float = Field(default=1.0, gt=0)
-    eval_steps: int = Field(default=50, ge=1)
-    logging_steps: int = Field(default=10, ge=1)
+    eval_steps: int = Field(default=200, ge=1)
+    logging_steps: int = Field(default=20, ge=1)
     save_steps: int = Field(default=100, ge=1)
     threads: int | None = Field(default=None, ge=1, le=MAX_PROCESSES)  # torch intra-op threads; None: torch's default
     # Classification: evaluate every `eval_steps` or at the end of every epoch (both backends). With
@@ -178,11 +181,12 @@ class TrainParams(_Section):
     # LengthGroupedSampler, reshuffled each epoch from seed + epoch). No effect on causal-lm's
     # packed blocks, which all have the same length.
     group_by_length: bool = False
-    # Mixed precision (both backends): fp16 needs a GPU; bf16 also runs (slowly) on CPUs.
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # Mixed precision (both backends): fp16 needs a GPU; bf16 pays on CPUs with AMX or AVX512-BF16
+    # and runs (slowly) on others.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     # torch.compile the model (inductor) before training, both backends. Same numbers to float
     # rounding; pays once the steps outweigh the compile (bench/train_throughput.py measures both).
-    torch_compile: bool = False
+    torch_compile: bool = True
     # torch.use_deterministic_algorithms (warn_only): the same params give bit-identical weights and
     # metrics run after run, so `dvc metrics diff` shows the change, not noise. Needed with
     # torch_compile (inductor's kernels are otherwise nondeterministic here); ~2% slower on this CPU.
@@ -195,7 +199,7 @@ class TrainParams(_Section):
     # 1 + alpha * (keytoken occurrences), so alpha 0 is exactly the plain mean loss.
     keytoken_alpha: float = Field(default=0.0, ge=0.0)
     # Causal LM: validation blocks scored by the train-time evaluation (None: all of them).
-    eval_max_blocks: int | None = Field(default=None, gt=0)
+    eval_max_blocks: int | None = Field(default=400, gt=0)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
 
     @field_validator("mixed_precision", mode="before")
@@ -294,7 +298,7 @@ def check_watched(key: str, path: str, roots: tuple[str, ...]) -> None:
 
 class EvaluateParams(_Section):
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH)
-    max_blocks: int | None = Field(default=None, gt=0)  # causal LM: validation blocks scored (None: all)
+    max_blocks: int | None = Field(default=400, gt=0)  # causal LM: validation blocks scored (None: all)
     keytokens: list[str] = Field(default_factory=lambda: ["plt", "pd", "sk", "fit", "predict"])
     max_new_tokens: int = Field(default=24, ge=1, le=4096)  # (and at most the model's positions)
 

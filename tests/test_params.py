@@ -29,10 +29,12 @@ def test_defaults_parse():
     assert p.dataset.source == "installed-packages"
     assert p.dataset.filter_keywords == ["pandas", "sklearn", "matplotlib", "seaborn"]
     assert p.dataset.validation_fraction == 0.05
-    assert p.tokenizer.vocab_size == 8192
-    assert (p.tokenize.context_length, p.tokenize.method) == (128, "packing")
-    assert (p.model.n_layer, p.model.n_head, p.model.n_embd, p.model.from_scratch) == (4, 4, 256, True)
-    assert (p.train.max_steps, p.train.lr_scheduler, p.train.threads) == (-1, "cosine", None)
+    # the defaults are the default recipe's (recipes/code-lm.yaml changes nothing)
+    assert p.tokenizer.vocab_size == 2048
+    assert (p.tokenize.context_length, p.tokenize.method) == (64, "packing")
+    assert (p.model.n_layer, p.model.n_head, p.model.n_embd, p.model.from_scratch) == (2, 4, 256, True)
+    assert (p.train.max_steps, p.train.lr_scheduler, p.train.threads) == (2300, "cosine", None)
+    assert (p.train.mixed_precision, p.train.torch_compile) == ("bf16", True)
     assert p.evaluate.keytokens == ["plt", "pd", "sk", "fit", "predict"]
     # None (an empty params.yaml) is the defaults too
     assert parse_params(None) == Params()
@@ -239,7 +241,7 @@ def test_a_causal_lm_key_is_refused_for_classification(key):
 def test_the_same_keys_are_accepted_by_the_task_that_reads_them():
     assert parse_params(_with(CLASSIFIER, "tokenize", max_length=64)).tokenize.max_length == 64
     assert parse_params({"tokenize": {"context_length": 64}, "train": {"eval_max_blocks": 5}}).train.eval_max_blocks == 5
-    assert parse_params(CLASSIFIER).tokenize.context_length == 128  # a default, not set: nothing to refuse
+    assert parse_params(CLASSIFIER).tokenize.context_length == 64  # a default, not set: nothing to refuse
 
 
 def test_dataset_path_with_the_installed_packages_source_is_refused():
