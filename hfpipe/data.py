@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hfpipe.io import LOCAL_SUFFIXES, PipelineError, looks_local, save_dataset_dict
-from hfpipe.params import DatasetParams
+from hfpipe.params import DatasetParams, Params
+from hfpipe.paths import REQUIREMENTS
 
 # Files above this size are mostly generated tables or vendored bundles, not code people write.
 MAX_FILE_BYTES = 500_000
@@ -26,8 +27,7 @@ MAX_DOCUMENT_CHARS = 10_000_000
 WRITE_BATCH = 256
 # This project's own package is not part of the corpus it trains on.
 EXCLUDED_DISTRIBUTIONS = {"hfpipe"}
-# The lock every stage depends on; it pins the installed-packages corpus too.
-REQUIREMENTS = Path("requirements.txt")
+# REQUIREMENTS (hfpipe.paths): the lock every stage depends on; it pins the installed-packages corpus too.
 
 
 def any_keyword_in_string(text: str, keywords: Iterable[str]) -> bool:
@@ -654,7 +654,17 @@ def classification_summary(stats: dict) -> str:
     return f"rows {stats['split_rows']}; labels {stats['label_names']}"
 
 
-# What the fetch stage loads for each kind of model a task trains (hfpipe.tasks: each module's KIND):
-# (fetch(dp, out_dir, commit) -> stats, the stats' one-line summary).
-FETCHES = {"language-model": (fetch_code_corpus, code_corpus_summary),
-           "classifier": (fetch_classification, classification_summary)}
+def run_fetch(params: Params, out_dir: Path, stats_file: Path) -> list[str]:
+    """The fetch stage: the task's data (a code corpus, or labelled text (pairs)) -> Arrow splits in
+    `out_dir`, the stats in `stats_file`; returns the summary line."""
+    from hfpipe.hub import locked_commit
+    from hfpipe.io import atomic_dir, write_json_atomic
+    from hfpipe.tasks import TASKS
+
+    task = TASKS[params.task]
+    # A Hub dataset: the commit hub.lock.yaml holds for it (resolved and locked on first use).
+    commit = locked_commit(params, "dataset")
+    with atomic_dir(out_dir) as out:
+        stats = task.fetch(params.dataset, out, commit)
+    write_json_atomic(stats_file, stats)
+    return [task.fetch_summary(stats)]

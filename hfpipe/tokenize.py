@@ -2,7 +2,7 @@
 
 Packing concatenates every document of a split, each followed by EOS, and cuts the stream into
 `context_length` blocks, carrying the remainder from one batch to the next: at most one partial
-block per split is dropped. The seed's overflow method (`return_overflowing_tokens`, keep only
+block per split is dropped. Tutorial 04's overflow method (`return_overflowing_tokens`, keep only
 full chunks) drops every document's tail; it is kept as `tokenize.method: overflow` to compare.
 
 With `num_proc` N > 1 each split is cut into N contiguous ranges of documents, tokenized and packed
@@ -19,10 +19,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hfpipe.io import PipelineError, save_dataset_dict
+
+if TYPE_CHECKING:
+    from hfpipe.params import Params
 
 EOS_TOKEN = "<|endoftext|>"
 # A pad token distinct from EOS: DataCollatorForLanguageModeling masks pad positions out of the
@@ -373,11 +377,11 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
 # Classification: sentences (or sentence pairs) -> token ids truncated to max_length, unpadded
 # (DataCollatorWithPadding pads each batch to its longest), with length statistics.
 
-GPT2_PAD_TOKEN = "[PAD]"  # seed 05's added pad token
+GPT2_PAD_TOKEN = "[PAD]"  # tutorial 05's added pad token
 
 
 def add_pad_token(tokenizer) -> bool:
-    """Give a causal-LM tokenizer its own pad token (seed 05); True if one was added.
+    """Give a causal-LM tokenizer its own pad token (tutorial 05); True if one was added.
 
     A pad equal to EOS would make the EOS that separates text from label look like padding.
     """
@@ -418,57 +422,7 @@ def encode_classification(dataset, tokenizer, max_length: int, batch_size: int):
     return encoded, length_stats(lengths, max_length, kept)
 
 
-def label_token_ids(tokenizer, label_names: list[str]) -> list[int]:
-    """Seed 05: each label is the first token of its name; the names must start with different tokens."""
-    ids = []
-    for name in label_names:
-        tokens = tokenizer(name, add_special_tokens=False)["input_ids"]
-        if not tokens:
-            raise PipelineError(f"dataset.label_names: label {name!r} encodes to no token")
-        ids.append(tokens[0])
-    if len(set(ids)) < len(ids):
-        shared = [n for n, i in zip(label_names, ids, strict=False) if ids.count(i) > 1]
-        raise PipelineError(f"dataset.label_names = {label_names!r}: {shared} start with the same token "
-                            f"{tokenizer.convert_ids_to_tokens(ids[label_names.index(shared[0])])!r}; "
-                            f"choose names whose first tokens differ")
-    return ids
-
-
-def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_length: int, batch_size: int):
-    """Seed 05's format: text + EOS + label token; labels are -100 everywhere but the label token.
-
-    The text is cut to max_length - 2 tokens so EOS and the label always fit. `label_position` is
-    the EOS position, whose logits predict the label. An unlabelled row (label -1) ends at EOS.
-    Returns (dataset, length stats; lengths count text + EOS + label).
-    """
-    eos = tokenizer.eos_token_id
-    lengths: list[int] = []
-    kept = 0
-
-    def encode(batch):
-        nonlocal kept
-        texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        out = {"input_ids": [], "attention_mask": [], "labels": [], "label_position": []}
-        for ids, label in zip(texts, batch["label"], strict=False):
-            lengths.append(len(ids) + 2)
-            ids = ids[: max_length - 2] + [eos]
-            targets = [-100] * len(ids)
-            if label >= 0:
-                ids.append(label_tokens[label])
-                targets.append(label_tokens[label])
-            kept += len(ids)
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["labels"].append(targets)
-            out["label_position"].append(len(ids) - (2 if label >= 0 else 1))
-        return out
-
-    encoded = dataset.map(encode, batched=True, batch_size=batch_size, desc="tokenize",
-                          load_from_cache_file=False, keep_in_memory=True)  # no cache files in data/filtered
-    return encoded, length_stats(lengths, max_length, kept)
-
-
-def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch_size: int, out_dir: Path,
+def tokenize_classification(splits, tokenizer, task_name: str, max_length: int, batch_size: int, out_dir: Path,
                             max_shard_size: int | str | None = None, encode: Callable | None = None,
                             extra_stats: dict | None = None) -> dict:
     """Encode every split of data/filtered with `encode(dataset, tokenizer, max_length, batch_size)
@@ -478,9 +432,62 @@ def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch
 
     encode = encode or encode_classification
     names = splits["train"].features["label"].names
-    stats: dict = {"task": task, "max_length": max_length, "label_names": names, **(extra_stats or {})}
+    stats: dict = {"task": task_name, "max_length": max_length, "label_names": names, **(extra_stats or {})}
     out = {}
     for split in splits:
         out[split], stats[split] = encode(splits[split], tokenizer, max_length, batch_size)
     save_dataset_dict(DatasetDict(out), out_dir, max_shard_size)
     return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages: tokenizer (a BPE trained on the train split, or a pretrained one) and tokenize.
+
+
+def run_train_tokenizer(params: Params, filtered_dir: Path, out_dir: Path) -> list[str]:
+    """The tokenizer stage: a byte-level BPE trained on the train split of `filtered_dir` (or the
+    pretrained tokenizer.name_or_path at its locked commit), prepared for the task -> `out_dir`."""
+    from datasets import load_from_disk
+
+    from hfpipe.io import atomic_dir, require_complete, write_json_atomic
+    from hfpipe.tasks import TASKS
+
+    task = TASKS[params.task]
+    tp = params.tokenizer
+    source = None
+    if tp.name_or_path:
+        from hfpipe.hub import PROVENANCE_FILE, locked_commit, provenance
+
+        commit = locked_commit(params, "tokenizer")  # a Hub tokenizer's locked commit (None: local)
+        tokenizer = load_pretrained_tokenizer(tp.name_or_path, commit or tp.revision)
+        source = provenance(tp.name_or_path, tp.revision, commit)
+    else:
+        train = load_from_disk(require_complete(filtered_dir))["train"]
+        batches = iter_text_batches(train, task.TOKENIZER_TEXT_COLUMN, 1000)
+        tokenizer = train_bpe_tokenizer((text for batch in batches for text in batch), tp.vocab_size,
+                                        tp.min_frequency)
+    task.prepare_tokenizer(tokenizer)
+    with atomic_dir(out_dir) as out:
+        tokenizer.save_pretrained(out)
+        if source:  # the train stage copies it next to the model; export puts it in the model card
+            write_json_atomic(out / PROVENANCE_FILE, source)
+    return [f"tokenizer: {len(tokenizer)} tokens"]
+
+
+def run_tokenize(params: Params, tokenizer_dir: Path, filtered_dir: Path, out_dir: Path,
+                 stats_file: Path) -> list[str]:
+    """The tokenize stage: the splits of `filtered_dir` -> the task's examples or packed blocks in
+    `out_dir`, their stats in `stats_file`; returns the summary lines."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hfpipe.io import atomic_dir, require_complete, write_json_atomic
+    from hfpipe.tasks import TASKS
+
+    task = TASKS[params.task]
+    tokenizer = AutoTokenizer.from_pretrained(require_complete(tokenizer_dir))
+    splits = load_from_disk(require_complete(filtered_dir))
+    with atomic_dir(out_dir) as out:
+        stats = task.tokenize(splits, tokenizer, params.tokenize, out)
+    write_json_atomic(stats_file, stats)
+    return task.tokenize_summary(stats)

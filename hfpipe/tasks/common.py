@@ -1,27 +1,100 @@
-"""What every task module provides, and what the classification tasks share.
-
-A task module (hfpipe/tasks/<task>.py, listed in hfpipe.tasks.TASKS) has, per stage:
-  TOKENIZER_TEXT_COLUMN, prepare_tokenizer(tokenizer)             tokenizer: what a new BPE learns from
-  tokenize(splits, tokenizer, tp, out) -> stats, tokenize_summary   tokenize: examples or packed blocks
-  SEQUENCE_LENGTH_KEY, sequence_length(tokenize_stats)            train: the length the model must hold
-  training_setup(params, tokenizer, train, eval) -> TrainingSetup  train: what both backends run
-  build_model(mp, tokenizer, train_set, length, seed)             train: the model
-  PEFT_TASK_TYPE                                                  train: peft's task type (model.peft)
-  auto_model_class()                                              evaluate, export: how to load it
-  label_tokens_of(tokenizer, train_set), class_scores(logits, rows, label_tokens)
-                                                                  evaluate: classifiers' class scores
-  PIPELINE_TASK, card_usage(params, label_names), pipeline_works(pipe, label_names)   export
-  KIND: "language-model" | "classifier"                           fetch, evaluate, export: which of their two
-                                                                  procedures the task's model gets
-and the pieces training_setup is made of: collator(tokenizer), model_columns(dataset), loop_fns(...)
-(the Accelerate loop's loss and eval numbers), compute_metrics(...) and preprocess_logits(...) (the
-Trainer's).
+"""The task interface (`Task`, which every task module implements and mypy checks through
+hfpipe.tasks.TASKS), and what the classification tasks share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hfpipe.plots import CONFUSION, PRECISION_RECALL
+
+if TYPE_CHECKING:
+    from hfpipe.export_onnx import CheckBatch
+    from hfpipe.params import DatasetParams, ModelParams, Params, TokenizeParams
+
+# The plots (ids as `dvc plots show` names them) a run must have data for (test-split plots are
+# optional: GLUE-style test splits are unlabelled). The root dvc.yaml draws the language model's.
+LANGUAGE_MODEL_PLOTS = ("Loss", "Learning rate")
+CLASSIFIER_PLOTS = ("Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL)
+
+
+class Task(Protocol):
+    """What a task module (hfpipe/tasks/<task>.py, listed in hfpipe.tasks.TASKS) provides, per stage.
+    The stages and backends know the task only through these members."""
+
+    NAME: str  # the params.yaml `task` value
+    PARAM_KEYS: tuple[str, ...]  # the keys only some tasks read that this one reads (hfpipe.params.TASK_KEYS)
+    TOKENIZER_TEXT_COLUMN: str  # tokenizer: what a new BPE learns from
+    SEQUENCE_LENGTH_KEY: str  # train: the param that sets the length the model must hold
+    PEFT_TASK_TYPE: str  # train: peft's task type (model.peft)
+    HAS_CLASSIFICATION_HEAD: bool  # export: a fresh head LoRA trains fully (and num_labels to rebuild it)
+    PIPELINE_TASK: str  # export: the transformers pipeline the exported folder loads into
+    PLOTS: tuple[str, ...]  # plots: the plot ids a run must have data for
+
+    def fetch(self, dp: DatasetParams, out_dir: Path, commit: str | None = None) -> dict:
+        """fetch: the dataset -> Arrow splits in out_dir; returns the stats."""
+        ...
+
+    def fetch_summary(self, stats: dict) -> str: ...
+
+    def prepare_tokenizer(self, tokenizer: Any) -> None: ...
+
+    def tokenize(self, splits: Any, tokenizer: Any, tp: TokenizeParams, out_dir: Path) -> dict:
+        """tokenize: examples or packed blocks in out_dir; returns the stats."""
+        ...
+
+    def tokenize_summary(self, stats: dict) -> list[str]: ...
+
+    def sequence_length(self, tokenize_stats: dict) -> int: ...
+
+    def training_setup(self, params: Params, tokenizer: Any, train_set: Any, eval_set: Any,
+                       log: Callable = print) -> TrainingSetup:
+        """train: what both backends run (columns, collator, loss and eval numbers)."""
+        ...
+
+    def build_model(self, mp: ModelParams, tokenizer: Any, train_set: Any, sequence_length: int, seed: int) -> Any: ...
+
+    def auto_model_class(self) -> Any:
+        """evaluate, export: the transformers Auto class a saved model of this task loads with."""
+        ...
+
+    def collator(self, tokenizer: Any) -> Any: ...
+
+    def evaluate(self, params: Params, run: EvaluateRun) -> list[str]:
+        """evaluate: the trained model's metrics and report; returns the summary lines."""
+        ...
+
+    def export(self, params: Params, model_dir: Path, out_dir: Path, inputs: ExportInputs) -> None:
+        """export: the trained model re-saved in out_dir with a model card, checked with pipeline()."""
+        ...
+
+    def check_batch(self, rows: Any, inputs: dict, data: Any, tokenizer: Any) -> CheckBatch:
+        """export: validation rows (padded `inputs`) as the ONNX and adapter checks compare them."""
+        ...
+
+    def onnx_card_usage(self, figures: dict, feed: str) -> tuple[str, str]:
+        """export: (the int8 change in words, a Python snippet running the ONNX model) for the card."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvaluateRun:
+    """The evaluate stage's inputs and outputs."""
+    model_dir: Path
+    data_dir: Path
+    metrics_file: Path
+    report_dir: Path
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """What the export stage puts in the model card: the fetch and tokenize stats, the eval metrics."""
+    data_stats: dict
+    tokenize_stats: dict
+    metrics: dict
 
 
 @dataclass
@@ -105,8 +178,8 @@ def classifier_sequence_length(tokenize_stats: dict) -> int:
     return tokenize_stats["max_length"]
 
 
-def classifier_training_setup(task, params, tokenizer, train_set, eval_set) -> TrainingSetup:
-    """A classification task module's (`task`) columns, collator, loss and eval numbers."""
+def classifier_training_setup(task: ClassifierTask, params: Params, tokenizer, train_set, eval_set) -> TrainingSetup:
+    """A classification task's (`task`) columns, collator, loss and eval numbers."""
     names = train_set.features["label"].names
     label_tokens = task.label_tokens_of(tokenizer, train_set)
     return TrainingSetup(train_set.select_columns(task.model_columns(train_set)),
@@ -114,3 +187,66 @@ def classifier_training_setup(task, params, tokenizer, train_set, eval_set) -> T
                          task.loop_fns(len(names), label_tokens), task.compute_metrics(len(names), label_tokens),
                          task.preprocess_logits(label_tokens),
                          description=f"{len(train_set)} training examples; labels {names}")
+
+
+def classifier_fetch(dp: DatasetParams, out_dir: Path, commit: str | None = None) -> dict:
+    """Labelled text (pairs) -> train/validation(/test) splits."""
+    from hfpipe.data import fetch_classification
+
+    return fetch_classification(dp, out_dir, commit)
+
+
+def classifier_fetch_summary(stats: dict) -> str:
+    from hfpipe.data import classification_summary
+
+    return classification_summary(stats)
+
+
+def classifier_evaluate(task: ClassifierTask, params: Params, run: EvaluateRun) -> list[str]:
+    from hfpipe.evaluate import evaluate_classifier
+
+    return evaluate_classifier(params, task, run)
+
+
+def classifier_export(task: ClassifierTask, params: Params, model_dir: Path, out_dir: Path,
+                      inputs: ExportInputs) -> None:
+    from hfpipe.export import export_classifier
+
+    export_classifier(model_dir, out_dir, params, task, inputs)
+
+
+def classifier_check_batch(rows, inputs: dict, data, tokenizer) -> CheckBatch:
+    """The rows' class ids with the padded inputs (the head's logits are the class scores)."""
+    import numpy as np
+
+    from hfpipe.export_onnx import CheckBatch
+
+    return CheckBatch(inputs, np.asarray(rows["label"], dtype=np.int64))
+
+
+def classifier_onnx_card_usage(m: dict, feed: str) -> tuple[str, str]:
+    change = (f"accuracy {m['pytorch_accuracy']} -> {m['int8_accuracy']}, the int8 model agrees with PyTorch "
+              f"on {m['int8_prediction_agreement']:.1%} of the predictions" if "int8_accuracy" in m else "")
+    use = 'enc = tok(["a gripping, funny film"], return_tensors="np")\nlogits = session.run(["logits"], {' + \
+          feed + '})[0]'
+    return change, use
+
+
+class ClassifierTask(Task, Protocol):
+    """What the classification tasks add (their shared code above reads it)."""
+
+    def model_columns(self, dataset: Any) -> list[str]: ...
+
+    def label_tokens_of(self, tokenizer: Any, train_set: Any) -> list[int] | None: ...
+
+    def class_scores(self, logits: Any, rows: Any, label_tokens: list[int] | None) -> Any: ...
+
+    def loop_fns(self, num_labels: int, label_tokens: Any) -> LoopFns: ...
+
+    def compute_metrics(self, num_labels: int, label_tokens: Any) -> Callable: ...
+
+    def preprocess_logits(self, label_tokens: Any) -> Callable | None: ...
+
+    def card_usage(self, params: Params, label_names: list[str]) -> tuple[str, str]: ...
+
+    def pipeline_works(self, pipe: Any, label_names: list[str]) -> tuple[bool, Any]: ...
