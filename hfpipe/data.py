@@ -13,10 +13,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfpipe.io import LOCAL_SUFFIXES, PipelineError, looks_local, save_dataset_dict
 from hfpipe.params import DatasetParams, Params
 from hfpipe.paths import REQUIREMENTS
+
+if TYPE_CHECKING:
+    from hfpipe.tasks.common import Task
 
 # Files above this size are mostly generated tables or vendored bundles, not code people write.
 MAX_FILE_BYTES = 500_000
@@ -654,14 +658,12 @@ def classification_summary(stats: dict) -> str:
     return f"rows {stats['split_rows']}; labels {stats['label_names']}"
 
 
-def run_fetch(params: Params, out_dir: Path, stats_file: Path) -> list[str]:
+def run_fetch(params: Params, task: Task, out_dir: Path, stats_file: Path) -> list[str]:
     """The fetch stage: the task's data (a code corpus, or labelled text (pairs)) -> Arrow splits in
     `out_dir`, the stats in `stats_file`; returns the summary line."""
     from hfpipe.hub import locked_commit
     from hfpipe.io import atomic_dir, write_json_atomic
-    from hfpipe.tasks import TASKS
 
-    task = TASKS[params.task]
     # A Hub dataset: the commit hub.lock.yaml holds for it (resolved and locked on first use).
     commit = locked_commit(params, "dataset")
     with atomic_dir(out_dir) as out:

@@ -7,16 +7,24 @@ precision / recall per labelled split, predictions tables and confusion matrices
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hfpipe.io import atomic_dir, require_complete, write_json_atomic
 from hfpipe.params import Params
-from hfpipe.tasks.common import EvaluateRun
 
 if TYPE_CHECKING:
-    from hfpipe.tasks.common import ClassifierTask
+    from hfpipe.tasks.common import ClassifierTask, Task
+
+
+@dataclass(frozen=True)
+class EvaluateRun:
+    """The evaluate stage's inputs and outputs."""
+    model_dir: Path
+    data_dir: Path
+    metrics_file: Path
+    report_dir: Path
 
 def idiom_is_right(completion: str, expected: str) -> bool:
     """The completion starts with the expected word, and the word ends there (" pd", not " pdf")."""
@@ -37,40 +45,6 @@ def idiom_results(model, tokenizer, idioms: list[tuple[str, str]]) -> list[dict]
 def idiom_metrics(results: list[dict]) -> dict:
     right = sum(r["right"] for r in results)
     return {"idiom_accuracy": round(right / len(results), 6), "idioms_right": right, "idioms": len(results)}
-
-
-def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> dict:
-    """Token-level metrics over every predicted position of every block (no padding in blocks)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from hfpipe.tasks.causal_lm import next_token_nll
-
-    model.eval()
-    keyset = torch.tensor(keytokens, dtype=torch.long)
-    total_loss, n_tokens, n_correct, n_key, n_key_correct = 0.0, 0, 0, 0, 0
-    data = blocks.with_format("torch", columns=["input_ids"])
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit=" batch", mininterval=1.0):
-            ids = data[start: start + batch_size]["input_ids"].long()
-            logits = model(input_ids=ids).logits
-            loss, targets = next_token_nll(logits, ids, reduction="sum")
-            predicted = logits[:, :-1, :].float().argmax(-1)
-            total_loss += loss.item()
-            n_tokens += targets.numel()
-            n_correct += (predicted == targets).sum().item()
-            is_key = torch.isin(targets, keyset)
-            n_key += is_key.sum().item()
-            n_key_correct += ((predicted == targets) & is_key).sum().item()
-    loss = total_loss / max(n_tokens, 1)
-    return {
-        "loss": round(loss, 6),
-        "perplexity": round(math.exp(loss), 4) if loss < 700 else float("inf"),
-        "accuracy": round(n_correct / max(n_tokens, 1), 6),
-        "keytoken_accuracy": round(n_key_correct / n_key, 6) if n_key else None,
-        "tokens": n_tokens,
-        "keytoken_positions": n_key,
-    }
 
 
 def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -112,8 +86,24 @@ def completions_markdown(prompts: list[str], completions: list[str], idioms: lis
 
 
 # ---------------------------------------------------------------------------------------------
-# Classification: accuracy / F1 / precision / recall (hfpipe.tasks.common), predictions tables and
-# a confusion matrix for `dvc plots`.
+# Classification: accuracy / F1 / precision / recall, predictions tables and a confusion matrix for
+# `dvc plots`.
+
+
+def classification_metrics(predictions, references, num_labels: int) -> dict:
+    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro
+    (scikit-learn, as the `evaluate` metrics compute them; zero_division 0)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    predictions = [int(p) for p in predictions]
+    references = [int(r) for r in references]
+    average = {"average": "binary", "pos_label": 1} if num_labels == 2 else {"average": "macro",
+                                                                              "labels": list(range(num_labels))}
+    out = {"accuracy": float(accuracy_score(references, predictions))}
+    for name, score in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
+        out[name] = float(score(references, predictions, zero_division=0, **average))
+    return {k: round(v, 6) for k, v in out.items()}
+
 
 
 def predict_classifier(model, dataset, collator, batch_size: int, task: ClassifierTask,
@@ -181,8 +171,6 @@ def evaluate_classification(model, tokenizer, data, task: ClassifierTask, batch_
                             label_tokens: list[int] | None = None) -> dict:
     """Metrics of the validation and (labelled) test splits; writes predictions_<split>.csv for
     every evaluated split and the confusion matrices (dvclive) into `report_dir`."""
-    from hfpipe.tasks.common import classification_metrics
-
     report_dir = Path(report_dir)
     names = data["train"].features["label"].names
     collator = task.collator(tokenizer)
@@ -223,8 +211,7 @@ def evaluate_classifier(params: Params, task: ClassifierTask, run: EvaluateRun) 
             for split, m in metrics.items()]
 
 
-def run_evaluate(params: Params, model_dir: Path, data_dir: Path, metrics_file: Path, report_dir: Path) -> list[str]:
+def run_evaluate(params: Params, task: Task, model_dir: Path, data_dir: Path, metrics_file: Path,
+                 report_dir: Path) -> list[str]:
     """The evaluate stage: the task's evaluation of the trained model; returns the summary lines."""
-    from hfpipe.tasks import TASKS
-
-    return TASKS[params.task].evaluate(params, EvaluateRun(model_dir, data_dir, metrics_file, report_dir))
+    return task.evaluate(params, EvaluateRun(model_dir, data_dir, metrics_file, report_dir))

@@ -13,10 +13,17 @@ from hfpipe import paths
 from hfpipe.hub import PROVENANCE_FILE
 from hfpipe.io import PipelineError, read_json, require_complete
 from hfpipe.params import Params
-from hfpipe.tasks.common import ExportInputs
 
 if TYPE_CHECKING:
     from hfpipe.tasks.common import ClassifierTask, Task
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """What the export stage puts in the model card: the fetch and tokenize stats, the eval metrics."""
+    data_stats: dict
+    tokenize_stats: dict
+    metrics: dict
 
 
 def json_block(data) -> str:
@@ -265,14 +272,12 @@ def export_adapter_into(out: Path, params: Params, task: Task, run: ExportRun, t
     return figures
 
 
-def run_export(params: Params, run: ExportRun) -> list[str]:
+def run_export(params: Params, task: Task, run: ExportRun) -> list[str]:
     """The export stage: the trained model -> run.out_dir (safetensors, tokenizer, model card, checked
     with pipeline()), then ONNX (+ int8) checked against PyTorch -> run.metrics_file; returns the
     summary lines."""
     from hfpipe.io import atomic_dir, write_json_atomic
-    from hfpipe.tasks import TASKS
 
-    task = TASKS[params.task]
     with atomic_dir(run.out_dir) as out:
         model_dir = require_complete(run.model_dir)
         inputs = ExportInputs(read_json(run.fetch_stats), read_json(run.tokenize_stats), read_json(run.eval_metrics))

@@ -33,6 +33,7 @@ import yaml
 
 from hfpipe import paths
 from hfpipe.io import PipelineError, write_text_atomic
+from hfpipe.tasks.common import PRECISION_RECALL, SKLEARN_DIR
 
 if TYPE_CHECKING:
     from hfpipe.params import Params
@@ -45,9 +46,6 @@ VEGA_PACKAGES = {"vega": "5.20.2", "vega-lite": "5.2.0", "vega-embed": "6.18.2"}
 VEGA_CACHE = Path(".dvc/tmp/vega")
 
 TASK_PLOTS_FILE = paths.TASK_PLOTS
-SKLEARN_DIR = f"{paths.REPORT}/confusion/plots/sklearn"  # where evaluate's dvclive writes them
-CONFUSION = f"{SKLEARN_DIR}/confusion_matrix_validation.json"
-PRECISION_RECALL = f"{SKLEARN_DIR}/precision_recall_validation.json"
 # How each kind of dvclive sklearn plot is drawn (its file name: <kind>_<split>.json).
 SKLEARN_PLOTS = {"confusion_matrix": ({"template": "confusion", "x": "actual", "y": "predicted"}, "Confusion matrix"),
                  "precision_recall": ({"template": "simple", "x": "recall", "y": "precision"}, "Precision-recall")}
@@ -101,11 +99,9 @@ def required_plots(task: Task, binary: bool = True) -> list[str]:
     return [p for p in task.PLOTS if binary or p != PRECISION_RECALL]
 
 
-def run_plots(params: Params, plots_file: Path) -> list[str]:
+def run_plots(params: Params, task: Task, plots_file: Path) -> list[str]:
     """The plots stage: `plots_file` for the task's plots; returns the summary line."""
-    from hfpipe.tasks import TASKS
-
-    declared = write_task_plots(TASKS[params.task], Path("."), plots_file)
+    declared = write_task_plots(task, Path("."), plots_file)
     return [f"plots: {plots_file} declares {', '.join(declared)}" if declared
             else f"plots: task {params.task} draws only dvc.yaml's plots (no {plots_file})"]
 

@@ -27,6 +27,7 @@ from hfpipe.io import PipelineError, save_dataset_dict
 
 if TYPE_CHECKING:
     from hfpipe.params import Params
+    from hfpipe.tasks.common import Task
 
 EOS_TOKEN = "<|endoftext|>"
 # A pad token distinct from EOS: DataCollatorForLanguageModeling masks pad positions out of the
@@ -444,15 +445,12 @@ def tokenize_classification(splits, tokenizer, task_name: str, max_length: int, 
 # The stages: tokenizer (a BPE trained on the train split, or a pretrained one) and tokenize.
 
 
-def run_train_tokenizer(params: Params, filtered_dir: Path, out_dir: Path) -> list[str]:
+def run_train_tokenizer(params: Params, task: Task, filtered_dir: Path, out_dir: Path) -> list[str]:
     """The tokenizer stage: a byte-level BPE trained on the train split of `filtered_dir` (or the
     pretrained tokenizer.name_or_path at its locked commit), prepared for the task -> `out_dir`."""
     from datasets import load_from_disk
 
     from hfpipe.io import atomic_dir, require_complete, write_json_atomic
-    from hfpipe.tasks import TASKS
-
-    task = TASKS[params.task]
     tp = params.tokenizer
     source = None
     if tp.name_or_path:
@@ -474,7 +472,7 @@ def run_train_tokenizer(params: Params, filtered_dir: Path, out_dir: Path) -> li
     return [f"tokenizer: {len(tokenizer)} tokens"]
 
 
-def run_tokenize(params: Params, tokenizer_dir: Path, filtered_dir: Path, out_dir: Path,
+def run_tokenize(params: Params, task: Task, tokenizer_dir: Path, filtered_dir: Path, out_dir: Path,
                  stats_file: Path) -> list[str]:
     """The tokenize stage: the splits of `filtered_dir` -> the task's examples or packed blocks in
     `out_dir`, their stats in `stats_file`; returns the summary lines."""
@@ -482,9 +480,6 @@ def run_tokenize(params: Params, tokenizer_dir: Path, filtered_dir: Path, out_di
     from transformers import AutoTokenizer
 
     from hfpipe.io import atomic_dir, require_complete, write_json_atomic
-    from hfpipe.tasks import TASKS
-
-    task = TASKS[params.task]
     tokenizer = AutoTokenizer.from_pretrained(require_complete(tokenizer_dir))
     splits = load_from_disk(require_complete(filtered_dir))
     with atomic_dir(out_dir) as out:

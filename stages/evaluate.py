@@ -9,8 +9,10 @@ from hfpipe.params import load_params
 def main() -> None:
     params = load_params()
     from hfpipe.evaluate import run_evaluate
+    from hfpipe.tasks import TASKS
 
-    for line in run_evaluate(params, paths.TRAINED, paths.TOKENIZED, paths.EVAL_METRICS, paths.REPORT):
+    task = TASKS[params.task]
+    for line in run_evaluate(params, task, paths.TRAINED, paths.TOKENIZED, paths.EVAL_METRICS, paths.REPORT):
         print(line)
 
 

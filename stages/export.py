@@ -9,11 +9,12 @@ from hfpipe.params import load_params
 def main() -> None:
     params = load_params()
     from hfpipe.export import ExportRun, run_export
+    from hfpipe.tasks import TASKS
 
     run = ExportRun(model_dir=paths.TRAINED, data_dir=paths.TOKENIZED, fetch_stats=paths.FETCH_STATS,
                     tokenize_stats=paths.TOKENIZE_STATS, eval_metrics=paths.EVAL_METRICS, out_dir=paths.EXPORT,
                     metrics_file=paths.EXPORT_METRICS)
-    for line in run_export(params, run):
+    for line in run_export(params, TASKS[params.task], run):
         print(line)
 
 

@@ -8,8 +8,9 @@ from hfpipe.params import load_params
 def main() -> None:
     params = load_params()
     from hfpipe.data import run_fetch
+    from hfpipe.tasks import TASKS
 
-    for line in run_fetch(params, paths.FILTERED, paths.FETCH_STATS):
+    for line in run_fetch(params, TASKS[params.task], paths.FILTERED, paths.FETCH_STATS):
         print(line)
 
 

@@ -11,8 +11,9 @@ from hfpipe.params import load_params
 def main() -> None:
     params = load_params()
     from hfpipe.plots import run_plots
+    from hfpipe.tasks import TASKS
 
-    for line in run_plots(params, paths.TASK_PLOTS):
+    for line in run_plots(params, TASKS[params.task], paths.TASK_PLOTS):
         print(line)
 
 

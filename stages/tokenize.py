@@ -8,9 +8,11 @@ from hfpipe.params import load_params
 
 def main() -> None:
     params = load_params()
+    from hfpipe.tasks import TASKS
     from hfpipe.tokenize import run_tokenize
 
-    for line in run_tokenize(params, paths.TOKENIZER, paths.FILTERED, paths.TOKENIZED, paths.TOKENIZE_STATS):
+    task = TASKS[params.task]
+    for line in run_tokenize(params, task, paths.TOKENIZER, paths.FILTERED, paths.TOKENIZED, paths.TOKENIZE_STATS):
         print(line)
 
 

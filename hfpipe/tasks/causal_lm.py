@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hfpipe.io import PipelineError
-from hfpipe.tasks.common import LANGUAGE_MODEL_PLOTS, EvaluateRun, ExportInputs, LoopFns, TrainingSetup
+from hfpipe.tasks.common import LANGUAGE_MODEL_PLOTS, LoopFns, TrainingSetup
 from hfpipe.tasks.names import TASK_PARAM_KEYS
 
 if TYPE_CHECKING:
+    from hfpipe.evaluate import EvaluateRun
+    from hfpipe.export import ExportInputs
     from hfpipe.export_onnx import CheckBatch
     from hfpipe.params import DatasetParams, ModelParams, Params, TokenizeParams
 
@@ -234,6 +236,38 @@ def auto_model_class():
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM
+
+
+def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> dict:
+    """Token-level metrics over every predicted position of every block (no padding in blocks)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    keyset = torch.tensor(keytokens, dtype=torch.long)
+    total_loss, n_tokens, n_correct, n_key, n_key_correct = 0.0, 0, 0, 0, 0
+    data = blocks.with_format("torch", columns=["input_ids"])
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit=" batch", mininterval=1.0):
+            ids = data[start: start + batch_size]["input_ids"].long()
+            logits = model(input_ids=ids).logits
+            loss, targets = next_token_nll(logits, ids, reduction="sum")
+            predicted = logits[:, :-1, :].float().argmax(-1)
+            total_loss += loss.item()
+            n_tokens += targets.numel()
+            n_correct += (predicted == targets).sum().item()
+            is_key = torch.isin(targets, keyset)
+            n_key += is_key.sum().item()
+            n_key_correct += ((predicted == targets) & is_key).sum().item()
+    loss = total_loss / max(n_tokens, 1)
+    return {
+        "loss": round(loss, 6),
+        "perplexity": round(math.exp(loss), 4) if loss < 700 else float("inf"),
+        "accuracy": round(n_correct / max(n_tokens, 1), 6),
+        "keytoken_accuracy": round(n_key_correct / n_key, 6) if n_key else None,
+        "tokens": n_tokens,
+        "keytoken_positions": n_key,
+    }
 
 
 def evaluate(params: Params, run: EvaluateRun) -> list[str]:

@@ -9,11 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hfpipe.plots import CONFUSION, PRECISION_RECALL
+from hfpipe import paths
 
 if TYPE_CHECKING:
+    from hfpipe.evaluate import EvaluateRun
+    from hfpipe.export import ExportInputs
     from hfpipe.export_onnx import CheckBatch
     from hfpipe.params import DatasetParams, ModelParams, Params, TokenizeParams
+
+# Where the evaluate stage's dvclive writes a classifier's plots (confusion matrices, precision-recall
+# curves: <kind>_<split>.json), and the validation split's, by the ids `dvc plots show` gives them.
+SKLEARN_DIR = f"{paths.REPORT}/confusion/plots/sklearn"
+CONFUSION = f"{SKLEARN_DIR}/confusion_matrix_validation.json"
+PRECISION_RECALL = f"{SKLEARN_DIR}/precision_recall_validation.json"
 
 # The plots (ids as `dvc plots show` names them) a run must have data for (test-split plots are
 # optional: GLUE-style test splits are unlabelled). The root dvc.yaml draws the language model's.
@@ -80,23 +88,6 @@ class Task(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class EvaluateRun:
-    """The evaluate stage's inputs and outputs."""
-    model_dir: Path
-    data_dir: Path
-    metrics_file: Path
-    report_dir: Path
-
-
-@dataclass(frozen=True)
-class ExportInputs:
-    """What the export stage puts in the model card: the fetch and tokenize stats, the eval metrics."""
-    data_stats: dict
-    tokenize_stats: dict
-    metrics: dict
-
-
 @dataclass
 class TrainingSetup:
     """What a task gives either backend (hfpipe.train.trainer, hfpipe.train.accelerate_loop), so
@@ -127,23 +118,10 @@ class LoopFns:
     eval_metrics: Callable
 
 
-def classification_metrics(predictions, references, num_labels: int) -> dict:
-    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro
-    (scikit-learn, as the `evaluate` metrics compute them; zero_division 0)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    predictions = [int(p) for p in predictions]
-    references = [int(r) for r in references]
-    average = {"average": "binary", "pos_label": 1} if num_labels == 2 else {"average": "macro",
-                                                                              "labels": list(range(num_labels))}
-    out = {"accuracy": float(accuracy_score(references, predictions))}
-    for name, score in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
-        out[name] = float(score(references, predictions, zero_division=0, **average))
-    return {k: round(v, 6) for k, v in out.items()}
-
-
 def classification_eval_metrics(num_labels: int) -> Callable:
     """LoopFns.eval_metrics of the classification tasks: mean loss and classification_metrics."""
+
+    from hfpipe.evaluate import classification_metrics
 
     def eval_metrics(stats):
         metrics = classification_metrics(stats["predictions"].tolist(), stats["labels"].tolist(), num_labels)
@@ -156,6 +134,8 @@ def classifier_compute_metrics(num_labels: int, classes_of=None):
     """Trainer compute_metrics: accuracy/F1/precision/recall of the argmax over the class scores;
     `classes_of(label_ids)` reads the classes from the labels when they are not the classes."""
     import numpy as np
+
+    from hfpipe.evaluate import classification_metrics
 
     def compute(eval_pred) -> dict:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 from hfpipe.io import PipelineError
 from hfpipe.tasks.common import (
     CLASSIFIER_PLOTS,
-    EvaluateRun,
-    ExportInputs,
     LoopFns,
     TrainingSetup,
     classification_eval_metrics,
@@ -32,6 +30,8 @@ from hfpipe.tasks.common import (
 from hfpipe.tasks.names import TASK_PARAM_KEYS
 
 if TYPE_CHECKING:
+    from hfpipe.evaluate import EvaluateRun
+    from hfpipe.export import ExportInputs
     from hfpipe.export_onnx import CheckBatch
     from hfpipe.params import ModelParams, Params, TokenizeParams
 
