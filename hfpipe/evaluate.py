@@ -119,14 +119,14 @@ def predict_classifier(model, dataset, collator, batch_size: int, task: Classifi
     model.eval()
     scores = task.class_scores
     columns = [c for c in task.model_columns(dataset) if c not in ("label", "labels")]
-    probs = []
+    batch_probs = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(dataset), batch_size), desc="predict", unit=" batch", mininterval=1.0):
             rows = dataset[start: start + batch_size]
             batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows["input_ids"]))])
             logits = scores(model(**{c: batch[c] for c in columns}).logits.float(), rows, label_tokens)
-            probs.append(torch.softmax(logits, -1).numpy())
-    probs = np.concatenate(probs) if probs else np.zeros((0, 0))
+            batch_probs.append(torch.softmax(logits, -1).numpy())
+    probs = np.concatenate(batch_probs) if batch_probs else np.zeros((0, 0))
     predictions = probs.argmax(-1)
     return predictions, probs[np.arange(len(predictions)), predictions], probs
 

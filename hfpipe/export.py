@@ -139,7 +139,9 @@ def export_classifier(model_dir: Path, out_dir: Path, params: Params, task: Clas
     card = classifier_model_card(params, task, inputs, count_parameters(model), label_names,
                                  sources_of(model_dir, inputs.data_stats))
     (out_dir / "README.md").write_text(card)
-    ok, out = task.pipeline_works(pipeline(task.PIPELINE_TASK, model=str(out_dir)), label_names)
+    # transformers types pipeline() by literal task names only: the task's name is a str here
+    ok, out = task.pipeline_works(pipeline(task.PIPELINE_TASK, model=str(out_dir)),  # type: ignore[call-overload]
+                                  label_names)
     if not ok:
         raise PipelineError(f"{out_dir}: the exported model did not load into a {task.PIPELINE_TASK} pipeline "
                             f"(got {out!r})")
@@ -179,6 +181,7 @@ def lora_card_section(params: Params, task: Task, figures: dict, vocab_grown: bo
     from hfpipe.modeling import ADAPTER_DIR, PKG_PREFIX
 
     pp, name = params.model.peft, params.model.name_or_path
+    assert pp is not None and name is not None  # export writes this section only for model.peft (a pretrained start)
     load_base = f'"{name}"'
     imports = ""
     if name.startswith(PKG_PREFIX):  # a pip package's model folder, found as hfpipe finds it (no import)
@@ -237,6 +240,7 @@ def export_adapter_into(out: Path, params: Params, task: Task, run: ExportRun, t
     tokenizer = AutoTokenizer.from_pretrained(out)
     data = load_from_disk(require_complete(run.data_dir))
     mp = params.model
+    assert mp.peft is not None and mp.name_or_path is not None  # called for model.peft (a pretrained start)
     commit = sources_of(run.model_dir, {}).get("model", {}).get("commit")
     if commit:  # the Hub commit the train stage trained from
         mp = mp.model_copy(update={"revision": commit})

@@ -255,10 +255,10 @@ def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> d
             predicted = logits[:, :-1, :].float().argmax(-1)
             total_loss += loss.item()
             n_tokens += targets.numel()
-            n_correct += (predicted == targets).sum().item()
+            n_correct += int((predicted == targets).sum().item())
             is_key = torch.isin(targets, keyset)
-            n_key += is_key.sum().item()
-            n_key_correct += ((predicted == targets) & is_key).sum().item()
+            n_key += int(is_key.sum().item())
+            n_key_correct += int(((predicted == targets) & is_key).sum().item())
     loss = total_loss / max(n_tokens, 1)
     return {
         "loss": round(loss, 6),
@@ -277,13 +277,7 @@ def evaluate(params: Params, run: EvaluateRun) -> list[str]:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hfpipe.evaluate import (
-        causal_lm_metrics,
-        completions_markdown,
-        greedy_completions,
-        idiom_metrics,
-        idiom_results,
-    )
+    from hfpipe.evaluate import completions_markdown, greedy_completions, idiom_metrics, idiom_results
     from hfpipe.io import require_complete, write_json_atomic, write_text_atomic
 
     tokenizer = AutoTokenizer.from_pretrained(require_complete(run.model_dir))
@@ -360,7 +354,7 @@ def export(params: Params, model_dir: Path, out_dir: Path, inputs: ExportInputs)
     tokenizer.save_pretrained(out_dir)
     card = model_card(params, inputs, count_parameters(model), sources_of(model_dir, inputs.data_stats))
     (out_dir / "README.md").write_text(card)
-    generated = pipeline(PIPELINE_TASK, model=str(out_dir))("import pandas as", max_new_tokens=4, do_sample=False)
+    generated = pipeline("text-generation", model=str(out_dir))("import pandas as", max_new_tokens=4, do_sample=False)
     if not generated or not generated[0]["generated_text"].startswith("import pandas as"):
         raise PipelineError(f"{out_dir}: the exported model did not load into a text-generation pipeline")
 

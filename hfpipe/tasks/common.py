@@ -25,8 +25,8 @@ PRECISION_RECALL = f"{SKLEARN_DIR}/precision_recall_validation.json"
 
 # The plots (ids as `dvc plots show` names them) a run must have data for (test-split plots are
 # optional: GLUE-style test splits are unlabelled). The root dvc.yaml draws the language model's.
-LANGUAGE_MODEL_PLOTS = ("Loss", "Learning rate")
-CLASSIFIER_PLOTS = ("Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL)
+LANGUAGE_MODEL_PLOTS: tuple[str, ...] = ("Loss", "Learning rate")
+CLASSIFIER_PLOTS: tuple[str, ...] = ("Loss", "Learning rate", "Accuracy", CONFUSION, PRECISION_RECALL)
 
 
 class Task(Protocol):
@@ -217,9 +217,9 @@ class ClassifierTask(Task, Protocol):
 
     def model_columns(self, dataset: Any) -> list[str]: ...
 
-    def label_tokens_of(self, tokenizer: Any, train_set: Any) -> list[int] | None: ...
+    def label_tokens_of(self, tokenizer: Any, train_set: Any) -> Any: ...
 
-    def class_scores(self, logits: Any, rows: Any, label_tokens: list[int] | None) -> Any: ...
+    def class_scores(self, logits: Any, rows: Any, label_tokens: Any) -> Any: ...
 
     def loop_fns(self, num_labels: int, label_tokens: Any) -> LoopFns: ...
 
