@@ -85,7 +85,7 @@ def installed_python_files(seed: int, lock: Path = REQUIREMENTS) -> list[tuple[s
             if f.suffix == ".py":
                 key = f"{name}/{f.as_posix()}"
                 digest = f.hash.value if f.hash and f.hash.mode == "sha256" else None
-                files.setdefault(key, (name, version, Path(dist.locate_file(f)), digest))
+                files.setdefault(key, (name, version, Path(str(dist.locate_file(f))), digest))
     return [files[k] for k in sorted(files, key=lambda k: (hash_fraction(k, seed), k))]
 
 
@@ -600,6 +600,7 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
         raise PipelineError(f"dataset.label_column = {dp.label_column!r}: the train split has {len(names)} "
                             f"label value(s) {names}; a classifier needs at least 2")
     check_label_names(names, "dataset.label_names" if dp.label_names else f"dataset.label_column = {dp.label_column!r}")
+    assert dp.label_column is not None  # params: the classification tasks need dataset.label_column
     features = {"text": datasets.Value("string")}
     if dp.text_pair_column:
         features["text_pair"] = datasets.Value("string")
@@ -609,7 +610,7 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
         has_labels = dp.label_column in ds.column_names
         values = ds[dp.label_column] if has_labels else [None] * len(ds)
         feature = ds.features[dp.label_column] if has_labels else None
-        columns = {"text": [t or "" for t in ds[dp.text_column]]}
+        columns: dict[str, list] = {"text": [t or "" for t in ds[dp.text_column]]}
         if dp.text_pair_column:
             columns["text_pair"] = [t or "" for t in ds[dp.text_pair_column]]
         columns["label"] = encode_labels(values, feature, names, split, dp.label_column,

@@ -239,16 +239,16 @@ def export_adapter_into(out: Path, params: Params, task: Task, run: ExportRun, t
     shutil.copytree(trained, out / ADAPTER_DIR)
     tokenizer = AutoTokenizer.from_pretrained(out)
     data = load_from_disk(require_complete(run.data_dir))
-    mp = params.model
-    assert mp.peft is not None and mp.name_or_path is not None  # called for model.peft (a pretrained start)
+    mp, peft, name = params.model, params.model.peft, params.model.name_or_path
+    assert peft is not None and name is not None  # called for model.peft (a pretrained start)
     commit = sources_of(run.model_dir, {}).get("model", {}).get("commit")
     if commit:  # the Hub commit the train stage trained from
         mp = mp.model_copy(update={"revision": commit})
     base = task.build_model(mp, tokenizer, data["train"], task.sequence_length(tokenize_stats), params.seed)
-    targets = lora_targets(base, mp.peft, mp.name_or_path)
+    targets = lora_targets(base, peft, name)
     head = classifier_head(base) if task.HAS_CLASSIFICATION_HEAD else []
     # an added pad token (gpt2-classifier): the base must grow its embeddings before the adapter loads
-    vocab_grown = len(tokenizer) > getattr(load_config(mp.name_or_path, mp.revision), "vocab_size", len(tokenizer))
+    vocab_grown = len(tokenizer) > getattr(load_config(name, mp.revision), "vocab_size", len(tokenizer))
     adapted = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).eval()
     merged = task.auto_model_class().from_pretrained(out).eval()
     batch = check_examples(run.data_dir, params.export.check_examples, tokenizer, task)
@@ -263,7 +263,7 @@ def export_adapter_into(out: Path, params: Params, task: Task, run: ExportRun, t
         # what training changed: the adapters and the head's trained copy
         trainable = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     n_params = count_parameters(merged)
-    figures = {"method": mp.peft.method, "r": mp.peft.r, "target_modules": targets, "head": head,
+    figures = {"method": peft.method, "r": peft.r, "target_modules": targets, "head": head,
                "trainable_parameters": trainable, "model_parameters": n_params,
                "trainable_percent": round(100 * trainable / n_params, 3),
                "adapter_bytes": sum(f.stat().st_size for f in (out / ADAPTER_DIR).iterdir()),

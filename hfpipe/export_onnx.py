@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def input_names(model) -> list[str]:
 
     accepted = inspect.signature(model.forward).parameters
     return ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in accepted
-                                              and getattr(model.config, "type_vocab_size", 0) else [])
+                                              and bool(getattr(model.config, "type_vocab_size", 0)) else [])
 
 
 def logits_module(model):
@@ -100,7 +100,8 @@ def export_onnx(model_dir: Path, out_path: Path, task: Task) -> list[str]:
     model = load_model(model_dir, task)
     names = input_names(model)
     config = model.config
-    seq = min(16, int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 16)))
+    positions = getattr(config, "n_positions", 0) or getattr(config, "max_position_embeddings", 16)
+    seq = min(16, int(positions))
     ones = torch.ones(2, seq, dtype=torch.long)
     example = {"input_ids": ones, "attention_mask": ones.clone()}
     if "token_type_ids" in names:
@@ -182,7 +183,7 @@ def onnx_logits(session, inputs: dict[str, np.ndarray]) -> np.ndarray:
 def torch_logits(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
     import torch
 
-    kwargs = {n: torch.from_numpy(v) for n, v in inputs.items()}
+    kwargs: dict[str, Any] = {n: torch.from_numpy(v) for n, v in inputs.items()}
     if hasattr(model.config, "use_cache"):
         kwargs["use_cache"] = False
     with torch.inference_mode():

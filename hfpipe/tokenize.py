@@ -78,7 +78,8 @@ MAX_BATCH_CHARS = 2_000_000
 def iter_text_batches(dataset, column: str, batch_size: int, max_chars: int = MAX_BATCH_CHARS) -> Iterator[list[str]]:
     """Lists of at most `batch_size` texts and (unless one text is longer) `max_chars` characters."""
     for batch in dataset.iter(batch_size=batch_size):
-        texts, chars = [], 0
+        texts: list[str] = []
+        chars = 0
         for text in batch[column]:
             if texts and chars + len(text) > max_chars:
                 yield texts
