@@ -1,6 +1,6 @@
 """Fetch and filter: documents from installed packages, the Hub or local files -> Arrow splits.
 
-The causal-LM corpus keeps documents that mention any filter keyword (seed 04's
+The causal-LM corpus keeps documents that mention any filter keyword (tutorial 04's
 `any_keyword_in_string`), drops exact duplicates, and splits train/validation by a seeded hash
 of the document, so the split does not depend on the order the source yields documents in.
 """

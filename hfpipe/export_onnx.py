@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hfpipe import paths
 from hfpipe.io import PipelineError
 
 if TYPE_CHECKING:
@@ -348,8 +349,8 @@ def card_section(metrics: dict, task: Task) -> str:
 ```python
 import onnxruntime as ort
 from transformers import AutoTokenizer
-tok = AutoTokenizer.from_pretrained("models/export")
-session = ort.InferenceSession("models/export/onnx/{FP32_FILE}", providers=["CPUExecutionProvider"])
+tok = AutoTokenizer.from_pretrained("{paths.EXPORT}")
+session = ort.InferenceSession("{paths.EXPORT}/{ONNX_DIR}/{FP32_FILE}", providers=["CPUExecutionProvider"])
 {use}
 ```
 

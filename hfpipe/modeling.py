@@ -150,7 +150,7 @@ def count_parameters(model) -> int:
 
 
 def enable_gradient_checkpointing(model, enabled: bool) -> None:
-    """Recompute activations in the backward pass instead of storing them (seed 05's option)."""
+    """Recompute activations in the backward pass instead of storing them (tutorial 05's option)."""
     if enabled:
         model.activation_checkpointing_enable()  # transformers 5's name for gradient_checkpointing_enable
         if hasattr(model.config, "use_cache"):

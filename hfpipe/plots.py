@@ -91,7 +91,7 @@ def write_task_plots(task: Task, root: Path = Path("."), plots_file: Path = TASK
               "# Rewritten on every dvc repro; edit hfpipe/plots.py, not this file.\n")
     write_text_atomic(path, header + yaml.safe_dump({"plots": plots}, sort_keys=False))
     ids = [pid for plot in plots for pid in plot]
-    return [pid if pid == "Accuracy" else f"metrics/{pid}" for pid in ids]
+    return [pid if pid == "Accuracy" else f"{plots_file.parent}/{pid}" for pid in ids]
 
 
 def required_plots(task: Task, binary: bool = True) -> list[str]:

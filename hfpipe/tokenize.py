@@ -142,7 +142,7 @@ def pack_into_blocks(id_batches: Iterable[list[list[int]]], eos_id: int, block_s
 
 def overflow_blocks(tokenizer, text_batches: Iterable[list[str]], block_size: int,
                     stats: ChunkStats) -> Iterator[np.ndarray]:
-    """Seed 04's chunking: split each document into block_size chunks, keep only full ones."""
+    """Tutorial 04's chunking: split each document into block_size chunks, keep only full ones."""
     for texts in text_batches:
         out = tokenizer(texts, truncation=True, max_length=block_size, return_overflowing_tokens=True,
                         return_length=True, return_attention_mask=False)
@@ -189,35 +189,42 @@ def write_blocks(blocks: Iterable[np.ndarray], path: Path, block_size: int) -> N
         writer.close()
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How a split's documents become blocks: the text column, the block size
+    (tokenize.context_length), the method (packing or overflow) and the documents per tokenizer call."""
+    column: str
+    block_size: int
+    method: str
+    batch_size: int
+
+
 def _counted(batches: Iterable[list[str]], progress: Callable[[int], object]) -> Iterator[list[str]]:
     for texts in batches:
         yield texts
         progress(len(texts))
 
 
-def block_stream(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
-                 stats: ChunkStats, carry_out: list | None = None,
+def block_stream(dataset, tokenizer, chunking: Chunking, stats: ChunkStats, carry_out: list | None = None,
                  progress: Callable[[int], object] | None = None) -> Iterator[np.ndarray]:
     """The blocks of a dataset's documents, batch by batch (see pack_into_blocks / overflow_blocks)."""
-    texts = iter_text_batches(dataset, column, batch_size)
+    texts = iter_text_batches(dataset, chunking.column, chunking.batch_size)
     if progress is not None:
         texts = _counted(texts, progress)
-    if method == "packing":
-        return pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, block_size, stats,
-                                carry_out)
-    return overflow_blocks(tokenizer, texts, block_size, stats)
+    if chunking.method == "packing":
+        return pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, chunking.block_size,
+                                stats, carry_out)
+    return overflow_blocks(tokenizer, texts, chunking.block_size, stats)
 
 
-def chunk_split(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
-                path: Path) -> ChunkStats:
+def chunk_split(dataset, tokenizer, chunking: Chunking, path: Path) -> ChunkStats:
     """One dataset's blocks into one Arrow file (the benchmark's unit of work)."""
     stats = ChunkStats()
-    write_blocks(block_stream(dataset, tokenizer, column, block_size, method, batch_size, stats), path, block_size)
+    write_blocks(block_stream(dataset, tokenizer, chunking, stats), path, chunking.block_size)
     return stats
 
 
-def chunk_range(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int, folder: Path,
-                prefix: str, max_shard_size: int | str,
+def chunk_range(dataset, tokenizer, chunking: Chunking, folder: Path, prefix: str, max_shard_size: int | str,
                 progress: Callable[[int], object] | None = None) -> tuple[ChunkStats, np.ndarray, list[Path]]:
     """Chunk one contiguous range of a split into Arrow shards `folder/<prefix>-*.arrow`.
 
@@ -228,9 +235,9 @@ def chunk_range(dataset, tokenizer, column: str, block_size: int, method: str, b
 
     stats = ChunkStats()
     carry: list[np.ndarray] = []
-    with ShardedArrowWriter(folder, block_features(block_size), max_shard_size, prefix) as writer:
-        for arr in block_stream(dataset, tokenizer, column, block_size, method, batch_size, stats, carry, progress):
-            writer.write_table(blocks_table(arr, block_size))
+    with ShardedArrowWriter(folder, block_features(chunking.block_size), max_shard_size, prefix) as writer:
+        for arr in block_stream(dataset, tokenizer, chunking, stats, carry, progress):
+            writer.write_table(blocks_table(arr, chunking.block_size))
     tail = carry[0] if carry else np.empty(0, dtype=np.int32)
     return stats, tail, writer.shards
 
@@ -243,8 +250,8 @@ def _init_worker(tokenizer, progress_queue) -> None:
     _WORKER["tokenizer"], _WORKER["queue"] = tokenizer, progress_queue
 
 
-def _chunk_range_in_worker(task: dict) -> tuple[ChunkStats, np.ndarray, list[Path]]:
-    return chunk_range(tokenizer=_WORKER["tokenizer"], progress=_WORKER["queue"].put, **task)
+def _chunk_range_in_worker(job: dict) -> tuple[ChunkStats, np.ndarray, list[Path]]:
+    return chunk_range(tokenizer=_WORKER["tokenizer"], progress=_WORKER["queue"].put, **job)
 
 
 @contextmanager
@@ -267,9 +274,9 @@ def _single_threaded_tokenizers() -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
-def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list[tuple]:
-    """chunk_range for every task, in this process (num_proc 1) or in a pool of num_proc processes;
-    results in task order, with one progress bar of documents tokenized."""
+def _run_ranges(jobs: list[dict], tokenizer, num_proc: int, total: int) -> list[tuple]:
+    """chunk_range for every job (its keyword arguments), in this process (num_proc 1) or in a pool of
+    num_proc processes; results in job order, with one progress bar of documents tokenized."""
     from queue import Empty
 
     from tqdm.auto import tqdm
@@ -280,20 +287,20 @@ def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list
         check_processes("tokenize.num_proc", num_proc, gpus=0)  # CPU workers, whatever GPUs there are
     if num_proc == 1:
         with tqdm(total=total, desc="tokenize", unit=" docs", mininterval=1.0) as bar:
-            return [chunk_range(tokenizer=tokenizer, progress=bar.update, **task) for task in tasks]
+            return [chunk_range(tokenizer=tokenizer, progress=bar.update, **job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start at once and inherit the tokenizer; spawn where there is no fork (the
-    # tokenizer and each task's dataset range are pickled: a memory-mapped range pickles as its path).
+    # tokenizer and each job's dataset range are pickled: a memory-mapped range pickles as its path).
     # A process pool that notices a dead worker (killed for memory, say) instead of waiting forever.
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     queue = ctx.Queue()
     pool = ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init_worker, initargs=(tokenizer, queue))
     try:
         with _single_threaded_tokenizers():  # the workers start at the first submit
-            futures = [pool.submit(_chunk_range_in_worker, task) for task in tasks]
+            futures = [pool.submit(_chunk_range_in_worker, job) for job in jobs]
         with tqdm(total=total, desc=f"tokenize ({num_proc} processes)", unit=" docs", mininterval=1.0) as bar:
             while not all(f.done() for f in futures):
                 try:
@@ -311,8 +318,7 @@ def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list
     return results
 
 
-def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_size: int, out_dir: Path,
-                       column: str = "content", num_proc: int = 1,
+def tokenize_and_chunk(splits, tokenizer, chunking: Chunking, out_dir: Path, num_proc: int = 1,
                        max_shard_size: int | str = "500MB") -> dict[str, dict]:
     """Chunk every split of a DatasetDict into `out_dir` (a folder `datasets.load_from_disk` reads);
     returns per-split stats.
@@ -328,21 +334,22 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
 
     out_dir = Path(out_dir)
     created = not out_dir.exists()
+    block_size = chunking.block_size
     features = block_features(block_size)
-    tasks: list[dict] = []
+    jobs: list[dict] = []
     for split in splits:
         dataset = splits[split]
         n = max(1, min(num_proc, len(dataset)))
         for i in range(n):
-            tasks.append({"dataset": dataset.shard(num_shards=n, index=i, contiguous=True) if n > 1 else dataset,
-                          "column": column, "block_size": block_size, "method": method, "batch_size": batch_size,
-                          "folder": out_dir / split, "prefix": f"part-{i:05d}", "max_shard_size": max_shard_size})
+            jobs.append({"dataset": dataset.shard(num_shards=n, index=i, contiguous=True) if n > 1 else dataset,
+                         "chunking": chunking, "folder": out_dir / split, "prefix": f"part-{i:05d}",
+                         "max_shard_size": max_shard_size})
     try:
-        results = _run_ranges(tasks, tokenizer, num_proc, sum(len(splits[s]) for s in splits))
+        results = _run_ranges(jobs, tokenizer, num_proc, sum(len(splits[s]) for s in splits))
         stats: dict[str, ChunkStats] = {}
         split_shards: dict[str, list[Path]] = {}
         for split in splits:
-            mine = [r for task, r in zip(tasks, results, strict=False) if task["folder"] == out_dir / split]
+            mine = [r for job, r in zip(jobs, results, strict=False) if job["folder"] == out_dir / split]
             stats[split] = ChunkStats()
             shards: list[Path] = []
             for part_stats, _, part_shards in mine:

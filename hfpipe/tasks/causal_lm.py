@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hfpipe import paths
 from hfpipe.io import PipelineError
 from hfpipe.tasks.common import LANGUAGE_MODEL_PLOTS, LoopFns, TrainingSetup
 from hfpipe.tasks.names import TASK_PARAM_KEYS
@@ -98,10 +99,11 @@ def prepare_tokenizer(tokenizer) -> None:
 
 def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
     """Packed blocks of tp.context_length tokens; the stats (data/stats/tokenize.json)."""
-    from hfpipe.tokenize import tokenize_and_chunk
+    from hfpipe.tokenize import Chunking, tokenize_and_chunk
 
-    stats = tokenize_and_chunk(splits, tokenizer, tp.context_length, tp.method, tp.batch_size, out_dir,
-                               num_proc=tp.num_proc, max_shard_size=tp.max_shard_size)
+    chunking = Chunking(TOKENIZER_TEXT_COLUMN, tp.context_length, tp.method, tp.batch_size)
+    stats = tokenize_and_chunk(splits, tokenizer, chunking, out_dir, num_proc=tp.num_proc,
+                               max_shard_size=tp.max_shard_size)
     # num_proc is not recorded: it changes how blocks straddling range boundaries are arranged, never
     # the counts below (the stats are sums over the processes plus the packed remainders).
     return {"method": tp.method, "context_length": tp.context_length, **stats}
@@ -314,7 +316,7 @@ def model_card(params: Params, inputs: ExportInputs, n_params: int, sources: dic
     what = "GPT-2 trained from scratch" if params.model.from_scratch else params.model.name_or_path
     usage = f"""```python
 from transformers import pipeline
-pipe = pipeline("{PIPELINE_TASK}", model="models/export")
+pipe = pipeline("{PIPELINE_TASK}", model="{paths.EXPORT}")
 print(pipe("import pandas as", max_new_tokens=16, do_sample=False)[0]["generated_text"])
 ```"""
     method = chunk_stats.get("method", params.tokenize.method)

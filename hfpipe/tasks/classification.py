@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hfpipe import paths
 from hfpipe.tasks.common import (
     CLASSIFIER_PLOTS,
     LoopFns,
@@ -139,7 +140,7 @@ def card_usage(params: Params, label_names: list[str]) -> tuple[str, str]:
                else '"a sentence to classify"')
     usage = f"""```python
 from transformers import pipeline
-clf = pipeline("text-classification", model="models/export")
+clf = pipeline("{PIPELINE_TASK}", model="{paths.EXPORT}")
 print(clf({example}))
 ```"""
     return f"sequence classifier fine-tuned from {params.model.name_or_path}", usage

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hfpipe import paths
 from hfpipe.io import PipelineError
 from hfpipe.tasks.common import (
     CLASSIFIER_PLOTS,
@@ -264,8 +265,8 @@ def card_usage(params: Params, label_names: list[str]) -> tuple[str, str]:
     usage = f"""```python
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained("models/export")
-model = AutoModelForCausalLM.from_pretrained("models/export")
+tok = AutoTokenizer.from_pretrained("{paths.EXPORT}")
+model = AutoModelForCausalLM.from_pretrained("{paths.EXPORT}")
 labels = {label_names!r}
 label_tokens = [tok(name, add_special_tokens=False)["input_ids"][0] for name in labels]
 ids = tok("a gripping, funny film", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
