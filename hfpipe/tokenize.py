@@ -26,7 +26,7 @@ import numpy as np
 from hfpipe.io import PipelineError, save_dataset_dict
 
 if TYPE_CHECKING:
-    from hfpipe.params import Params
+    from hfpipe.params import Params, TokenizeParams
     from hfpipe.tasks.common import Task
 
 EOS_TOKEN = "<|endoftext|>"
@@ -431,21 +431,21 @@ def encode_classification(dataset, tokenizer, max_length: int, batch_size: int):
     return encoded, length_stats(lengths, max_length, kept)
 
 
-def tokenize_classification(splits, tokenizer, task_name: str, max_length: int, batch_size: int, out_dir: Path,
-                            max_shard_size: int | str | None = None, encode: Callable | None = None,
-                            extra_stats: dict | None = None) -> dict:
-    """Encode every split of data/filtered with `encode(dataset, tokenizer, max_length, batch_size)
-    -> (encoded, stats)` (default encode_classification; the task module passes its own) and
-    save_to_disk; returns the stats (`extra_stats` after the label names)."""
+def tokenize_classification(splits, tokenizer, task_name: str, tp: TokenizeParams, out_dir: Path,
+                            encode: Callable | None = None, extra_stats: dict | None = None) -> dict:
+    """Encode every split of data/filtered with `encode(dataset, tokenizer, tp.max_length,
+    tp.batch_size) -> (encoded, stats)` (default encode_classification; the task module passes its
+    own) and save_to_disk in shards of tp.max_shard_size; returns the stats (`extra_stats` after the
+    label names)."""
     from datasets import DatasetDict
 
     encode = encode or encode_classification
     names = splits["train"].features["label"].names
-    stats: dict = {"task": task_name, "max_length": max_length, "label_names": names, **(extra_stats or {})}
+    stats: dict = {"task": task_name, "max_length": tp.max_length, "label_names": names, **(extra_stats or {})}
     out = {}
     for split in splits:
-        out[split], stats[split] = encode(splits[split], tokenizer, max_length, batch_size)
-    save_dataset_dict(DatasetDict(out), out_dir, max_shard_size)
+        out[split], stats[split] = encode(splits[split], tokenizer, tp.max_length, tp.batch_size)
+    save_dataset_dict(DatasetDict(out), out_dir, tp.max_shard_size)
     return stats
 
 

@@ -53,7 +53,7 @@ def prepare_tokenizer(tokenizer) -> None:
 def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
     from hfpipe.tokenize import tokenize_classification
 
-    return tokenize_classification(splits, tokenizer, NAME, tp.max_length, tp.batch_size, out_dir, tp.max_shard_size)
+    return tokenize_classification(splits, tokenizer, NAME, tp, out_dir)
 
 
 def label_tokens_of(tokenizer, train_set) -> None:

@@ -122,8 +122,7 @@ def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
     def encode(dataset, tokenizer, max_length, batch_size):
         return encode_gpt2_classifier(dataset, tokenizer, tokens, max_length, batch_size)
 
-    return tokenize_classification(splits, tokenizer, NAME, tp.max_length, tp.batch_size, out_dir,
-                                   tp.max_shard_size, encode=encode,
+    return tokenize_classification(splits, tokenizer, NAME, tp, out_dir, encode=encode,
                                    extra_stats={"label_tokens": tokenizer.convert_ids_to_tokens(tokens)})
 
 
