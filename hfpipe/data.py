@@ -1,6 +1,6 @@
 """Fetch and filter: documents from installed packages, the Hub or local files -> Arrow splits.
 
-The causal-LM corpus keeps documents that mention any filter keyword (seed 04's
+The causal-LM corpus keeps documents that mention any filter keyword (tutorial 04's
 `any_keyword_in_string`), drops exact duplicates, and splits train/validation by a seeded hash
 of the document, so the split does not depend on the order the source yields documents in.
 """
@@ -13,9 +13,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfpipe.io import LOCAL_SUFFIXES, PipelineError, looks_local, save_dataset_dict
-from hfpipe.params import DatasetParams
+from hfpipe.params import DatasetParams, Params
+from hfpipe.paths import REQUIREMENTS
+
+if TYPE_CHECKING:
+    from hfpipe.tasks.common import Task
 
 # Files above this size are mostly generated tables or vendored bundles, not code people write.
 MAX_FILE_BYTES = 500_000
@@ -26,8 +31,7 @@ MAX_DOCUMENT_CHARS = 10_000_000
 WRITE_BATCH = 256
 # This project's own package is not part of the corpus it trains on.
 EXCLUDED_DISTRIBUTIONS = {"hfpipe"}
-# The lock every stage depends on; it pins the installed-packages corpus too.
-REQUIREMENTS = Path("requirements.txt")
+# REQUIREMENTS (hfpipe.paths): the lock every stage depends on; it pins the installed-packages corpus too.
 
 
 def any_keyword_in_string(text: str, keywords: Iterable[str]) -> bool:
@@ -81,7 +85,7 @@ def installed_python_files(seed: int, lock: Path = REQUIREMENTS) -> list[tuple[s
             if f.suffix == ".py":
                 key = f"{name}/{f.as_posix()}"
                 digest = f.hash.value if f.hash and f.hash.mode == "sha256" else None
-                files.setdefault(key, (name, version, Path(dist.locate_file(f)), digest))
+                files.setdefault(key, (name, version, Path(str(dist.locate_file(f))), digest))
     return [files[k] for k in sorted(files, key=lambda k: (hash_fraction(k, seed), k))]
 
 
@@ -596,6 +600,7 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
         raise PipelineError(f"dataset.label_column = {dp.label_column!r}: the train split has {len(names)} "
                             f"label value(s) {names}; a classifier needs at least 2")
     check_label_names(names, "dataset.label_names" if dp.label_names else f"dataset.label_column = {dp.label_column!r}")
+    assert dp.label_column is not None  # params: the classification tasks need dataset.label_column
     features = {"text": datasets.Value("string")}
     if dp.text_pair_column:
         features["text_pair"] = datasets.Value("string")
@@ -605,7 +610,7 @@ def classification_splits(dp: DatasetParams, revision: str | None = None):
         has_labels = dp.label_column in ds.column_names
         values = ds[dp.label_column] if has_labels else [None] * len(ds)
         feature = ds.features[dp.label_column] if has_labels else None
-        columns = {"text": [t or "" for t in ds[dp.text_column]]}
+        columns: dict[str, list] = {"text": [t or "" for t in ds[dp.text_column]]}
         if dp.text_pair_column:
             columns["text_pair"] = [t or "" for t in ds[dp.text_pair_column]]
         columns["label"] = encode_labels(values, feature, names, split, dp.label_column,
@@ -654,7 +659,15 @@ def classification_summary(stats: dict) -> str:
     return f"rows {stats['split_rows']}; labels {stats['label_names']}"
 
 
-# What the fetch stage loads for each kind of model a task trains (hfpipe.tasks: each module's KIND):
-# (fetch(dp, out_dir, commit) -> stats, the stats' one-line summary).
-FETCHES = {"language-model": (fetch_code_corpus, code_corpus_summary),
-           "classifier": (fetch_classification, classification_summary)}
+def run_fetch(params: Params, task: Task, out_dir: Path, stats_file: Path) -> list[str]:
+    """The fetch stage: the task's data (a code corpus, or labelled text (pairs)) -> Arrow splits in
+    `out_dir`, the stats in `stats_file`; returns the summary line."""
+    from hfpipe.hub import locked_commit
+    from hfpipe.io import atomic_dir, write_json_atomic
+
+    # A Hub dataset: the commit hub.lock.yaml holds for it (resolved and locked on first use).
+    commit = locked_commit(params, "dataset")
+    with atomic_dir(out_dir) as out:
+        stats = task.fetch(params.dataset, out, commit)
+    write_json_atomic(stats_file, stats)
+    return [task.fetch_summary(stats)]

@@ -1,65 +1,30 @@
 """The evaluate stage: models/trained on data/tokenized -> metrics/eval.json and metrics/report/.
 
-Two procedures, one per kind of model a task trains (hfpipe.tasks: each module's KIND): a language
-model's loss, perplexity, next-token and keytoken accuracy and greedy completions; a classifier's
-accuracy / F1 / precision / recall per labelled split, predictions tables and confusion matrices.
-What differs between the tasks of one kind comes from the task module.
+The task's `evaluate` runs it (hfpipe.tasks), from the pieces here: a language model's loss,
+perplexity, next-token and keytoken accuracy and greedy completions; a classifier's accuracy / F1 /
+precision / recall per labelled split, predictions tables and confusion matrices.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hfpipe.io import PipelineError, atomic_dir, require_complete, write_json_atomic, write_text_atomic
+from hfpipe.io import atomic_dir, require_complete, write_json_atomic
 from hfpipe.params import Params
 
-# Seed 04's four prompts, plus the one-line check that shows what a data-science code model learned.
-SEED_PROMPTS = [
-    "# create some data\nx = np.random.randn(100)\ny = np.random.randn(100)\n\n# create scatter plot with x, y\n",
-    "# create some data\nx = np.random.randn(100)\ny = np.random.randn(100)\n\n# create dataframe from x and y\n",
-    "# dataframe with profession, income and name\ndf = pd.DataFrame({'profession': x, 'income':y, 'name': z})\n\n"
-    "# calculate the mean income per profession\n",
-    "\n# import random forest regressor from scikit-learn\nfrom sklearn.ensemble import RandomForestRegressor\n\n"
-    "# fit random forest model with 300 estimators on X, y:\n",
-    "import pandas as",
-]
+if TYPE_CHECKING:
+    from hfpipe.tasks.common import ClassifierTask, Task
 
-# Idioms of the data-science stack and the word every codebase writes next, scored by greedy
-# decoding: what a newcomer checks first. Chosen by a rule, before any model was scored on them:
-# the import alias each library's own documentation uses, then the first calls of a data-science
-# script. 27 of them, so that one idiom moves the score by 4 points (with 9, one corpus file moved
-# it by 22). No installed file writes `import seaborn as sns` (seaborn's examples are notebooks
-# outside its wheel), so the default corpus cannot teach ` sns`: a model gets it from other data.
-IDIOMS = [
-    ("import pandas as", " pd"),
-    ("import numpy as", " np"),
-    ("import matplotlib.pyplot as", " plt"),
-    ("import seaborn as", " sns"),
-    ("import matplotlib as", " mpl"),
-    ("import pyarrow as", " pa"),
-    ("import pyarrow.compute as", " pc"),
-    ("import pyarrow.parquet as", " pq"),
-    ("import scipy.sparse as", " sp"),
-    ("import polars as", " pl"),
-    ("import networkx as", " nx"),
-    ("import torch.nn as", " nn"),
-    ("import torch.nn.functional as", " F"),
-    ("import statsmodels.api as", " sm"),
-    ("import dask.dataframe as", " dd"),
-    ("import dask.array as", " da"),
-    ("import pandas._testing as", " tm"),
-    ("import datetime as", " dt"),
-    ("df = pd.", "DataFrame"),
-    ("s = pd.", "Series"),
-    ("from sklearn.model_selection import", " train_test_split"),
-    ("X_train, X_test, y_train, y_test =", " train_test_split"),
-    ("model.fit(X_train,", " y_train"),
-    ("from sklearn.base import", " BaseEstimator"),
-    ("fig, ax = plt.", "subplots"),
-    ("df = pd.read_", "csv"),
-    ("rng = np.random.", "default_rng"),
-]
 
+@dataclass(frozen=True)
+class EvaluateRun:
+    """The evaluate stage's inputs and outputs."""
+    model_dir: Path
+    data_dir: Path
+    metrics_file: Path
+    report_dir: Path
 
 def idiom_is_right(completion: str, expected: str) -> bool:
     """The completion starts with the expected word, and the word ends there (" pd", not " pdf")."""
@@ -67,7 +32,7 @@ def idiom_is_right(completion: str, expected: str) -> bool:
     return completion.startswith(expected) and not (after.isalnum() or after == "_")
 
 
-def idiom_results(model, tokenizer, idioms: list[tuple[str, str]] = IDIOMS) -> list[dict]:
+def idiom_results(model, tokenizer, idioms: list[tuple[str, str]]) -> list[dict]:
     """Each idiom's prompt, expected word, greedy completion and whether it is right."""
     # room for the longest expected word in this tokenizer's pieces, and one token more to see it end
     new_tokens = 1 + max(len(tokenizer(expected, add_special_tokens=False)["input_ids"]) for _, expected in idioms)
@@ -80,40 +45,6 @@ def idiom_results(model, tokenizer, idioms: list[tuple[str, str]] = IDIOMS) -> l
 def idiom_metrics(results: list[dict]) -> dict:
     right = sum(r["right"] for r in results)
     return {"idiom_accuracy": round(right / len(results), 6), "idioms_right": right, "idioms": len(results)}
-
-
-def causal_lm_metrics(model, blocks, keytokens: list[int], batch_size: int) -> dict:
-    """Token-level metrics over every predicted position of every block (no padding in blocks)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from hfpipe.tasks.causal_lm import next_token_nll
-
-    model.eval()
-    keyset = torch.tensor(keytokens, dtype=torch.long)
-    total_loss, n_tokens, n_correct, n_key, n_key_correct = 0.0, 0, 0, 0, 0
-    data = blocks.with_format("torch", columns=["input_ids"])
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit=" batch", mininterval=1.0):
-            ids = data[start: start + batch_size]["input_ids"].long()
-            logits = model(input_ids=ids).logits
-            loss, targets = next_token_nll(logits, ids, reduction="sum")
-            predicted = logits[:, :-1, :].float().argmax(-1)
-            total_loss += loss.item()
-            n_tokens += targets.numel()
-            n_correct += (predicted == targets).sum().item()
-            is_key = torch.isin(targets, keyset)
-            n_key += is_key.sum().item()
-            n_key_correct += ((predicted == targets) & is_key).sum().item()
-    loss = total_loss / max(n_tokens, 1)
-    return {
-        "loss": round(loss, 6),
-        "perplexity": round(math.exp(loss), 4) if loss < 700 else float("inf"),
-        "accuracy": round(n_correct / max(n_tokens, 1), 6),
-        "keytoken_accuracy": round(n_key_correct / n_key, 6) if n_key else None,
-        "tokens": n_tokens,
-        "keytoken_positions": n_key,
-    }
 
 
 def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -139,7 +70,7 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
 
 
 def completions_markdown(prompts: list[str], completions: list[str], idioms: list[dict] | None = None) -> str:
-    parts = ["# Greedy completions of seed 04's prompts\n"]
+    parts = ["# Greedy completions of seed 04's prompts\n"]  # the report's title: "seed 04" is its bytes
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=False), 1):
         parts.append(f"## Prompt {i}\n\n```python\n{prompt}\u2588{completion}\n```\n")
     parts.append("(\u2588 marks where the prompt ends and the model's completion begins.)\n")
@@ -155,33 +86,47 @@ def completions_markdown(prompts: list[str], completions: list[str], idioms: lis
 
 
 # ---------------------------------------------------------------------------------------------
-# Classification: accuracy / F1 / precision / recall (hfpipe.tasks.common), predictions tables and
-# a confusion matrix for `dvc plots`.
+# Classification: accuracy / F1 / precision / recall, predictions tables and a confusion matrix for
+# `dvc plots`.
 
 
-def predict_classifier(model, dataset, collator, batch_size: int, task: str, label_tokens: list[int] | None = None):
-    """(predicted class ids, probability of the predicted class, class probabilities) for each row.
+def classification_metrics(predictions, references, num_labels: int) -> dict:
+    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro
+    (scikit-learn, as the `evaluate` metrics compute them; zero_division 0)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-    classification: softmax over the head's logits. gpt2-classifier: softmax over the label
-    tokens' logits at `label_position` (seed 05's evaluation).
+    predictions = [int(p) for p in predictions]
+    references = [int(r) for r in references]
+    average = {"average": "binary", "pos_label": 1} if num_labels == 2 else {"average": "macro",
+                                                                              "labels": list(range(num_labels))}
+    out = {"accuracy": float(accuracy_score(references, predictions))}
+    for name, score in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
+        out[name] = float(score(references, predictions, zero_division=0, **average))
+    return {k: round(v, 6) for k, v in out.items()}
+
+
+
+def predict_classifier(model, dataset, collator, batch_size: int, task: ClassifierTask,
+                       label_tokens: list[int] | None = None):
+    """(predicted class ids, probability of the predicted class, class probabilities) for each row:
+    the softmax over the task's class scores (classification: the head's logits; gpt2-classifier:
+    the label tokens' logits at `label_position`, tutorial 05's evaluation).
     """
     import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from hfpipe.tasks import TASKS
-
     model.eval()
-    scores = TASKS[task].class_scores
-    columns = [c for c in TASKS[task].model_columns(dataset) if c not in ("label", "labels")]
-    probs = []
+    scores = task.class_scores
+    columns = [c for c in task.model_columns(dataset) if c not in ("label", "labels")]
+    batch_probs = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(dataset), batch_size), desc="predict", unit=" batch", mininterval=1.0):
             rows = dataset[start: start + batch_size]
             batch = collator([{c: rows[c][i] for c in columns} for i in range(len(rows["input_ids"]))])
             logits = scores(model(**{c: batch[c] for c in columns}).logits.float(), rows, label_tokens)
-            probs.append(torch.softmax(logits, -1).numpy())
-    probs = np.concatenate(probs) if probs else np.zeros((0, 0))
+            batch_probs.append(torch.softmax(logits, -1).numpy())
+    probs = np.concatenate(batch_probs) if batch_probs else np.zeros((0, 0))
     predictions = probs.argmax(-1)
     return predictions, probs[np.arange(len(predictions)), predictions], probs
 
@@ -206,8 +151,6 @@ def log_confusion_matrices(live_dir, splits: dict[str, tuple[list[int], list[int
 
     `scores` (binary tasks): per split, the labels and the probability of label 1; each becomes a
     precision-recall curve (`precision_recall_{split}.json`, label 1 as the positive class)."""
-    from pathlib import Path
-
     from dvclive import Live
 
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -224,18 +167,13 @@ def log_confusion_matrices(live_dir, splits: dict[str, tuple[list[int], list[int
         empty_summary.unlink()
 
 
-def evaluate_classification(model, tokenizer, data, task: str, batch_size: int, report_dir,
+def evaluate_classification(model, tokenizer, data, task: ClassifierTask, batch_size: int, report_dir,
                             label_tokens: list[int] | None = None) -> dict:
     """Metrics of the validation and (labelled) test splits; writes predictions_<split>.csv for
     every evaluated split and the confusion matrices (dvclive) into `report_dir`."""
-    from pathlib import Path
-
-    from hfpipe.tasks import TASKS
-    from hfpipe.tasks.common import classification_metrics
-
     report_dir = Path(report_dir)
     names = data["train"].features["label"].names
-    collator = TASKS[task].collator(tokenizer)
+    collator = task.collator(tokenizer)
     metrics: dict = {}
     confusion = {}
     scores: dict = {}
@@ -256,59 +194,24 @@ def evaluate_classification(model, tokenizer, data, task: str, batch_size: int, 
     return metrics
 
 
-def evaluate_language_model(params: Params, task) -> None:
-    """Validation metrics against the same architecture untrained; completions of SEED_PROMPTS."""
-    import torch
+def evaluate_classifier(params: Params, task: ClassifierTask, run: EvaluateRun) -> list[str]:
+    """evaluate_classification of the trained classifier, with its task's class scores; returns the
+    summary lines."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from hfpipe.tasks.causal_lm import keytoken_ids, spread_sample
-
-    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/trained"))
-    model = task.auto_model_class().from_pretrained("models/trained")
-    blocks = spread_sample(load_from_disk(require_complete("data/tokenized"))["validation"], params.evaluate.max_blocks)
-    keys, not_single = keytoken_ids(tokenizer, params.evaluate.keytokens)
-    if not keys:
-        raise PipelineError(f"evaluate.keytokens = {params.evaluate.keytokens!r}: none is a single token "
-                            f"({', '.join(repr(k) for k in not_single)}); use words the tokenizer keeps whole")
-    metrics = causal_lm_metrics(model, blocks, keys, params.evaluate.batch_size)
-    # The same architecture, untrained (seeded): the reference the trained perplexity is judged against.
-    torch.manual_seed(params.seed)
-    untrained = causal_lm_metrics(task.auto_model_class().from_config(model.config), blocks, keys,
-                                  params.evaluate.batch_size)
-    metrics["untrained_perplexity"] = untrained["perplexity"]
-    metrics["perplexity_reduction"] = round(untrained["perplexity"] / metrics["perplexity"], 4)
-    completions = greedy_completions(model, tokenizer, SEED_PROMPTS, params.evaluate.max_new_tokens)
-    idioms = idiom_results(model, tokenizer)
-    metrics.update(idiom_metrics(idioms))
-    write_json_atomic("metrics/eval.json", metrics)
-    write_text_atomic("metrics/report/completions.md", completions_markdown(SEED_PROMPTS, completions, idioms))
-    print(f"validation perplexity {metrics['perplexity']} (untrained {untrained['perplexity']}); idioms "
-          f"{metrics['idioms_right']}/{metrics['idioms']} right; 'import pandas as' -> {completions[-1]!r}")
-
-
-def evaluate_classifier(params: Params, task) -> None:
-    """evaluate_classification of the trained classifier, with its task's class scores."""
-    from datasets import load_from_disk
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(require_complete("models/trained"))
-    data = load_from_disk(require_complete("data/tokenized"))
-    model = task.auto_model_class().from_pretrained("models/trained")
+    tokenizer = AutoTokenizer.from_pretrained(require_complete(run.model_dir))
+    data = load_from_disk(require_complete(run.data_dir))
+    model = task.auto_model_class().from_pretrained(run.model_dir)
     tokens = task.label_tokens_of(tokenizer, data["train"])
-    with atomic_dir("metrics/report") as report:
-        metrics = evaluate_classification(model, tokenizer, data, params.task, params.evaluate.batch_size, report,
-                                          tokens)
-    write_json_atomic("metrics/eval.json", metrics)
-    for split, m in metrics.items():
-        print(f"{split}: accuracy {m['accuracy']}, F1 {m['f1']} ({m['examples']} examples)")
+    with atomic_dir(run.report_dir) as report:
+        metrics = evaluate_classification(model, tokenizer, data, task, params.evaluate.batch_size, report, tokens)
+    write_json_atomic(run.metrics_file, metrics)
+    return [f"{split}: accuracy {m['accuracy']}, F1 {m['f1']} ({m['examples']} examples)"
+            for split, m in metrics.items()]
 
 
-EVALUATIONS = {"language-model": evaluate_language_model, "classifier": evaluate_classifier}
-
-
-def run_evaluate_stage(params: Params) -> None:
-    from hfpipe.tasks import TASKS
-
-    task = TASKS[params.task]
-    EVALUATIONS[task.KIND](params, task)
+def run_evaluate(params: Params, task: Task, model_dir: Path, data_dir: Path, metrics_file: Path,
+                 report_dir: Path) -> list[str]:
+    """The evaluate stage: the task's evaluation of the trained model; returns the summary lines."""
+    return task.evaluate(params, EvaluateRun(model_dir, data_dir, metrics_file, report_dir))

@@ -17,10 +17,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hfpipe import paths
 from hfpipe.io import PipelineError
+
+if TYPE_CHECKING:
+    from hfpipe.params import ExportParams
+    from hfpipe.tasks.common import Task
 
 ONNX_DIR = "onnx"
 FP32_FILE = "model.onnx"
@@ -50,15 +56,8 @@ class CheckBatch:
                           self.label_tokens)
 
 
-def model_class(task: str):
-    """The transformers Auto class the pipeline's `task` trains (gpt2-classifier is a causal LM)."""
-    from hfpipe.tasks import TASKS
-
-    return TASKS[task].auto_model_class()
-
-
-def load_model(model_dir: Path, task: str):
-    model = model_class(task).from_pretrained(model_dir)
+def load_model(model_dir: Path, task: Task):
+    model = task.auto_model_class().from_pretrained(model_dir)
     model.eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
@@ -71,7 +70,7 @@ def input_names(model) -> list[str]:
 
     accepted = inspect.signature(model.forward).parameters
     return ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in accepted
-                                              and getattr(model.config, "type_vocab_size", 0) else [])
+                                              and bool(getattr(model.config, "type_vocab_size", 0)) else [])
 
 
 def logits_module(model):
@@ -94,7 +93,7 @@ def logits_module(model):
     return LogitsOnly().eval()
 
 
-def export_onnx(model_dir: Path, out_path: Path, task: str) -> list[str]:
+def export_onnx(model_dir: Path, out_path: Path, task: Task) -> list[str]:
     """Export the saved model in `model_dir` to one ONNX file (weights inside it, opset 18, the
     torch.export-based exporter); returns the graph's input names."""
     import torch
@@ -102,7 +101,8 @@ def export_onnx(model_dir: Path, out_path: Path, task: str) -> list[str]:
     model = load_model(model_dir, task)
     names = input_names(model)
     config = model.config
-    seq = min(16, int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 16)))
+    positions = getattr(config, "n_positions", 0) or getattr(config, "max_position_embeddings", 16)
+    seq = min(16, int(positions))
     ones = torch.ones(2, seq, dtype=torch.long)
     example = {"input_ids": ones, "attention_mask": ones.clone()}
     if "token_type_ids" in names:
@@ -184,7 +184,7 @@ def onnx_logits(session, inputs: dict[str, np.ndarray]) -> np.ndarray:
 def torch_logits(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
     import torch
 
-    kwargs = {n: torch.from_numpy(v) for n, v in inputs.items()}
+    kwargs: dict[str, Any] = {n: torch.from_numpy(v) for n, v in inputs.items()}
     if hasattr(model.config, "use_cache"):
         kwargs["use_cache"] = False
     with torch.inference_mode():
@@ -202,9 +202,10 @@ def max_logit_difference(reference: np.ndarray, other: np.ndarray, attention_mas
     return float(diff.max()) if diff.size else 0.0
 
 
-def check_examples(data_dir: Path, n: int, tokenizer, label_names: list[str] | None = None) -> CheckBatch:
+def check_examples(data_dir: Path, n: int, tokenizer, task: Task) -> CheckBatch:
     """The first `n` examples of the validation split of data/tokenized (a causal LM's blocks, or a
-    classifier's tokenized examples, right-padded with the tokenizer's pad token)."""
+    classifier's tokenized examples, right-padded with the tokenizer's pad token), with what the
+    task compares (task.check_batch: labels, label positions)."""
     from datasets import load_from_disk
 
     data = load_from_disk(str(data_dir))
@@ -220,23 +221,13 @@ def check_examples(data_dir: Path, n: int, tokenizer, label_names: list[str] | N
         input_ids[i, :len(r)] = r
         mask[i, :len(r)] = 1
     inputs = {"input_ids": input_ids, "attention_mask": mask}
-    # What the check feeds and compares follows the tokenized data's columns: token types (BERT-style
-    # pairs), labels (classifiers), label positions (gpt2-classifier); blocks have none of them.
+    # The model's inputs follow the tokenizer's output: token types for BERT-style pairs.
     if "token_type_ids" in rows.column_names:
         types = np.zeros_like(input_ids)
         for i, r in enumerate(rows["token_type_ids"]):
             types[i, :len(r)] = r
         inputs["token_type_ids"] = types
-    if "label" not in rows.column_names:
-        return CheckBatch(inputs)
-    labels = np.asarray(rows["label"], dtype=np.int64)
-    if "label_position" in rows.column_names:
-        from hfpipe.tokenize import label_token_ids
-
-        names = label_names or data["train"].features["label"].names
-        return CheckBatch(inputs, labels, np.asarray(rows["label_position"], dtype=np.int64),
-                          label_token_ids(tokenizer, list(names)))
-    return CheckBatch(inputs, labels)
+    return task.check_batch(rows, inputs, data, tokenizer)
 
 
 def _task_scores(logits: np.ndarray, batch: CheckBatch) -> np.ndarray:
@@ -322,40 +313,31 @@ def check_onnx_export(model, fp32_path: Path, int8_path: Path | None, batch: Che
     return result
 
 
-def export_and_check(export_dir: Path, data_dir: Path, task: str, tolerance: float, n_examples: int,
-                     int8: bool, final_dir: str | None = None) -> dict:
+def export_and_check(export_dir: Path, data_dir: Path, task: Task, ep: ExportParams,
+                     final_dir: str | None = None) -> dict:
     """ONNX (+ int8) files in `export_dir/onnx/` for the saved model in `export_dir`, checked on
     validation examples; returns the figures for metrics/export.json."""
     from transformers import AutoTokenizer
 
     fp32_path = export_dir / ONNX_DIR / FP32_FILE
-    int8_path = export_dir / ONNX_DIR / INT8_FILE if int8 else None
+    int8_path = export_dir / ONNX_DIR / INT8_FILE if ep.quantize_int8 else None
     names = export_onnx(export_dir, fp32_path, task)
     if int8_path is not None:
         quantize_int8(fp32_path, int8_path)
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    batch = check_examples(data_dir, n_examples, tokenizer)
+    batch = check_examples(data_dir, ep.check_examples, tokenizer, task)
     model = load_model(export_dir, task)
     label = f"{final_dir}/{ONNX_DIR}/{FP32_FILE}" if final_dir else None  # export_dir may be a scratch folder
-    result = check_onnx_export(model, fp32_path, int8_path, batch, tolerance, label)
+    result = check_onnx_export(model, fp32_path, int8_path, batch, ep.onnx_tolerance, label)
     return {"onnx": {"inputs": names, "opset": OPSET, **result}}
 
 
-def card_section(metrics: dict) -> str:
-    """The model card's ONNX section: files, onnxruntime usage, the checks' figures, limits."""
+def card_section(metrics: dict, task: Task) -> str:
+    """The model card's ONNX section: files, onnxruntime usage (the task's), the checks' figures, limits."""
     m = metrics["onnx"]
     feed = ", ".join(f'"{n}": enc["{n}"]' for n in m["inputs"])
     int8_file = f"`onnx/{INT8_FILE}` (dynamic int8 quantization: int8 weights, activations quantized at run time)"
-    if "pytorch_loss" in m:  # a language model's figures
-        change = (f"loss {m['pytorch_loss']} -> {m['int8_loss']} (perplexity {m['pytorch_perplexity']} -> "
-                  f"{m['int8_perplexity']}, {m['int8_perplexity_change_pct']:+}%)" if "int8_loss" in m else "")
-        use = 'enc = tok(["import pandas as"], return_tensors="np")\nlogits = session.run(["logits"], {' + feed + \
-              '})[0]\nprint(tok.decode(int(logits[0, -1].argmax())))'
-    else:
-        change = (f"accuracy {m['pytorch_accuracy']} -> {m['int8_accuracy']}, the int8 model agrees with PyTorch "
-                  f"on {m['int8_prediction_agreement']:.1%} of the predictions" if "int8_accuracy" in m else "")
-        use = 'enc = tok(["a gripping, funny film"], return_tensors="np")\nlogits = session.run(["logits"], {' + \
-              feed + '})[0]'
+    change, use = task.onnx_card_usage(m, feed)
     int8_lines = (f"- {int8_file}: on the same examples, {change}; largest logit difference "
                   f"{m['int8_max_abs_logit_diff']}.\n" if "int8_max_abs_logit_diff" in m else "")
     return f"""## ONNX (onnxruntime)
@@ -367,8 +349,8 @@ def card_section(metrics: dict) -> str:
 ```python
 import onnxruntime as ort
 from transformers import AutoTokenizer
-tok = AutoTokenizer.from_pretrained("models/export")
-session = ort.InferenceSession("models/export/onnx/{FP32_FILE}", providers=["CPUExecutionProvider"])
+tok = AutoTokenizer.from_pretrained("{paths.EXPORT}")
+session = ort.InferenceSession("{paths.EXPORT}/{ONNX_DIR}/{FP32_FILE}", providers=["CPUExecutionProvider"])
 {use}
 ```
 

@@ -29,7 +29,7 @@ def resolve_name_or_path(name_or_path: str, key: str = "model.name_or_path") -> 
     import importlib.metadata
 
     dist_name, folder = pkg_model_folder(name_or_path, key)
-    return str(Path(importlib.metadata.distribution(dist_name).locate_file(folder)).resolve())
+    return str(Path(str(importlib.metadata.distribution(dist_name).locate_file(folder))).resolve())
 
 
 def pkg_model_folder(name_or_path: str, key: str = "model.name_or_path") -> tuple[str, str]:
@@ -105,6 +105,7 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
     from transformers import AutoModelForCausalLM
 
     if not mp.from_scratch:
+        assert mp.name_or_path is not None  # params: model.from_scratch false needs model.name_or_path
         path = resolve_name_or_path(mp.name_or_path)
         try:
             model = AutoModelForCausalLM.from_pretrained(path, revision=mp.revision)
@@ -112,7 +113,8 @@ def build_causal_lm(mp: ModelParams, tokenizer, context_length: int, seed: int):
             raise load_error(mp.name_or_path, "a causal LM", err, mp.revision) from None
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):  # e.g. an added pad token
+        # torch types a module's attributes as Tensor | Module: num_embeddings is an int here
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):  # type: ignore[operator]  # e.g. an added pad token
             # the new rows are drawn at random (around the mean of the others): seeded, or two runs
             # of the same params would train from different pad embeddings
             torch.manual_seed(seed)
@@ -148,7 +150,7 @@ def count_parameters(model) -> int:
 
 
 def enable_gradient_checkpointing(model, enabled: bool) -> None:
-    """Recompute activations in the backward pass instead of storing them (seed 05's option)."""
+    """Recompute activations in the backward pass instead of storing them (tutorial 05's option)."""
     if enabled:
         model.activation_checkpointing_enable()  # transformers 5's name for gradient_checkpointing_enable
         if hasattr(model.config, "use_cache"):
@@ -167,6 +169,7 @@ def build_sequence_classifier(mp: ModelParams, label_names: list[str], seed: int
     labels = dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                   label2id={name: i for i, name in enumerate(label_names)})
     torch.manual_seed(seed)  # the new head's initialisation
+    assert mp.name_or_path is not None  # params: task classification needs model.name_or_path
     path = resolve_name_or_path(mp.name_or_path)
     try:
         if mp.from_scratch:
@@ -213,7 +216,7 @@ def lora_targets(model, peft: PeftParams, name_or_path: str) -> list[str]:
     to name a layer of the model."""
     model_type = getattr(model.config, "model_type", None)
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = list(peft.target_modules or LORA_TARGET_MODULES.get(model_type, ()))
+    targets = list(peft.target_modules or LORA_TARGET_MODULES.get(model_type or "", ()))
     layers = adaptable_module_names(model)
     if not targets:
         raise PipelineError(f"model.peft.target_modules: no default for model type {model_type!r} of "
@@ -237,7 +240,9 @@ def add_lora(model, peft: PeftParams, task_type: str, name_or_path: str):
     classifier, task_type SEQ_CLS, its head) are trainable."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(task_type=task_type, r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
+    # peft types lora_alpha as int; it scales by alpha / r and takes a float as it is
+    config = LoraConfig(task_type=task_type, r=peft.r, lora_alpha=peft.alpha,  # type: ignore[arg-type]
+                        lora_dropout=peft.dropout,
                         target_modules=lora_targets(model, peft, name_or_path),
                         modules_to_save=list(CLASSIFIER_HEAD) if task_type == "SEQ_CLS" else None)
     wrapped = get_peft_model(model, config)
@@ -254,6 +259,7 @@ def check_lora_targets(mp: ModelParams, auto_model_class) -> None:
 
     if mp.peft is None:
         return
+    assert mp.name_or_path is not None  # params: model.peft needs a pretrained model.name_or_path
     config = load_config(mp.name_or_path, mp.revision)
     with torch.device("meta"):
         model = auto_model_class.from_config(config)

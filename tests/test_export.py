@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from hfpipe.export import export_causal_lm, model_card
 from hfpipe.io import PipelineError
+from hfpipe.export import ExportInputs
 from hfpipe.params import parse_params
+from hfpipe.tasks.causal_lm import export as export_causal_lm
+from hfpipe.tasks.causal_lm import model_card
 
 CONTEXT = 32
 PARAMS = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16}, "tokenize": {"context_length": CONTEXT}}
@@ -30,7 +32,7 @@ def exported(tiny_model, tiny_tokenizer, tmp_path_factory):
     tiny_tokenizer.save_pretrained(trained)
     out = root / "export"
     out.mkdir()
-    export_causal_lm(trained, out, parse_params(PARAMS), DATA_STATS, CHUNK_STATS, METRICS)
+    export_causal_lm(parse_params(PARAMS), trained, out, ExportInputs(DATA_STATS, CHUNK_STATS, METRICS))
     return out
 
 
@@ -78,7 +80,7 @@ def test_model_card_contains_metrics_data_and_params(exported):
 
 def test_model_card_parameter_count_and_pretrained_name():
     params = parse_params({"model": {"name_or_path": "gpt2", "from_scratch": False}})
-    card = model_card(params, {"kept": 1}, {}, {"loss": 1.0}, 1_234_567, "text-generation")
+    card = model_card(params, ExportInputs({"kept": 1}, {}, {"loss": 1.0}), 1_234_567)
     assert "A 1.23M-parameter gpt2" in card
     assert "Documents by source package:" not in card
 
@@ -86,13 +88,13 @@ def test_model_card_parameter_count_and_pretrained_name():
 def test_a_base_model_name_cannot_add_keys_to_the_cards_front_matter():
     import yaml
 
-    from hfpipe.export import render_model_card
+    from hfpipe.export import ModelCard, render_model_card
 
     params = parse_params({"task": "classification", "model": {"name_or_path": "gpt2", "from_scratch": False, "peft": {"method": "lora"}},
                            "tokenizer": {"name_or_path": "gpt2"}, "dataset": {"path": "nyu-mll/glue", "source": "load_dataset",
                                                                                 "label_column": "label"}})
     evil = params.model_copy(update={"model": params.model.model_copy(update={"name_or_path": "gpt2\nlicense: evil"})})
-    card = render_model_card(evil, "text-classification", "s", "u", "d", {}, "m", "l")
+    card = render_model_card(evil, ModelCard("text-classification", "s", "u", "d", {}, "m", "l"))
     front = yaml.safe_load(card.split("---\n")[1])
     assert set(front) == {"library_name", "pipeline_tag", "tags", "base_model"}
     assert front["base_model"] == "gpt2\nlicense: evil"
@@ -116,5 +118,5 @@ def test_pipeline_loads_the_export_and_generates_like_the_model(exported, tiny_m
 
 def test_export_without_trained_model_is_a_pipeline_error(tmp_path):
     with pytest.raises(PipelineError, match=r"no trained model \(config.json missing\); run the train stage first"):
-        export_causal_lm(tmp_path / "missing", tmp_path / "out", parse_params(PARAMS), {}, {}, {})
+        export_causal_lm(parse_params(PARAMS), tmp_path / "missing", tmp_path / "out", ExportInputs({}, {}, {}))
     assert not (tmp_path / "out").exists()

@@ -8,9 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfpipe.export_onnx import (CheckBatch, card_section, check_onnx_export, export_and_check, export_onnx,
-                                insert_card_section, load_model, max_logit_difference, quantize_int8)
+from hfpipe.export_onnx import (
+    CheckBatch,
+    card_section,
+    check_onnx_export,
+    export_and_check,
+    export_onnx,
+    insert_card_section,
+    load_model,
+    max_logit_difference,
+    quantize_int8,
+)
 from hfpipe.io import PipelineError
+from hfpipe.params import ExportParams
+from hfpipe.tasks import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +35,7 @@ def lm_dir(tiny_model, tiny_tokenizer, tmp_path_factory):
 @pytest.fixture(scope="module")
 def lm_onnx(lm_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("lm-onnx")
-    names = export_onnx(lm_dir, out / "model.onnx", "causal-lm")
+    names = export_onnx(lm_dir, out / "model.onnx", TASKS["causal-lm"])
     quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     return out, names
 
@@ -88,7 +99,7 @@ def test_export_writes_one_self_contained_file_with_dynamic_batch_and_length(lm_
 
 def test_check_measures_a_tiny_fp32_difference_and_the_int8_loss_change(lm_dir, lm_onnx, lm_batch):
     out, _ = lm_onnx
-    model = load_model(lm_dir, "causal-lm")
+    model = load_model(lm_dir, TASKS["causal-lm"])
     result = check_onnx_export(model, out / "model.onnx", out / "model.int8.onnx", lm_batch, 1e-3)
     assert 0 < result["onnx_max_abs_logit_diff"] < 1e-4
     assert result["examples"] == 8 and result["tokens"] == 8 * 31 - 12
@@ -116,7 +127,7 @@ def test_an_onnx_graph_that_disagrees_fails_with_the_measured_difference(lm_dir,
     tampered *= 1.01  # a 1% error in the largest weight (the embedding): what a broken export looks like
     biggest.CopyFrom(numpy_helper.from_array(tampered, biggest.name))
     onnx.save(graph, str(tmp_path / "bad.onnx"))
-    model = load_model(lm_dir, "causal-lm")
+    model = load_model(lm_dir, TASKS["causal-lm"])
     with pytest.raises(PipelineError, match=r"bad.onnx: ONNX logits differ from PyTorch by up to [\d.e-]+ on 8 "
                                             r"validation examples \(export.onnx_tolerance 0.001\)") as err:
         check_onnx_export(model, tmp_path / "bad.onnx", None, lm_batch, 1e-3)
@@ -139,18 +150,17 @@ def test_card_section_goes_before_limits_and_names_the_figures():
                         "onnx_max_abs_logit_diff": 1.2e-05, "onnx_tolerance": 0.001, "pytorch_loss": 4.0,
                         "pytorch_perplexity": 54.6, "int8_loss": 4.01, "int8_perplexity": 55.1,
                         "int8_perplexity_change_pct": 0.9, "int8_max_abs_logit_diff": 0.4}}
-    card = insert_card_section("# m\n\n## Metrics\n\n## Limits\n\nsmall\n", card_section(metrics))
+    card = insert_card_section("# m\n\n## Metrics\n\n## Limits\n\nsmall\n", card_section(metrics, TASKS["causal-lm"]))
     assert card.index("## ONNX (onnxruntime)") < card.index("## Limits")
     assert "1.2e-05" in card and "perplexity 54.6 -> 55.1" in card and "ort.InferenceSession" in card
 
 
 def test_sequence_classifier_exports_with_token_type_ids_and_reports_accuracy(tmp_path, one_torch_thread):
     """A BERT-style classifier (task classification): token_type_ids is an input; int8 changes accuracy."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
     import torch
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(60)])}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
@@ -173,7 +183,8 @@ def test_sequence_classifier_exports_with_token_type_ids_and_reports_accuracy(tm
                          "attention_mask": Sequence(Value("int64")), "label": ClassLabel(names=["neg", "pos"])})
     split = Dataset.from_dict(rows, features=features)
     DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "tokenized"))
-    figures = export_and_check(tmp_path / "export", tmp_path / "tokenized", "classification", 1e-3, 10, True)["onnx"]
+    export = ExportParams(onnx_tolerance=1e-3, check_examples=10, quantize_int8=True)
+    figures = export_and_check(tmp_path / "export", tmp_path / "tokenized", TASKS["classification"], export)["onnx"]
     assert figures["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert figures["examples"] == 10 and figures["onnx_max_abs_logit_diff"] < 1e-4
     # the agreement is the share of the 10 examples whose int8 prediction equals PyTorch's

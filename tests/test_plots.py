@@ -8,8 +8,17 @@ import pytest
 import yaml
 
 from hfpipe.io import PipelineError
-from hfpipe.plots import (CONFUSION, PRECISION_RECALL, SKLEARN_DIR, KIND_PLOTS, TASK_PLOTS_FILE, check_plot_data,
-                          offline_template, required_plots, task_plot_definitions, write_task_plots)
+from hfpipe.plots import (
+    SKLEARN_DIR,
+    TASK_PLOTS_FILE,
+    check_plot_data,
+    offline_template,
+    required_plots,
+    task_plot_definitions,
+    write_task_plots,
+)
+from hfpipe.tasks import TASKS
+from hfpipe.tasks.common import CONFUSION, PRECISION_RECALL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,9 +29,9 @@ def root_plot_ids() -> list[str]:
 
 def test_dvc_yaml_declares_only_the_plots_every_task_draws():
     # a plot there that one task does not draw makes that task's `dvc plots show` fail to load it
-    assert root_plot_ids() == KIND_PLOTS["language-model"]
-    for kind, plots in KIND_PLOTS.items():
-        assert set(root_plot_ids()) <= set(plots), kind
+    assert root_plot_ids() == list(TASKS["causal-lm"].PLOTS)
+    for name, task in TASKS.items():
+        assert set(root_plot_ids()) <= set(task.PLOTS), name
 
 
 def sklearn_files(root: Path, *names: str) -> None:
@@ -31,8 +40,9 @@ def sklearn_files(root: Path, *names: str) -> None:
         (root / SKLEARN_DIR / name).write_text("[]")
 
 
-@pytest.mark.parametrize("task", ["classification", "gpt2-classifier"])
-def test_a_classification_run_declares_its_own_plots_in_metrics_dvc_yaml(tmp_path, task):
+@pytest.mark.parametrize("task_name", ["classification", "gpt2-classifier"])
+def test_a_classification_run_declares_its_own_plots_in_metrics_dvc_yaml(tmp_path, task_name):
+    task = TASKS[task_name]
     sklearn_files(tmp_path, "confusion_matrix_validation.json", "confusion_matrix_test.json",
                   "precision_recall_validation.json")
     declared = write_task_plots(task, tmp_path)
@@ -52,29 +62,29 @@ def test_a_classification_run_declares_its_own_plots_in_metrics_dvc_yaml(tmp_pat
 
 def test_the_causal_lm_has_no_plots_of_its_own_and_a_stale_file_is_removed(tmp_path):
     sklearn_files(tmp_path, "confusion_matrix_validation.json")
-    write_task_plots("classification", tmp_path)
+    write_task_plots(TASKS["classification"], tmp_path)
     assert (tmp_path / TASK_PLOTS_FILE).is_file()
-    assert write_task_plots("causal-lm", tmp_path) == [] and task_plot_definitions("causal-lm", tmp_path) == []
+    assert write_task_plots(TASKS["causal-lm"], tmp_path) == [] and task_plot_definitions(TASKS["causal-lm"], tmp_path) == []
     assert not (tmp_path / TASK_PLOTS_FILE).exists()  # another task's plots would fail to load
 
 
 def test_classification_plots_without_evaluate_output_or_with_a_stray_file_are_one_line_errors(tmp_path):
     with pytest.raises(PipelineError, match="has no plots: run the evaluate stage first"):
-        write_task_plots("classification", tmp_path)
+        write_task_plots(TASKS["classification"], tmp_path)
     sklearn_files(tmp_path, "confusion_matrix_validation.json", "roc_validation.json")
     with pytest.raises(PipelineError, match="roc_validation.json: not a plot evaluate writes"):
-        write_task_plots("classification", tmp_path)
+        write_task_plots(TASKS["classification"], tmp_path)
     assert not (tmp_path / TASK_PLOTS_FILE).exists()
     (tmp_path / SKLEARN_DIR / "roc_validation.json").unlink()
     (tmp_path / SKLEARN_DIR / "notes.json").write_text("{}")  # a name without the _<split> part too
     with pytest.raises(PipelineError, match="notes.json: not a plot evaluate writes"):
-        write_task_plots("classification", tmp_path)
+        write_task_plots(TASKS["classification"], tmp_path)
 
 
 def test_required_plots_by_task():
-    assert required_plots("causal-lm") == ["Loss", "Learning rate"]
-    assert CONFUSION in required_plots("classification") and PRECISION_RECALL in required_plots("gpt2-classifier")
-    assert PRECISION_RECALL not in required_plots("classification", binary=False)
+    assert required_plots(TASKS["causal-lm"]) == ["Loss", "Learning rate"]
+    assert CONFUSION in required_plots(TASKS["classification"]) and PRECISION_RECALL in required_plots(TASKS["gpt2-classifier"])
+    assert PRECISION_RECALL not in required_plots(TASKS["classification"], binary=False)
 
 
 def test_missing_files_of_required_plots_are_named_in_one_line():

@@ -27,6 +27,7 @@ import pytest
 
 from hfpipe.io import PipelineError
 from hfpipe.plots import SKLEARN_DIR, VEGA_CACHE, check_plot_data, required_plots, vega_scripts
+from hfpipe.tasks import TASKS
 from tests.e2e import ROOT, copy_run, dvc, run
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +91,7 @@ def test_every_plot_of_each_task_draws_in_chromium(task, request, tmp_path):
     assert "failed to load" not in plain.stdout + plain.stderr  # every declared plot has its data
     show = json.loads(dvc(repo, "plots", "show", "--json").stdout)
     assert show.get("errors") is None, show["errors"]
-    required = required_plots(task)
+    required = required_plots(TASKS[task])
     check_plot_data(show, required)  # raises, naming the plot and file, if any is missing
     assert set(show["data"]) == set(required) | ({f"{SKLEARN_DIR}/confusion_matrix_test.json",
                                                   f"{SKLEARN_DIR}/precision_recall_test.json"} if task != "causal-lm" else set())

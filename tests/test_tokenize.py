@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.tokenize import (EOS_TOKEN, PAD_TOKEN, ChunkStats, overflow_blocks, pack_into_blocks, tokenize_and_chunk,
+from hfpipe.tokenize import (EOS_TOKEN, PAD_TOKEN, Chunking, ChunkStats, overflow_blocks, pack_into_blocks, tokenize_and_chunk,
                              write_blocks)
 
 CONTEXT = 32
@@ -162,7 +162,7 @@ def test_tokenize_and_chunk_packing_on_disk(tiny_tokenizer, splits, synthetic_do
     from datasets import load_from_disk
 
     out = tmp_path / "blocks"
-    stats = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, out)
+    stats = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks"]  # scratch removed
     blocks = load_from_disk(str(out))
     assert sorted(blocks) == ["train", "validation"]
@@ -192,8 +192,8 @@ def test_tokenize_and_chunk_packing_on_disk(tiny_tokenizer, splits, synthetic_do
 def test_tokenize_and_chunk_packing_keeps_more_than_overflow(tiny_tokenizer, splits, tmp_path):
     from datasets import load_from_disk
 
-    packed = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 50, tmp_path / "p")
-    overflow = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "overflow", 50, tmp_path / "o")
+    packed = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 50), tmp_path / "p")
+    overflow = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "overflow", 50), tmp_path / "o")
     for split in ("train", "validation"):
         assert packed[split]["tokens_in_blocks"] >= overflow[split]["tokens_in_blocks"]
         assert packed[split]["tokens"] == overflow[split]["tokens"]  # same documents, same tokens
@@ -206,8 +206,8 @@ def test_tokenize_and_chunk_packing_keeps_more_than_overflow(tiny_tokenizer, spl
 def test_tokenize_and_chunk_batch_size_does_not_change_packing(tiny_tokenizer, splits, tmp_path):
     from datasets import load_from_disk
 
-    a = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 7, tmp_path / "a")
-    b = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 1000, tmp_path / "b")
+    a = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 7), tmp_path / "a")
+    b = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 1000), tmp_path / "b")
     assert a == b
     assert load_from_disk(str(tmp_path / "a"))["train"]["input_ids"][:] == \
         load_from_disk(str(tmp_path / "b"))["train"]["input_ids"][:]
@@ -220,7 +220,7 @@ def test_tokenize_and_chunk_no_full_block_is_a_pipeline_error(tiny_tokenizer, sy
                           "validation": Dataset.from_dict({"content": ["x = 1"]})})
     out = tmp_path / "blocks"
     with pytest.raises(PipelineError) as info:
-        tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 100, out)
+        tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 100), out)
     n = len(tiny_tokenizer("x = 1")["input_ids"])
     assert str(info.value) == (f"tokenize.context_length = {CONTEXT}: the validation split ({n} tokens) gives no "
                                f"full block; lower tokenize.context_length or fetch more data")
@@ -248,8 +248,8 @@ def test_tokenize_and_chunk_num_proc_2_keeps_every_block_and_the_counts(tiny_tok
     own blocks in order, then the remainders' blocks."""
     from datasets import load_from_disk
 
-    one = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 16, tmp_path / "one")
-    two = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 16, tmp_path / "two", num_proc=2)
+    one = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 16), tmp_path / "one")
+    two = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 16), tmp_path / "two", num_proc=2)
     assert two == one  # stats: sums over the processes + the remainders' blocks
     blocks_one = load_from_disk(str(tmp_path / "one"))
     blocks_two = load_from_disk(str(tmp_path / "two"))
@@ -271,7 +271,7 @@ def test_tokenize_and_chunk_num_proc_2_keeps_every_block_and_the_counts(tiny_tok
         remainder_blocks += len(tails)
     assert remainder_blocks  # the remainders made a block somewhere: that path is exercised
     # deterministic: a second run writes the same bytes
-    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 50, tmp_path / "again", num_proc=2)
+    tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 50), tmp_path / "again", num_proc=2)
     assert folder_bytes(tmp_path / "again") == folder_bytes(tmp_path / "two")
 
 
@@ -283,8 +283,8 @@ def test_tokenize_and_chunk_num_proc_overflow_gives_the_same_blocks(tiny_tokeniz
 
     long_docs = DatasetDict({"train": Dataset.from_dict({"content": texts}),
                              "validation": Dataset.from_dict({"content": texts[:9]})})
-    one = tokenize_and_chunk(long_docs, tiny_tokenizer, CONTEXT, "overflow", 8, tmp_path / "one")
-    three = tokenize_and_chunk(long_docs, tiny_tokenizer, CONTEXT, "overflow", 8, tmp_path / "three", num_proc=3)
+    one = tokenize_and_chunk(long_docs, tiny_tokenizer, Chunking("content", CONTEXT, "overflow", 8), tmp_path / "one")
+    three = tokenize_and_chunk(long_docs, tiny_tokenizer, Chunking("content", CONTEXT, "overflow", 8), tmp_path / "three", num_proc=3)
     assert three == one
     for split in long_docs:
         assert load_from_disk(str(tmp_path / "three"))[split]["input_ids"][:] == \
@@ -294,8 +294,8 @@ def test_tokenize_and_chunk_num_proc_overflow_gives_the_same_blocks(tiny_tokeniz
 def test_tokenize_and_chunk_tiny_shards_read_back_in_order(tiny_tokenizer, splits, tmp_path):
     from datasets import load_from_disk
 
-    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "big")
-    stats = tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "small",
+    tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "big")
+    stats = tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "small",
                                max_shard_size=20 * CONTEXT * 4)  # 20 blocks of int32
     big, small = load_from_disk(str(tmp_path / "big")), load_from_disk(str(tmp_path / "small"))
     for split in splits:
@@ -309,8 +309,8 @@ def test_tokenize_and_chunk_more_processes_than_documents(tiny_tokenizer, splits
     from datasets import Dataset, DatasetDict
 
     few = DatasetDict({"train": splits["train"], "validation": Dataset.from_dict({"content": synthetic_docs[:3]})})
-    one = tokenize_and_chunk(few, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "one")
-    many = tokenize_and_chunk(few, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "many", num_proc=5)
+    one = tokenize_and_chunk(few, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "one")
+    many = tokenize_and_chunk(few, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "many", num_proc=5)
     assert many == one
 
 
@@ -330,11 +330,11 @@ def test_num_proc_workers_run_single_threaded_and_the_setting_is_restored(tiny_t
 
     monkeypatch.setattr(tokenize_module, "_init_worker", recording_init)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
-    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "a", num_proc=2)
+    tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "a", num_proc=2)
     assert sorted(f.read_text() for f in seen.iterdir()) == ["false", "false"]  # both workers single-threaded
     assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
     monkeypatch.delenv("TOKENIZERS_PARALLELISM")
-    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "b", num_proc=2)
+    tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "b", num_proc=2)
     assert "TOKENIZERS_PARALLELISM" not in os.environ
 
 
@@ -357,9 +357,9 @@ def test_num_proc_with_spawn_where_there_is_no_fork(tiny_tokenizer, splits, tmp_
     pickled to them. Same files as with fork."""
     import multiprocessing
 
-    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "fork", num_proc=2)
+    tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "fork", num_proc=2)
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
-    tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "spawn", num_proc=2)
+    tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "spawn", num_proc=2)
     assert folder_bytes(tmp_path / "spawn") == folder_bytes(tmp_path / "fork")
 
 
@@ -378,7 +378,7 @@ def test_num_proc_a_worker_that_dies_is_a_one_line_error_not_a_hang(tiny_tokeniz
 
     monkeypatch.setattr(tokenize_module, "chunk_range", dies_in_a_worker)  # forked workers inherit it
     with pytest.raises(PipelineError) as info:
-        tokenize_and_chunk(splits, tiny_tokenizer, CONTEXT, "packing", 64, tmp_path / "out", num_proc=2)
+        tokenize_and_chunk(splits, tiny_tokenizer, Chunking("content", CONTEXT, "packing", 64), tmp_path / "out", num_proc=2)
     assert str(info.value).startswith("tokenize.num_proc = 2: a worker process died (")
     assert str(info.value).endswith("lower tokenize.num_proc or tokenize.batch_size")
     assert list(tmp_path.iterdir()) == []  # no half-written output

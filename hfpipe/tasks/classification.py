@@ -1,4 +1,4 @@
-"""Sequence classification (seeds 01-03): a model with a classification head over the text (pair).
+"""Sequence classification (tutorials 01-03): a model with a classification head over the text (pair).
 
 What differs for this task: dynamic-padding batches of the tokenized examples with their label,
 the head's loss and logits as the class scores, a text-classification pipeline.
@@ -6,26 +6,44 @@ the head's loss and logits as the class scores, a text-classification pipeline.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hfpipe.params import ModelParams, Params, TokenizeParams
+from hfpipe import paths
 from hfpipe.tasks.common import (
+    CLASSIFIER_PLOTS,
     LoopFns,
     TrainingSetup,
     classification_eval_metrics,
+    classifier_check_batch,
     classifier_compute_metrics,
+    classifier_evaluate,
+    classifier_export,
+    classifier_fetch,
+    classifier_fetch_summary,
+    classifier_onnx_card_usage,
     classifier_sequence_length,
     classifier_tokenize_summary,
     classifier_training_setup,
 )
+from hfpipe.tasks.names import TASK_PARAM_KEYS
 
-KIND = "classifier"
+if TYPE_CHECKING:
+    from hfpipe.evaluate import EvaluateRun
+    from hfpipe.export import ExportInputs
+    from hfpipe.params import ModelParams, Params, TokenizeParams
+
+NAME = "classification"
+PARAM_KEYS = TASK_PARAM_KEYS[NAME]
 TOKENIZER_TEXT_COLUMN = "text"
 SEQUENCE_LENGTH_KEY = "tokenize.max_length"
 PEFT_TASK_TYPE = "SEQ_CLS"  # model.peft: peft's task type; the fresh head is trained fully
+HAS_CLASSIFICATION_HEAD = True
 PIPELINE_TASK = "text-classification"
+PLOTS = CLASSIFIER_PLOTS
+fetch, fetch_summary = classifier_fetch, classifier_fetch_summary
 tokenize_summary, sequence_length = classifier_tokenize_summary, classifier_sequence_length
+check_batch, onnx_card_usage = classifier_check_batch, classifier_onnx_card_usage
 
 
 def prepare_tokenizer(tokenizer) -> None:
@@ -35,8 +53,7 @@ def prepare_tokenizer(tokenizer) -> None:
 def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
     from hfpipe.tokenize import tokenize_classification
 
-    return tokenize_classification(splits, tokenizer, "classification", tp.max_length, tp.batch_size, out_dir,
-                                   tp.max_shard_size)
+    return tokenize_classification(splits, tokenizer, NAME, tp, out_dir)
 
 
 def label_tokens_of(tokenizer, train_set) -> None:
@@ -45,11 +62,25 @@ def label_tokens_of(tokenizer, train_set) -> None:
 
 
 def training_setup(params: Params, tokenizer, train_set, eval_set, log=print) -> TrainingSetup:
-    return classifier_training_setup(sys.modules[__name__], params, tokenizer, train_set, eval_set)
+    from hfpipe.tasks import classification
+
+    return classifier_training_setup(classification, params, tokenizer, train_set, eval_set)
+
+
+def evaluate(params: Params, run: EvaluateRun) -> list[str]:
+    from hfpipe.tasks import classification
+
+    return classifier_evaluate(classification, params, run)
+
+
+def export(params: Params, model_dir: Path, out_dir: Path, inputs: ExportInputs) -> None:
+    from hfpipe.tasks import classification
+
+    classifier_export(classification, params, model_dir, out_dir, inputs)
 
 
 def collator(tokenizer):
-    """Dynamic padding (DataCollatorWithPadding, as seeds 01-03)."""
+    """Dynamic padding (DataCollatorWithPadding, as tutorials 01-03)."""
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer)
@@ -109,7 +140,7 @@ def card_usage(params: Params, label_names: list[str]) -> tuple[str, str]:
                else '"a sentence to classify"')
     usage = f"""```python
 from transformers import pipeline
-clf = pipeline("text-classification", model="models/export")
+clf = pipeline("{PIPELINE_TASK}", model="{paths.EXPORT}")
 print(clf({example}))
 ```"""
     return f"sequence classifier fine-tuned from {params.model.name_or_path}", usage

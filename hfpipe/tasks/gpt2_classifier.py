@@ -1,4 +1,4 @@
-"""GPT-2 as a classifier (seed 05): a causal LM trained on `text EOS label-token`, predicting the
+"""GPT-2 as a classifier (tutorial 05): a causal LM trained on `text EOS label-token`, predicting the
 label token after EOS.
 
 What differs for this task: the labels are -100 everywhere but the label token (padded with -100),
@@ -8,30 +8,49 @@ position that predicts it; exported as a text-generation pipeline.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hfpipe.params import ModelParams, Params, TokenizeParams
+from hfpipe import paths
+from hfpipe.io import PipelineError
 from hfpipe.tasks.common import (
+    CLASSIFIER_PLOTS,
     LoopFns,
     TrainingSetup,
     classification_eval_metrics,
     classifier_compute_metrics,
+    classifier_evaluate,
+    classifier_export,
+    classifier_fetch,
+    classifier_fetch_summary,
+    classifier_onnx_card_usage,
     classifier_sequence_length,
     classifier_tokenize_summary,
     classifier_training_setup,
 )
+from hfpipe.tasks.names import TASK_PARAM_KEYS
 
-KIND = "classifier"
+if TYPE_CHECKING:
+    from hfpipe.evaluate import EvaluateRun
+    from hfpipe.export import ExportInputs
+    from hfpipe.export_onnx import CheckBatch
+    from hfpipe.params import ModelParams, Params, TokenizeParams
+
+NAME = "gpt2-classifier"
+PARAM_KEYS = TASK_PARAM_KEYS[NAME]
 TOKENIZER_TEXT_COLUMN = "text"
 SEQUENCE_LENGTH_KEY = "tokenize.max_length"
 PEFT_TASK_TYPE = "CAUSAL_LM"  # model.peft: the head is the LM's own output layer (tied, kept frozen)
+HAS_CLASSIFICATION_HEAD = False
 PIPELINE_TASK = "text-generation"
+PLOTS = CLASSIFIER_PLOTS
+fetch, fetch_summary = classifier_fetch, classifier_fetch_summary
 tokenize_summary, sequence_length = classifier_tokenize_summary, classifier_sequence_length
+onnx_card_usage = classifier_onnx_card_usage
 
 
 def prepare_tokenizer(tokenizer) -> None:
-    """Seed 05: a pad token of its own (the model's embeddings grow to match)."""
+    """Tutorial 05: a pad token of its own (the model's embeddings grow to match)."""
     from hfpipe.tokenize import add_pad_token
 
     add_pad_token(tokenizer)
@@ -39,27 +58,101 @@ def prepare_tokenizer(tokenizer) -> None:
 
 def label_tokens_of(tokenizer, train_set) -> list[int]:
     """The token id of each label name, in label order (each name must be one token)."""
-    from hfpipe.tokenize import label_token_ids
-
     return label_token_ids(tokenizer, train_set.features["label"].names)
+
+
+def label_token_ids(tokenizer, label_names: list[str]) -> list[int]:
+    """Tutorial 05: each label is the first token of its name; the names must start with different tokens."""
+    ids = []
+    for name in label_names:
+        tokens = tokenizer(name, add_special_tokens=False)["input_ids"]
+        if not tokens:
+            raise PipelineError(f"dataset.label_names: label {name!r} encodes to no token")
+        ids.append(tokens[0])
+    if len(set(ids)) < len(ids):
+        shared = [n for n, i in zip(label_names, ids, strict=False) if ids.count(i) > 1]
+        raise PipelineError(f"dataset.label_names = {label_names!r}: {shared} start with the same token "
+                            f"{tokenizer.convert_ids_to_tokens(ids[label_names.index(shared[0])])!r}; "
+                            f"choose names whose first tokens differ")
+    return ids
+
+
+def encode_gpt2_classifier(dataset, tokenizer, label_tokens: list[int], max_length: int, batch_size: int):
+    """Tutorial 05's format: text + EOS + label token; labels are -100 everywhere but the label token.
+
+    The text is cut to max_length - 2 tokens so EOS and the label always fit. `label_position` is
+    the EOS position, whose logits predict the label. An unlabelled row (label -1) ends at EOS.
+    Returns (dataset, length stats; lengths count text + EOS + label).
+    """
+    from hfpipe.tokenize import length_stats
+
+    eos = tokenizer.eos_token_id
+    lengths: list[int] = []
+    kept = 0
+
+    def encode(batch):
+        nonlocal kept
+        texts = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "label_position": []}
+        for ids, label in zip(texts, batch["label"], strict=False):
+            lengths.append(len(ids) + 2)
+            ids = ids[: max_length - 2] + [eos]
+            targets = [-100] * len(ids)
+            if label >= 0:
+                ids.append(label_tokens[label])
+                targets.append(label_tokens[label])
+            kept += len(ids)
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["labels"].append(targets)
+            out["label_position"].append(len(ids) - (2 if label >= 0 else 1))
+        return out
+
+    encoded = dataset.map(encode, batched=True, batch_size=batch_size, desc="tokenize",
+                          load_from_cache_file=False, keep_in_memory=True)  # no cache files in data/filtered
+    return encoded, length_stats(lengths, max_length, kept)
 
 
 def tokenize(splits, tokenizer, tp: TokenizeParams, out_dir: Path) -> dict:
     """`text EOS label-token` examples (the label token's position recorded)."""
-    from hfpipe.tokenize import encode_gpt2_classifier, tokenize_classification
+    from hfpipe.tokenize import tokenize_classification
 
     tokens = label_tokens_of(tokenizer, splits["train"])
 
     def encode(dataset, tokenizer, max_length, batch_size):
         return encode_gpt2_classifier(dataset, tokenizer, tokens, max_length, batch_size)
 
-    return tokenize_classification(splits, tokenizer, "gpt2-classifier", tp.max_length, tp.batch_size, out_dir,
-                                   tp.max_shard_size, encode=encode,
+    return tokenize_classification(splits, tokenizer, NAME, tp, out_dir, encode=encode,
                                    extra_stats={"label_tokens": tokenizer.convert_ids_to_tokens(tokens)})
 
 
 def training_setup(params: Params, tokenizer, train_set, eval_set, log=print) -> TrainingSetup:
-    return classifier_training_setup(sys.modules[__name__], params, tokenizer, train_set, eval_set)
+    from hfpipe.tasks import gpt2_classifier
+
+    return classifier_training_setup(gpt2_classifier, params, tokenizer, train_set, eval_set)
+
+
+def evaluate(params: Params, run: EvaluateRun) -> list[str]:
+    from hfpipe.tasks import gpt2_classifier
+
+    return classifier_evaluate(gpt2_classifier, params, run)
+
+
+def export(params: Params, model_dir: Path, out_dir: Path, inputs: ExportInputs) -> None:
+    from hfpipe.tasks import gpt2_classifier
+
+    classifier_export(gpt2_classifier, params, model_dir, out_dir, inputs)
+
+
+def check_batch(rows, inputs: dict, data, tokenizer) -> CheckBatch:
+    """The rows' class ids, label positions (the EOS before the label) and label tokens."""
+    import numpy as np
+
+    from hfpipe.export_onnx import CheckBatch
+
+    return CheckBatch(inputs, np.asarray(rows["label"], dtype=np.int64),
+                      np.asarray(rows["label_position"], dtype=np.int64),
+                      label_token_ids(tokenizer, list(data["train"].features["label"].names)))
 
 
 def collator(tokenizer):
@@ -75,16 +168,25 @@ def model_columns(dataset) -> list[str]:
     return [c for c in ["input_ids", "attention_mask", "labels"] if c in dataset.column_names]
 
 
-def label_classes(label_ids, label_tokens: list[int]):
-    """The class of each row of seed-05 labels (-100 everywhere but the label token); -1 if none."""
-    import numpy as np
+def label_classes(labels, label_tokens: list[int]):
+    """The class of each row of tutorial-05 labels (-100 everywhere but the label token; a tensor);
+    -1 if none. A row without a label token reads its first entry, -100, which is no label token."""
+    import torch
 
-    label_ids = np.asarray(label_ids)
-    has = label_ids != -100
-    first = np.where(has.any(-1), has.argmax(-1), 0)
-    tokens = label_ids[np.arange(len(label_ids)), first]
-    lookup = {t: i for i, t in enumerate(label_tokens)}
-    return np.array([lookup.get(int(t), -1) if h else -1 for t, h in zip(tokens, has.any(-1), strict=False)])
+    has = labels != -100
+    label_token = labels[torch.arange(labels.size(0)), has.int().argmax(-1)]
+    classes = torch.full_like(label_token, -1)
+    for i, token in enumerate(label_tokens):
+        classes[label_token == token] = i
+    return classes
+
+
+def label_classes_of_arrays(label_ids, label_tokens: list[int]):
+    """label_classes of the Trainer's numpy label ids (compute_metrics)."""
+    import numpy as np
+    import torch
+
+    return label_classes(torch.as_tensor(np.asarray(label_ids)), label_tokens).numpy()
 
 
 def label_logits(logits, labels, label_tokens: list[int]):
@@ -117,16 +219,10 @@ def loop_fns(num_labels: int, label_tokens: list[int]) -> LoopFns:
         return outputs.loss
 
     def eval_stats(batch, outputs):
-        import torch
-
         labels = batch["labels"]
         nll, targets = next_token_nll(outputs.logits, labels)
         loss = nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
-        has = labels != -100
-        label_token = labels[torch.arange(labels.size(0)), has.int().argmax(-1)]
-        classes = torch.full_like(label_token, -1)
-        for i, token in enumerate(label_tokens):
-            classes[label_token == token] = i
+        classes = label_classes(labels, label_tokens)
         predictions = label_logits(outputs.logits, labels, label_tokens).argmax(-1)
         return {"loss": loss.double(), "predictions": predictions, "labels": classes}
 
@@ -136,7 +232,8 @@ def loop_fns(num_labels: int, label_tokens: list[int]) -> LoopFns:
 def compute_metrics(num_labels: int, label_tokens: list[int]):
     from functools import partial
 
-    return classifier_compute_metrics(num_labels, classes_of=partial(label_classes, label_tokens=label_tokens))
+    classes_of = partial(label_classes_of_arrays, label_tokens=label_tokens)
+    return classifier_compute_metrics(num_labels, classes_of=classes_of)
 
 
 def preprocess_logits(label_tokens: list[int]):
@@ -167,8 +264,8 @@ def card_usage(params: Params, label_names: list[str]) -> tuple[str, str]:
     usage = f"""```python
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained("models/export")
-model = AutoModelForCausalLM.from_pretrained("models/export")
+tok = AutoTokenizer.from_pretrained("{paths.EXPORT}")
+model = AutoModelForCausalLM.from_pretrained("{paths.EXPORT}")
 labels = {label_names!r}
 label_tokens = [tok(name, add_special_tokens=False)["input_ids"][0] for name in labels]
 ids = tok("a gripping, funny film", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -176,7 +273,7 @@ logits = model(torch.tensor([ids])).logits[0, -1, label_tokens]
 print(labels[int(logits.argmax())])
 ```
 
-The label is the first token of its name after the text and EOS (seed 05); compare those tokens'
+The label is the first token of its name after the text and EOS (tutorial 05); compare those tokens'
 logits at the EOS position."""
     return f"causal LM ({params.model.name_or_path or 'GPT-2 from scratch'}) used as a classifier", usage
 

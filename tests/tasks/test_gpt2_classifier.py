@@ -1,18 +1,19 @@
-"""hfpipe.tasks.gpt2_classifier: label-token logits at the label position, the classes of seed-05
-labels, the Accelerate loop's eval numbers."""
+"""hfpipe.tasks.gpt2_classifier: label-token logits at the label position, the classes of
+tutorial-05 labels, the Accelerate loop's eval numbers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hfpipe.tasks.gpt2_classifier import label_classes as gpt2_label_classes
+from hfpipe.tasks.gpt2_classifier import label_classes_of_arrays as gpt2_label_classes
 from hfpipe.tasks.gpt2_classifier import label_logits as gpt2_label_logits
 
 
 def test_gpt2_classifier_eval_reads_the_label_token():
-    import torch
     from types import SimpleNamespace
+
+    import torch
 
     from hfpipe.tasks import gpt2_classifier
 
@@ -48,7 +49,8 @@ def test_training_setup_reads_the_label_tokens_from_the_label_names(tiny_tokeniz
 
     from hfpipe.params import parse_params
     from hfpipe.tasks import gpt2_classifier
-    from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
+    from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
+    from hfpipe.tokenize import add_pad_token
 
     tokenizer = copy.deepcopy(tiny_tokenizer)
     add_pad_token(tokenizer)
