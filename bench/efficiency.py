@@ -198,7 +198,7 @@ def export_checks() -> dict:
     stage calls them), into a scratch folder."""
     from transformers import AutoTokenizer
 
-    from hfpipe.export import export_causal_lm
+    from hfpipe.export import ExportInputs
     from hfpipe.export_onnx import (CHECK_BATCH, check_examples, export_onnx, onnx_logits, onnx_session,
                                     quantize_int8, torch_logits)
     from hfpipe.io import read_json
@@ -212,17 +212,18 @@ def export_checks() -> dict:
         out = Path(work) / "export"
         out.mkdir()
         start = time.perf_counter()
-        export_causal_lm(Path("models/trained"), out, params, read_json("data/stats/fetch.json"),
-                         read_json("data/stats/tokenize.json"), read_json("metrics/eval.json"))
+        task.export(params, Path("models/trained"), out,
+                    ExportInputs(read_json("data/stats/fetch.json"), read_json("data/stats/tokenize.json"),
+                                 read_json("metrics/eval.json")))
         times["save_and_pipeline_check"] = time.perf_counter() - start
         start = time.perf_counter()
-        export_onnx(out, out / "onnx" / "model.onnx", params.task)
+        export_onnx(out, out / "onnx" / "model.onnx", task)
         times["onnx_export"] = time.perf_counter() - start
         start = time.perf_counter()
         quantize_int8(out / "onnx" / "model.onnx", out / "onnx" / "model.int8.onnx")
         times["int8_quantization"] = time.perf_counter() - start
         tokenizer = AutoTokenizer.from_pretrained(out)
-        batch = check_examples(Path("data/tokenized"), params.export.check_examples, tokenizer)
+        batch = check_examples(Path("data/tokenized"), params.export.check_examples, tokenizer, task)
         model = task.auto_model_class().from_pretrained(out).eval()
         sessions = {"onnx_fp32": onnx_session(out / "onnx" / "model.onnx"),
                     "onnx_int8": onnx_session(out / "onnx" / "model.int8.onnx")}

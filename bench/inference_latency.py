@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hfpipe.export_onnx import (FP32_FILE, INT8_FILE, ONNX_DIR, export_onnx, load_model,  # noqa: E402
                                 quantize_int8)
+from hfpipe.tasks import TASKS  # noqa: E402
 
 
 def build_default_sized_model(out: Path) -> Path:
@@ -42,7 +43,7 @@ def build_default_sized_model(out: Path) -> Path:
 
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=128, n_layer=2, n_head=4, n_embd=256)).save_pretrained(out)
-    export_onnx(out, out / ONNX_DIR / FP32_FILE, "causal-lm")
+    export_onnx(out, out / ONNX_DIR / FP32_FILE, TASKS["causal-lm"])
     quantize_int8(out / ONNX_DIR / FP32_FILE, out / ONNX_DIR / INT8_FILE)
     return out
 
@@ -86,7 +87,7 @@ def main() -> None:
     options = ort.SessionOptions()
     if args.threads:
         options.intra_op_num_threads = args.threads
-    model = load_model(model_dir, "causal-lm")
+    model = load_model(model_dir, TASKS["causal-lm"])
     length = args.length or model.config.n_positions
     sessions = {}
     for name, file in [("onnx_fp32", FP32_FILE), ("onnx_int8", INT8_FILE)]:

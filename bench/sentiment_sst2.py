@@ -94,7 +94,7 @@ def main() -> None:
     report = work / "report"
     report.mkdir()
     trained = trainer.model.merge_and_unload() if params.model.peft else trainer.model  # as models/trained holds it
-    metrics = evaluate_classification(trained, tokenizer, data, params.task, 128, report)
+    metrics = evaluate_classification(trained, tokenizer, data, TASKS[params.task], 128, report)
     t4 = time.perf_counter()
 
     history = trainer.state.log_history

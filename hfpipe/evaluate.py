@@ -90,22 +90,6 @@ def completions_markdown(prompts: list[str], completions: list[str], idioms: lis
 # `dvc plots`.
 
 
-def classification_metrics(predictions, references, num_labels: int) -> dict:
-    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro
-    (scikit-learn, as the `evaluate` metrics compute them; zero_division 0)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    predictions = [int(p) for p in predictions]
-    references = [int(r) for r in references]
-    average = {"average": "binary", "pos_label": 1} if num_labels == 2 else {"average": "macro",
-                                                                              "labels": list(range(num_labels))}
-    out = {"accuracy": float(accuracy_score(references, predictions))}
-    for name, score in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
-        out[name] = float(score(references, predictions, zero_division=0, **average))
-    return {k: round(v, 6) for k, v in out.items()}
-
-
-
 def predict_classifier(model, dataset, collator, batch_size: int, task: ClassifierTask,
                        label_tokens: list[int] | None = None):
     """(predicted class ids, probability of the predicted class, class probabilities) for each row:
@@ -171,6 +155,8 @@ def evaluate_classification(model, tokenizer, data, task: ClassifierTask, batch_
                             label_tokens: list[int] | None = None) -> dict:
     """Metrics of the validation and (labelled) test splits; writes predictions_<split>.csv for
     every evaluated split and the confusion matrices (dvclive) into `report_dir`."""
+    from hfpipe.tasks.common import classification_metrics
+
     report_dir = Path(report_dir)
     names = data["train"].features["label"].names
     collator = task.collator(tokenizer)

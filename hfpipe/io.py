@@ -45,7 +45,9 @@ def looks_local(path: str) -> bool:
 def run_stage(main: Callable[[], None], name: str) -> None:
     """Run a stage's main(); a PipelineError becomes `error: ...` on stderr and exit 2.
 
-    Wall-clock timings go to logs/<name>.json (not tracked): metrics/ holds only what the model did.
+    Wall-clock timings go to logs/<name>.json (not tracked): metrics/ holds only what the model did;
+    so do the project files the stage imported (`modules`), which the end-to-end tests check against
+    the stage's deps in dvc.yaml (hfpipe.stage_deps).
     """
     import time
 
@@ -71,7 +73,25 @@ def _log_timing(name: str, start: float) -> None:
     paths.LOGS.mkdir(exist_ok=True)
     write_json_atomic(paths.LOGS / f"{name}.json", {"stage": name, "seconds_total": round(now - created, 2),
                                                     "seconds_startup": round(start - created, 2),
-                                                    "seconds_work": round(now - start, 2)})
+                                                    "seconds_work": round(now - start, 2),
+                                                    "modules": project_files_imported()})
+
+
+def project_files_imported(root: Path = Path(".")) -> list[str]:
+    """The files of hfpipe/ and stages/ under `root` that this process has imported, relative to it."""
+    root = root.resolve()
+    found = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        try:
+            relative = Path(file).resolve().relative_to(root).as_posix()
+        except ValueError:  # another project's module
+            continue
+        if relative.split("/")[0] in ("hfpipe", "stages"):
+            found.add(relative)
+    return sorted(found)
 
 
 INCOMPLETE = ".incomplete"  # in an output folder while its stage writes it; removed last

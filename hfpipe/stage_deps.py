@@ -6,6 +6,13 @@ A stage runs `python -m stages.NAME`; the files it runs are that script and, tra
 module of this project it imports (module-level imports and imports inside functions alike: a
 function-local import still runs when the stage calls it). Read from the source with `ast`, so
 nothing is imported (no torch, no transformers).
+
+One exception keeps each stage's deps its own: a task module (hfpipe/tasks) implements every
+stage's part of the task interface, and each part imports its stage's module inside the function
+(`causal_lm.export` imports hfpipe.export). Those imports are followed only for the stage whose
+module they name, so an edit to hfpipe/export.py reruns export, not fetch. What a stage really
+imports is recorded at run time (hfpipe.io.run_stage: logs/<stage>.json) and the end-to-end tests
+check it against dvc.yaml, so a task part that reached into another stage's module would fail them.
 """
 
 from __future__ import annotations
@@ -32,22 +39,54 @@ def module_file(module: str, root: Path) -> Path | None:
     return None
 
 
+# The modules aligned with the stages (a stage script imports its own); a task module's imports of
+# these inside its functions belong to that stage alone (see above).
+STAGE_MODULES = frozenset({"hfpipe.data", "hfpipe.tokenize", "hfpipe.train", "hfpipe.evaluate", "hfpipe.export",
+                           "hfpipe.export_onnx", "hfpipe.plots"})
+TASKS_PACKAGE = "hfpipe/tasks/"
+
+
+def _names(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return set()
+
+
 def imported_modules(path: Path) -> set[str]:
     """Every module an import statement anywhere in `path` names (`from a import b`: a and a.b)."""
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        found |= _names(node)
     return found
+
+
+def function_level_imports(path: Path) -> set[str]:
+    """The modules `path` imports only inside functions (never at module level)."""
+    tree = ast.parse(path.read_text(), str(path))
+    inside: set[str] = set()
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(func):
+                inside |= _names(node)
+    return inside - {name for node in ast.walk(tree) for name in _names(node)
+                     if not _inside_function(tree, node)}
+
+
+def _inside_function(tree: ast.AST, target: ast.AST) -> bool:
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and any(n is target for n in ast.walk(func)):
+            return True
+    return False
 
 
 def files_run_by(module: str, root: Path = Path(".")) -> set[str]:
     """The project files `python -m module` runs, relative to `root`: the module, its imports' files
     transitively, and the __init__.py of every package on the way (importing a.b runs a/__init__.py first)."""
     root = root.resolve()
+    script = module_file(module, root)
+    own = imported_modules(script) & STAGE_MODULES if script else set()  # the stage's own modules
     todo, seen = [module], set()
     while todo:
         name = todo.pop()
@@ -57,8 +96,16 @@ def files_run_by(module: str, root: Path = Path(".")) -> set[str]:
             if f is None or f in seen:
                 continue
             seen.add(f)
-            todo += sorted(imported_modules(f))
+            imports = imported_modules(f)
+            if f.relative_to(root).as_posix().startswith(TASKS_PACKAGE):
+                imports -= {m for m in function_level_imports(f) if _stage_module(m) - own}
+            todo += sorted(imports)
     return {f.relative_to(root).as_posix() for f in seen}
+
+
+def _stage_module(name: str) -> set[str]:
+    """The stage module `name` is or is inside (hfpipe.export.ModelCard -> hfpipe.export), if any."""
+    return {m for m in STAGE_MODULES if name == m or name.startswith(m + ".")}
 
 
 def stage_code_deps(module: str, root: Path = Path(".")) -> list[str]:

@@ -1,4 +1,4 @@
-"""Stage tokenizer: a byte-level BPE trained on the train split (or a pretrained one) -> models/tokenizer."""
+"""Stage train_tokenizer: a byte-level BPE trained on the train split (or a pretrained one) -> models/tokenizer."""
 
 from hfpipe import paths
 from hfpipe.io import run_stage
@@ -15,4 +15,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "tokenizer")
+    run_stage(main, "train_tokenizer")

@@ -154,11 +154,14 @@ def pytest_xdist_make_scheduler(config, log):
 # (tests.e2e.copy_run), so every test starts from the same finished state, in any order.
 
 def _finished_run(dest: Path, recipe: str, overrides: dict, local: dict[str, Path] | None = None) -> Path:
-    from tests.e2e import ALL_STAGES, make_repo_copy, repro_and_commit, stages_run
+    from tests.e2e import ALL_STAGES, make_repo_copy, repro_and_commit, stages_run, undeclared_imports
 
     repo = make_repo_copy(dest, recipe, overrides, local)
     result = repro_and_commit(repo, "tiny run")
     assert stages_run(result.stdout) == ALL_STAGES, result.stdout[-3000:]
+    # every recipe's run: what each stage really imported is among its deps (hfpipe.stage_deps)
+    assert undeclared_imports(repo) == []
+    assert {log.stem for log in (repo / "logs").glob("*.json")} >= ALL_STAGES
     return repo
 
 

@@ -274,3 +274,20 @@ def fake_distribution(site: Path, name: str, version: str, files: dict[str, str]
         record.append(f"{rel},sha256={digest},{len(text)}")
     record.append(f"{info.name}/RECORD,,")
     (info / "RECORD").write_text("\n".join(record) + "\n")
+
+
+def undeclared_imports(repo: Path) -> list[str]:
+    """The project files a stage imported when it ran (logs/<stage>.json, hfpipe.io.run_stage) that
+    its deps in dvc.yaml do not cover: each would be an edit that reruns nothing."""
+    import json
+
+    from hfpipe.stage_deps import declared_deps
+
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for log in sorted((repo / "logs").glob("*.json")):
+        record = json.loads(log.read_text())
+        deps = declared_deps(stages[record["stage"]])
+        problems += [f"{record['stage']}: imported {f}, which is not among its deps in dvc.yaml"
+                     for f in record["modules"] if not any(f == d or f.startswith(d + "/") for d in deps)]
+    return problems

@@ -258,7 +258,7 @@ def test_iter_load_dataset_documents_skips_or_keeps_rows_with_empty_text(tmp_pat
 def test_fetch_installed_packages_keeps_max_documents(tmp_path):
     from datasets import load_from_disk
 
-    dp = DatasetParams(max_documents=20, validation_fraction=0.3, seed=0)
+    dp = DatasetParams(max_documents=20, validation_fraction=0.3, seed=0, max_bytes=None, max_document_bytes=None)
     out = tmp_path / "filtered"
     stats = fetch_code_corpus(dp, out)
     assert stats["kept"] == 20

@@ -118,10 +118,24 @@ class LoopFns:
     eval_metrics: Callable
 
 
+def classification_metrics(predictions, references, num_labels: int) -> dict:
+    """accuracy, and F1 / precision / recall: binary (class 1 positive) for 2 labels, else macro
+    (scikit-learn, as the `evaluate` metrics compute them; zero_division 0)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    predictions = [int(p) for p in predictions]
+    references = [int(r) for r in references]
+    average = {"average": "binary", "pos_label": 1} if num_labels == 2 else {"average": "macro",
+                                                                              "labels": list(range(num_labels))}
+    out = {"accuracy": float(accuracy_score(references, predictions))}
+    for name, score in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
+        out[name] = float(score(references, predictions, zero_division=0, **average))
+    return {k: round(v, 6) for k, v in out.items()}
+
+
 def classification_eval_metrics(num_labels: int) -> Callable:
     """LoopFns.eval_metrics of the classification tasks: mean loss and classification_metrics."""
 
-    from hfpipe.evaluate import classification_metrics
 
     def eval_metrics(stats):
         metrics = classification_metrics(stats["predictions"].tolist(), stats["labels"].tolist(), num_labels)
@@ -135,7 +149,6 @@ def classifier_compute_metrics(num_labels: int, classes_of=None):
     `classes_of(label_ids)` reads the classes from the labels when they are not the classes."""
     import numpy as np
 
-    from hfpipe.evaluate import classification_metrics
 
     def compute(eval_pred) -> dict:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions

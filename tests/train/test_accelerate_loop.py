@@ -20,7 +20,8 @@ PARAMS = {"seed": 0, "lr": 0.01,
           "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},
           "tokenize": {"context_length": CONTEXT},
           "train": {"max_steps": MAX_STEPS, "batch_size": 8, "eval_batch_size": 8, "eval_steps": EVAL_STEPS,
-                    "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.1, "threads": 1, "save_steps": 4}}
+                    "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.1, "threads": 1, "save_steps": 4,
+                    "mixed_precision": "no", "torch_compile": False}}
 
 
 def read_tsv(path: Path) -> list[dict]:
@@ -76,7 +77,8 @@ def test_accelerate_loop_trains_a_sequence_classifier(tiny_tokenizer, tmp_path, 
                            "model": {"name_or_path": "tiny", "from_scratch": True},
                            "tokenizer": {"name_or_path": "tiny"},
                            "train": {"backend": "accelerate", "max_steps": 24, "batch_size": 8, "eval_batch_size": 16,
-                                     "eval_steps": 12, "logging_steps": 6, "threads": 1}})
+                                     "eval_steps": 12, "logging_steps": 6, "threads": 1,
+                                     "mixed_precision": "no", "torch_compile": False}})
     config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_layer=1, n_head=2, n_embd=16, num_labels=2,
                         pad_token_id=tiny_tokenizer.pad_token_id)
     import torch
@@ -110,7 +112,8 @@ def _classifier_params(lr: float = 0.01, **train):
                          "dataset": {"source": "load_dataset", "path": "x", "label_column": "label"},
                          "model": {"name_or_path": "tiny", "from_scratch": True},
                          "tokenizer": {"name_or_path": "tiny"},
-                         "train": {"backend": "accelerate", "epochs": 3, "batch_size": 8, "eval_batch_size": 16,
+                         "train": {"backend": "accelerate", "epochs": 3, "max_steps": -1, "batch_size": 8,
+                                   "eval_batch_size": 16, "mixed_precision": "no", "torch_compile": False,
                                    "logging_steps": 4, "threads": 1, "eval_strategy": "epoch",
                                    "load_best_model_at_end": True, "metric_for_best_model": "accuracy",
                                    "warmup_ratio": 0.0, "lr_scheduler": "linear", **train}})
@@ -301,7 +304,7 @@ def _run_accelerate(params, tokenizer, root: Path, loop_fns=None, marker=None):
 def accelerate_run(tiny_tokenizer, tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("accelerate")
     params = parse_params({**PARAMS, "train": {**PARAMS["train"], "backend": "accelerate"}})
-    from hfpipe.evaluate import causal_lm_metrics
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
 
     result = _run_accelerate(params, tiny_tokenizer, root, marker=lambda step: {"step": step, "backend": "accelerate",
                                                                                  "fingerprint": "t"})
@@ -336,7 +339,7 @@ def test_accelerate_loop_trains_and_logs_like_the_trainer_backend(accelerate_run
 
 
 def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer, tmp_path):
-    from hfpipe.evaluate import causal_lm_metrics
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
     from hfpipe.train.trainer import train_with_trainer
 
@@ -358,7 +361,7 @@ def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer,
 def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, tiny_tokenizer, tmp_path):
     """train.torch_compile: the compiled model computes the same numbers up to float rounding, and
     the saved weights are plain (no torch.compile wrapper prefixes in their names)."""
-    from hfpipe.evaluate import causal_lm_metrics
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
     from hfpipe.train.trainer import train_with_trainer
 
@@ -397,7 +400,7 @@ def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, 
 def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenizer, tmp_path):
     """train.mixed_precision: bf16 trains under bf16 autocast (TrainingArguments.bf16, the Accelerator's
     mixed_precision): the numbers move off fp32's by bf16 rounding, and both backends move alike."""
-    from hfpipe.evaluate import causal_lm_metrics
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
     from hfpipe.train.trainer import train_with_trainer
 

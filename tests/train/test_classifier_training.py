@@ -19,7 +19,8 @@ def _params(**train):
                          "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
                          "tokenize": {"max_length": 16},
                          "train": {"max_steps": 60, "batch_size": 16, "eval_steps": 30, "logging_steps": 10,
-                                   "warmup_ratio": 0.0, "lr_scheduler": "linear", **train}})
+                                   "warmup_ratio": 0.0, "lr_scheduler": "linear", "mixed_precision": "no",
+                                   "torch_compile": False, **train}})
 
 
 def test_training_overrides_keep_best_checkpoints(tmp_path):
@@ -141,7 +142,8 @@ def _gpt2_data(tiny_tokenizer, n: int):
 
     from datasets import ClassLabel, Dataset, Features, Value
 
-    from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
+    from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
+    from hfpipe.tokenize import add_pad_token
 
     rng = random.Random(0)
     rows = [(" ".join(["the", rng.choice(["film", "plot", "cast"]), "was"] + ["very"] * rng.randrange(4)
@@ -163,7 +165,8 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
     from datasets import ClassLabel, Dataset, Features, Value
 
     from hfpipe.evaluate import evaluate_classification
-    from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
+    from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
+    from hfpipe.tokenize import add_pad_token
     from hfpipe.tasks import TASKS
     from hfpipe.train.trainer import train_with_trainer
 
@@ -185,7 +188,7 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
                                  RunFiles(tmp_path / "work", tmp_path / "live"))
     train_eval = [h for h in trainer.state.log_history if "eval_accuracy" in h][-1]
     (tmp_path / "report").mkdir()
-    metrics = evaluate_classification(trainer.model, tokenizer, data, "gpt2-classifier", 7, tmp_path / "report", tokens)
+    metrics = evaluate_classification(trainer.model, tokenizer, data, TASKS["gpt2-classifier"], 7, tmp_path / "report", tokens)
     assert metrics["validation"]["accuracy"] >= 0.9
     assert train_eval["eval_accuracy"] == pytest.approx(metrics["validation"]["accuracy"], abs=1e-6)
     assert train_eval["eval_f1"] == pytest.approx(metrics["validation"]["f1"], abs=1e-6)
@@ -201,7 +204,8 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
     from datasets import ClassLabel, Dataset, Features, Value
 
     from hfpipe.evaluate import evaluate_classification
-    from hfpipe.tokenize import add_pad_token, encode_gpt2_classifier, label_token_ids
+    from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
+    from hfpipe.tokenize import add_pad_token
     from hfpipe.tasks import TASKS
     from hfpipe.train.trainer import train_with_trainer
 
@@ -220,11 +224,11 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
                        RunFiles(tmp_path / "work", tmp_path / "dvclive"))
     report = tmp_path / "metrics/report"
     report.mkdir(parents=True)
-    evaluate_classification(model, tokenizer, data, "gpt2-classifier", 8, report, tokens)
+    evaluate_classification(model, tokenizer, data, TASKS["gpt2-classifier"], 8, report, tokens)
     from hfpipe.plots import write_task_plots
 
     # the plots the plots stage declares for this run, in metrics/dvc.yaml (paths relative to metrics/)
-    declared = write_task_plots("gpt2-classifier", tmp_path)
+    declared = write_task_plots(TASKS["gpt2-classifier"], tmp_path)
     plots = {name: spec for plot in yaml.safe_load((tmp_path / "metrics/dvc.yaml").read_text())["plots"]
              for name, spec in plot.items()}
     assert len(declared) == len(plots) == 5  # accuracy; confusion and precision-recall per labelled split

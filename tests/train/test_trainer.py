@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfpipe.evaluate import causal_lm_metrics
+from hfpipe.tasks.causal_lm import causal_lm_metrics
 from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
 from tests.train import run_killed_at_step
@@ -25,7 +25,8 @@ TRAIN_PARAMS = {"seed": 0, "lr": 0.01,
                 "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},
                 "tokenize": {"context_length": CONTEXT},
                 "train": {"max_steps": MAX_STEPS, "batch_size": 8, "eval_batch_size": 8, "eval_steps": EVAL_STEPS,
-                          "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.1, "threads": 1}}
+                          "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.1, "threads": 1,
+                          "mixed_precision": "no", "torch_compile": False}}
 
 
 def read_tsv(path: Path) -> list[dict]:
