@@ -155,7 +155,7 @@ def evaluate_classification(model, tokenizer, data, task: ClassifierTask, batch_
                             label_tokens: list[int] | None = None) -> dict:
     """Metrics of the validation and (labelled) test splits; writes predictions_<split>.csv for
     every evaluated split and the confusion matrices (dvclive) into `report_dir`."""
-    from hfpipe.tasks.common import classification_metrics
+    from hfpipe.metrics import classification_metrics
 
     report_dir = Path(report_dir)
     names = data["train"].features["label"].names

@@ -67,7 +67,7 @@ def test_a_missing_dep_fails_and_the_fix_puts_it_back_keeping_the_rest(tmp_path)
     lines = original.splitlines(keepends=True)
     train = lines.index("  train:\n")
     removed = next(i for i in range(train, len(lines)) if lines[i] == "      - hfpipe/checkpoint.py\n")
-    extra = next(i for i in range(train, len(lines)) if lines[i].startswith("      - hfpipe/tokenize.py"))
+    extra = next(i for i in range(train, len(lines)) if lines[i].startswith("      - hfpipe/resources.py"))
     lines[extra:extra] = ["      - hfpipe/plots.py\n"]  # code train never runs
     del lines[removed]
     (repo / "dvc.yaml").write_text("".join(lines))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hfpipe.tasks.common import classification_metrics
+from hfpipe.metrics import classification_metrics
 
 
 def test_classification_metrics_from_gathered_stats():
