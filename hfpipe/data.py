@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hfpipe.io import LOCAL_SUFFIXES, PipelineError, looks_local, save_dataset_dict
+from hfpipe.io import LOCAL_SUFFIXES, PipelineError, first_line, looks_local, save_dataset_dict
 from hfpipe.params import DatasetParams, Params
 from hfpipe.paths import REQUIREMENTS
 
@@ -234,7 +234,7 @@ def _load_split_files(dp: DatasetParams, files: dict[str, list[Path]], streaming
             out[split] = datasets.load_dataset(kind, data_files={split: [str(f) for f in paths]}, split=split,
                                                streaming=streaming, **kwargs)
         except Exception as err:  # unreadable or corrupt file: name it
-            first = (str(err.__cause__ or err).strip().splitlines() or [""])[0][:300]
+            first = first_line(err.__cause__ or err)
             if "corresponds to no data" in first:  # a header and no rows
                 raise PipelineError(f"dataset.path = {dp.path!r}: split {split!r} is empty (0 rows)") from None
             raise PipelineError(f"dataset.path = {dp.path!r}: could not read {', '.join(f.name for f in paths)} "
@@ -288,7 +288,7 @@ def read_error(dp: DatasetParams, split: str, err: Exception) -> PipelineError:
     """One line for data that would not read: the file, the reader's own words (they name the row or
     line), and the fix."""
     cause = err.__cause__ or err
-    first = (str(cause).strip().splitlines() or [""])[0][:300]
+    first = first_line(cause)
     if isinstance(cause, UnicodeDecodeError) or "utf-8" in first.lower() or "invalid value" in first.lower():
         fix = "save the file as UTF-8 text in its format (JSON lines: one JSON object per line)"
     elif "expected" in first.lower() and "fields" in first.lower():

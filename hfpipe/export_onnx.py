@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hfpipe import paths
-from hfpipe.io import PipelineError
+from hfpipe.io import PipelineError, first_line
 
 if TYPE_CHECKING:
     from hfpipe.params import ExportParams
@@ -124,7 +124,7 @@ def export_onnx(model_dir: Path, out_path: Path, task: Task) -> list[str]:
                               external_data=False, verbose=False,
                               dynamic_shapes={n: {0: batch, 1: length} for n in names})
     except Exception as err:  # the exporter's errors are pages long: keep the first line
-        first = (str(err).strip().splitlines() or [""])[0][:300]
+        first = first_line(err)
         raise PipelineError(f"{model_dir}: ONNX export failed ({type(err).__name__}: {first}); "
                             f"set export.onnx: false to export without ONNX") from None
     drop_stack_traces(out_path)

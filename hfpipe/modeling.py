@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hfpipe.io import PipelineError, looks_local
+from hfpipe.io import PipelineError, first_line, looks_local
 from hfpipe.params import ModelParams, PeftParams
 
 PKG_PREFIX = "pkg:"
@@ -64,7 +64,7 @@ def load_config(name_or_path: str, revision: str | None = None, **overrides):
     except Exception as err:
         if (hub := load_failure(err, "model", name_or_path, revision)) is not None:
             raise hub from None
-        first = (str(err).strip().splitlines() or [""])[0][:300]
+        first = first_line(err)
         raise PipelineError(f"model.name_or_path = {name_or_path!r}: could not load its config "
                             f"({type(err).__name__}: {first})") from None
 
@@ -135,7 +135,7 @@ def load_error(name_or_path: str, what: str, err: Exception, revision: str | Non
 
     if (hub := load_failure(err, "model", name_or_path, revision)) is not None:
         return hub
-    first = (str(err).strip().splitlines() or [""])[0][:300]
+    first = first_line(err)
     fix = ""
     path = Path(name_or_path).expanduser()
     if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
@@ -235,16 +235,16 @@ def classifier_head(model) -> list[str]:
     return list(dict.fromkeys(heads))
 
 
-def add_lora(model, peft: PeftParams, task_type: str, name_or_path: str):
-    """`model` wrapped in peft's LoRA (a PeftModel): only the adapters (and, for a sequence
-    classifier, task_type SEQ_CLS, its head) are trainable."""
+def add_lora(model, peft: PeftParams, task_type: str, name_or_path: str, train_head: bool = False):
+    """`model` wrapped in peft's LoRA (a PeftModel, `task_type` peft's): only the adapters (and, with
+    `train_head`, a fresh classification head, as the task says) are trainable."""
     from peft import LoraConfig, get_peft_model
 
     # peft types lora_alpha as int; it scales by alpha / r and takes a float as it is
     config = LoraConfig(task_type=task_type, r=peft.r, lora_alpha=peft.alpha,  # type: ignore[arg-type]
                         lora_dropout=peft.dropout,
                         target_modules=lora_targets(model, peft, name_or_path),
-                        modules_to_save=list(CLASSIFIER_HEAD) if task_type == "SEQ_CLS" else None)
+                        modules_to_save=list(CLASSIFIER_HEAD) if train_head else None)
     wrapped = get_peft_model(model, config)
     if getattr(model, "is_activation_checkpointing", False):
         # the frozen embeddings give checkpointed blocks inputs without grad: make them carry it

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hfpipe.io import PipelineError, save_dataset_dict
+from hfpipe.io import PipelineError, first_line, save_dataset_dict
 
 if TYPE_CHECKING:
     from hfpipe.params import Params, TokenizeParams
@@ -62,7 +62,7 @@ def load_pretrained_tokenizer(name_or_path: str, revision: str | None = None):
 
         if (hub := load_failure(err, "tokenizer", name_or_path, revision)) is not None:
             raise hub from None
-        first = (str(err).strip().splitlines() or [""])[0][:300]
+        first = first_line(err)
         raise PipelineError(f"tokenizer.name_or_path = {name_or_path!r}: could not load "
                             f"({type(err).__name__}: {first})") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; the seeds use EOS

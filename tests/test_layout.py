@@ -103,6 +103,8 @@ TASK_METRICS = {"loss", "perplexity", "accuracy", "f1", "pytorch_loss", "pytorch
                 "int8_loss", "int8_accuracy", "idioms", "keytoken_accuracy"}
 # Stand-ins for the task: its old kind key, and peft's task type compared instead of asking the task.
 PROXY_NAMES = {"KIND", "PEFT_TASK_TYPE"}
+# peft's task types: one compared decides by task too (whether a head is trained is the task's to say)
+PEFT_TASK_TYPES = {"SEQ_CLS", "CAUSAL_LM", "TOKEN_CLS", "SEQ_2_SEQ_LM", "QUESTION_ANS", "FEATURE_EXTRACTION"}
 
 
 def _is_task(node: ast.AST) -> bool:
@@ -126,7 +128,7 @@ def task_branches(path: Path) -> list[str]:
             names = [node.left, *node.comparators]
             hit = any(_is_task(n) for n in names) or any(
                 isinstance(n, ast.Name | ast.Attribute) and getattr(n, "id", getattr(n, "attr", None)) in PROXY_NAMES
-                for n in names)
+                for n in names) or any(isinstance(n, ast.Constant) and n.value in PEFT_TASK_TYPES for n in names)
             if isinstance(node.ops[0], ast.In | ast.NotIn) and isinstance(node.left, ast.Constant):
                 right = node.comparators[0]
                 sniffs_column = (isinstance(right, ast.Attribute) and right.attr == "column_names"
@@ -144,10 +146,11 @@ def test_task_branches_are_found():
         probe = Path(tmp) / "probe.py"
         probe.write_text('if params.task == "x":\n    pass\nkind = "gpt2-classifier"\nok = task_module.KIND\n'
                          'a = task.PEFT_TASK_TYPE == "SEQ_CLS"\nb = "label_position" in rows.column_names\n'
-                         'c = "pytorch_loss" in m\nd = "text_pair" in rows.column_names\ne = "x" in m\n')
+                         'c = "pytorch_loss" in m\nd = "text_pair" in rows.column_names\ne = "x" in m\n'
+                         'f = task_type == "SEQ_CLS"\n')
         assert [line.split(": ", 1)[1] for line in task_branches(probe)] == [
             'params.task == "x"', '"gpt2-classifier"', "task_module.KIND", 'task.PEFT_TASK_TYPE == "SEQ_CLS"',
-            '"label_position" in rows.column_names', '"pytorch_loss" in m']
+            '"label_position" in rows.column_names', '"pytorch_loss" in m', 'task_type == "SEQ_CLS"']
 
 
 def test_no_stage_or_backend_branches_on_the_task():

@@ -170,7 +170,7 @@ def test_lora_on_a_classifier_adapts_the_attention_and_trains_the_head_fully(bui
 
     model = build()
     total = count_parameters(model)
-    wrapped = add_lora(model, PeftParams(r=4), "SEQ_CLS", "tiny")
+    wrapped = add_lora(model, PeftParams(r=4), "SEQ_CLS", "tiny", train_head=True)
     names = _trainable_names(wrapped)
     lora_layers = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names if ".lora_" in n}
     head_layers = {n.split(".modules_to_save")[0].rsplit(".", 1)[-1] for n in names if "modules_to_save" in n}
@@ -197,7 +197,7 @@ def test_lora_target_modules_are_checked_against_the_model():
 
     with pytest.raises(PipelineError, match=r"'nope' matches no module of 'tiny' \(distilbert\); its adaptable "
                                             r"layers are: .*q_lin"):
-        add_lora(_distilbert_classifier(), PeftParams(target_modules=["nope"]), "SEQ_CLS", "tiny")
+        add_lora(_distilbert_classifier(), PeftParams(target_modules=["nope"]), "SEQ_CLS", "tiny", train_head=True)
     with pytest.raises(PipelineError, match="'attention' is not a linear or embedding layer"):
         lora_targets(_distilbert_classifier(), PeftParams(target_modules=["attention"]), "tiny")
     assert lora_targets(_distilbert_classifier(), PeftParams(target_modules=["out_lin"]), "tiny") == ["out_lin"]
@@ -233,7 +233,7 @@ def test_saved_lora_model_is_the_merged_model_plus_a_loadable_adapter(tmp_path):
 
     from hfpipe.modeling import ADAPTER_DIR, add_lora, save_trained_model
 
-    wrapped = add_lora(_distilbert_classifier(), PeftParams(r=4), "SEQ_CLS", "tiny")
+    wrapped = add_lora(_distilbert_classifier(), PeftParams(r=4), "SEQ_CLS", "tiny", train_head=True)
     with torch.no_grad():  # stand-in for training: move every trainable weight
         for p in wrapped.parameters():
             if p.requires_grad:

@@ -129,7 +129,7 @@ def build_model_to_train(params: Params, task, tokenizer, train_set, length: int
         return model
     # Params' validators: model.peft needs model.from_scratch false, which needs model.name_or_path
     assert mp.name_or_path is not None
-    return add_lora(model, mp.peft, task.PEFT_TASK_TYPE, mp.name_or_path)
+    return add_lora(model, mp.peft, task.PEFT_TASK_TYPE, mp.name_or_path, task.HAS_CLASSIFICATION_HEAD)
 
 
 def describe_model(model, params: Params) -> str:
