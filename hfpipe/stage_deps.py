@@ -54,24 +54,41 @@ def _names(node: ast.AST) -> set[str]:
     return set()
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """The ids of the import nodes under `if TYPE_CHECKING:`, which never run."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+                (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+                or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            skipped |= {id(n) for branch in node.body for n in ast.walk(branch)}
+    return skipped
+
+
 def imported_modules(path: Path) -> set[str]:
-    """Every module an import statement anywhere in `path` names (`from a import b`: a and a.b)."""
+    """Every module an import statement anywhere in `path` names (`from a import b`: a and a.b),
+    but those under `if TYPE_CHECKING:` (annotations only: they never run)."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = _type_checking_only(tree)
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        found |= _names(node)
+    for node in ast.walk(tree):
+        if id(node) not in skipped:
+            found |= _names(node)
     return found
 
 
 def function_level_imports(path: Path) -> set[str]:
     """The modules `path` imports only inside functions (never at module level)."""
     tree = ast.parse(path.read_text(), str(path))
+    skipped = _type_checking_only(tree)
     inside: set[str] = set()
     for func in ast.walk(tree):
         if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
             for node in ast.walk(func):
-                inside |= _names(node)
+                if id(node) not in skipped:
+                    inside |= _names(node)
     return inside - {name for node in ast.walk(tree) for name in _names(node)
-                     if not _inside_function(tree, node)}
+                     if id(node) not in skipped and not _inside_function(tree, node)}
 
 
 def _inside_function(tree: ast.AST, target: ast.AST) -> bool:

@@ -79,12 +79,13 @@ FILE_ROWS = [
     ("requirements.txt", FROM["fetch"]),           # the lock: every stage computes with its libraries
     ("hfpipe/params.py", FROM["fetch"]),           # every stage validates its params with it
     ("hfpipe/data.py", FROM["fetch"]),
-    ("hfpipe/tokenize.py", FROM["fetch"]),         # the task modules, which every stage resolves, import it
+    ("hfpipe/tokenize.py", FROM["train_tokenizer"]),  # the tokenizer and tokenize stages' code, then downstream
     ("hfpipe/device.py", FROM["fetch"]),           # the accelerator probe: params' fp16 check uses it
     ("hfpipe/train/accelerate_loop.py", FROM["train"]),
     ("hfpipe/tasks/causal_lm.py", FROM["fetch"]),  # every stage resolves its task through hfpipe.tasks
     ("hfpipe/evaluate.py", {"evaluate", "export"}),  # the evaluate stage's code only
     ("hfpipe/export_onnx.py", {"export"}),
+    ("hfpipe/export.py", {"export"}),  # the task modules call it only from their export part
 ]
 
 

@@ -157,7 +157,8 @@ def test_run_stage_success_logs_timing(tmp_path, monkeypatch):
     run_stage(lambda: calls.append(1), "demo")
     assert calls == [1]
     timing = json.loads((tmp_path / "logs" / "demo.json").read_text())
-    assert list(timing) == ["stage", "seconds_total", "seconds_startup", "seconds_work"]
+    assert list(timing) == ["stage", "seconds_total", "seconds_startup", "seconds_work", "modules"]
+    assert timing["modules"] == []  # nothing of hfpipe/ or stages/ under this folder was imported
     assert timing["stage"] == "demo"
     assert 0 <= timing["seconds_work"] <= timing["seconds_total"]
 
@@ -364,3 +365,13 @@ def test_a_run_killed_while_writing_leaves_the_old_output_or_a_flagged_one_the_n
         (target / "data.arrow").write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sorted(p.name for p in out.iterdir()) == ["data.arrow"]
+
+
+def test_a_stage_records_the_project_files_it_imported():
+    import hfpipe.paths  # noqa: F401  (imported: must be listed)
+    from hfpipe.io import project_files_imported
+
+    root = Path(__file__).resolve().parents[1]
+    files = project_files_imported(root)
+    assert {"hfpipe/io.py", "hfpipe/paths.py", "hfpipe/__init__.py"} <= set(files)
+    assert all(f.split("/")[0] in ("hfpipe", "stages") and f.endswith(".py") for f in files)

@@ -109,3 +109,26 @@ def test_the_committed_dvc_lock_matches_the_code_it_ran():
                 if hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
                     stale.append(f"{stage}: {dep['path']}")
     assert stale == [], "dvc.lock is older than the code (run dvc repro, commit dvc.lock): " + ", ".join(stale)
+
+
+def test_each_stage_depends_on_its_own_stage_module_only():
+    """The task modules hold every stage's part of the task and import each stage's module inside
+    that part (or under TYPE_CHECKING, for annotations): neither makes it another stage's dep."""
+    deps = {stage: stage_code_deps(f"stages.{script}", ROOT) for stage, script in
+            (("fetch", "fetch"), ("tokenize", "tokenize"), ("train", "train"), ("evaluate", "evaluate"),
+             ("export", "export"))}
+    assert "hfpipe/export.py" in deps["export"] and "hfpipe/evaluate.py" in deps["evaluate"]
+    for stage in ("fetch", "tokenize", "train", "evaluate"):
+        assert "hfpipe/export.py" not in deps[stage] and "hfpipe/export_onnx.py" not in deps[stage], stage
+    for stage in ("fetch", "tokenize", "train", "export"):
+        assert "hfpipe/evaluate.py" not in deps[stage], stage
+    assert "hfpipe/data.py" in deps["fetch"] and "hfpipe/data.py" not in deps["train"]
+
+
+def test_type_checking_imports_are_not_followed(tmp_path):
+    (tmp_path / "hfpipe").mkdir()
+    (tmp_path / "hfpipe/__init__.py").write_text("")
+    (tmp_path / "hfpipe/a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                          "    from hfpipe import b\n")
+    (tmp_path / "hfpipe/b.py").write_text("")
+    assert files_run_by("hfpipe.a", tmp_path) == {"hfpipe/__init__.py", "hfpipe/a.py"}
