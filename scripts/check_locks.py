@@ -9,8 +9,9 @@ of the lock for a throwaway venv's interpreter, with pip's own configuration swi
 pip.conf, find-links or constraints would change what resolves). An unreachable index is left out (pip
 would retry it for every package); `--local-wheels DIR` stands in for it with a directory of wheels.
 Nothing is installed. pip reads each wheel's metadata alone (PEP 658 files, or HTTP range requests:
---use-feature=fast-deps), so a resolve downloads a few MB, not the multi-GB CUDA wheels; a watchdog
-stops pip if the throwaway directory grows past --max-mb all the same.
+--use-feature=fast-deps, for an index that does not advertise the metadata files), so a resolve
+writes about 10 MB, not the multi-GB CUDA wheels; a watchdog stops pip if the throwaway directory
+takes more than --max-mb on disk all the same. Run it with a python whose pip is 22.3 or newer.
 
     python scripts/check_locks.py                             # every variant
     python scripts/check_locks.py cuda                        # one
