@@ -125,7 +125,7 @@ def pip_dry_run(lock: Path, index_args: list[str], work: Path, max_mb: float,
         while proc.poll() is None:
             peak = max(peak, dir_mb(work))
             if peak > max_mb:
-                stopped = f"stopped: pip took {peak:.0f} MB on disk, past --max-mb {max_mb:.0f}: whole wheels, not metadata"
+                stopped = f"stopped: pip took {peak:.0f} MB on disk, past --max-mb {max_mb:.0f} (whole wheels?)"
             elif time.monotonic() - start > timeout:
                 stopped = f"stopped: no answer within {timeout:.0f} s"
             if stopped:
