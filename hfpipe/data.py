@@ -77,7 +77,9 @@ def installed_python_files(seed: int, lock: Path = REQUIREMENTS) -> list[tuple[s
         if not name or name.lower() in EXCLUDED_DISTRIBUTIONS or canonical_name(name) not in locked:
             continue
         version = dist.version  # (each read parses the METADATA file again)
-        if version != locked[canonical_name(name)]:
+        # The release must match; a local label may differ: the CPU lock's torch 2.13.0+cpu and the
+        # CUDA lock's (requirements-cuda.txt) 2.13.0 are builds of one release.
+        if version.split("+")[0] != locked[canonical_name(name)].split("+")[0]:
             raise PipelineError(f"{name} {version} is installed but {lock} pins {locked[canonical_name(name)]}: "
                                 f"the installed-packages corpus is the locked packages' files; "
                                 f"pip install -r {lock}")

@@ -462,6 +462,10 @@ def test_the_installed_packages_corpus_is_what_the_lock_pins(tmp_path, monkeypat
     lock.write_text("fakepkg==2.0\n")
     assert [p.name for name, _, p, _ in installed_python_files(0, lock)] == ["__init__.py"]
     assert [d["source"] for d in iter_installed_package_documents(0, lock)] == ["fakepkg==2.0"]
+    # another build of the pinned release (a CUDA torch 2.13.0 where the CPU lock pins 2.13.0+cpu)
+    lock.write_text("fakepkg==2.0+cpu\n")
+    assert [d["source"] for d in iter_installed_package_documents(0, lock)] == ["fakepkg==2.0"]
+    lock.write_text("fakepkg==2.0\n")
     (site / "fakepkg/__init__.py").write_text("import pandas as pd  # edited in place\n")
     with pytest.raises(PipelineError, match=r"__init__.py: differs from what fakepkg==2.0 installed .*"
                                             r"pip install --force-reinstall fakepkg==2.0$"):
