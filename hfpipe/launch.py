@@ -13,10 +13,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 # exec_torchrun puts the launcher's PID (the stage's own: exec keeps it) here, so that a worker can
 # tell that the launcher it was started by is gone.
 LAUNCHER_PID_ENV = "HFPIPE_LAUNCHER_PID"
+# ... and the checkpoint it checked (hashes) before the relaunch: a worker that finds a newer one
+# (a group torchrun restarted) checks that itself.
+CHECKED_CHECKPOINT_ENV = "HFPIPE_CHECKED_CHECKPOINT"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -75,8 +79,9 @@ def torchrun_command(num_processes: int, module: str, nnodes: int = 1, rdzv_endp
 
 
 def exec_torchrun(num_processes: int, module: str, nnodes: int = 1, rdzv_endpoint: str | None = None,
-                  rdzv_id: str | None = None, max_restarts: int = 0) -> None:
-    """Replace this process with torchrun_command(...) (the same arguments).
+                  rdzv_id: str | None = None, max_restarts: int = 0, checked_checkpoint: Path | None = None) -> None:
+    """Replace this process with torchrun_command(...) (the same arguments); its workers find this
+    process's PID and `checked_checkpoint` (the one it verified, if any) in their environment.
 
     exec, not a child process: the stage's PID becomes torchrun's, so when DVC (or a user) stops
     the stage the launcher is stopped too, and its exit code is the stage's.
@@ -88,6 +93,7 @@ def exec_torchrun(num_processes: int, module: str, nnodes: int = 1, rdzv_endpoin
     sys.stderr.flush()
     env = dict(os.environ)
     env[LAUNCHER_PID_ENV] = str(os.getpid())
+    env[CHECKED_CHECKPOINT_ENV] = str(checked_checkpoint or "")
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; set here to silence its warning
     if nnodes > 1 or max_restarts:
         # torchrun logs at WARNING by default; at INFO it says which machine got which ranks and when

@@ -4,6 +4,7 @@ what they share: hfpipe.train.common; what differs by task: hfpipe.tasks)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,23 +189,25 @@ def train_resumable(params: Params, tokenizer, build_model, train, stage_paths: 
 
     backend = params.train.backend
     main = launch.rank() == 0
-    restart = launch.restart_count()
-    if restart:
-        # torchrun restarted the group after a worker died: go on from this run's own newest
-        # checkpoint (train.resume: false was for the start, whose launcher deleted the older ones)
+    relaunched = launch.relaunched()
+    if relaunched and not params.train.resume:
+        # the launcher applied train.resume: false (it deleted this run's checkpoints): any found now
+        # were written by this stage's own workers before torchrun restarted the group
         params = params.model_copy(update={"train": params.train.model_copy(update={"resume": True})})
     data_hash = data_fingerprint([stage_paths.tokenized, stage_paths.tokenizer])
     # One process checks, cleans up and reports (hashing a big checkpoint once): the main process,
     # or before our own torchrun relaunch the launcher (on each machine), whose workers then only
-    # read. After a restart no launcher checked what the killed group left: the main process
-    # deletes its half-written checkpoints (every worker of that group is gone: torchrun stops them
-    # all before the new group meets) and every process checks the hashes of what it will load.
-    cleanup = main and (restart > 0 or not launch.relaunched())
-    resume = find_resume_checkpoint(params, data_hash, backend, stage_paths.checkpoints, cleanup=cleanup, log=log)
-    if resume is not None and restart and not cleanup:
+    # read: they never delete, so nothing a worker of the same run is writing can go.
+    resume = find_resume_checkpoint(params, data_hash, backend, stage_paths.checkpoints,
+                                    cleanup=main and not relaunched, log=log)
+    checked = os.environ.get(launch.CHECKED_CHECKPOINT_ENV, "")
+    if relaunched and resume is not None and str(resume.path) != checked:
+        # Newer than what the launcher checked: written by this run's workers since, and torchrun
+        # restarted the group after a worker died (which restart this is, torchrun counts per machine:
+        # one whose agent only followed the others counts 0). Every process checks it before loading.
         verify_checkpoint(resume.path, resume.marker)
-    if restart:
-        log(f"torchrun restart {restart} after a worker died: "
+    if relaunched and (launch.restart_count() or (resume is not None and str(resume.path) != checked)):
+        log("torchrun restarted the group (a worker died): "
             + (f"resuming from {resume.path}" if resume else "no complete checkpoint yet, starting over"))
     checkpoint_dir = run_dir(params, data_hash, stage_paths.checkpoints)
     tp = params.train
@@ -215,7 +218,8 @@ def train_resumable(params: Params, tokenizer, build_model, train, stage_paths: 
         # rendezvous id: the run's fingerprint, alike on every machine of this run (same params and
         # data) and different for any other run that shares the endpoint
         launch.exec_torchrun(tp.num_processes, "stages.train", nnodes=tp.nnodes, rdzv_endpoint=tp.rdzv_endpoint,
-                             rdzv_id=checkpoint_dir.name, max_restarts=tp.max_restarts)  # does not return
+                             rdzv_id=checkpoint_dir.name, max_restarts=tp.max_restarts,
+                             checked_checkpoint=resume.path if resume else None)  # does not return
 
     def marker_for_step(step: int) -> dict:
         return marker_data(params, data_hash, step, backend)
