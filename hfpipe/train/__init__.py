@@ -183,7 +183,8 @@ def train_resumable(params: Params, tokenizer, build_model, train, stage_paths: 
     stage_paths.trained on the main process only.
 
     Everything that can refuse the run (params, data, a checkpoint changed since it was written) runs
-    before the relaunch, in one process, so it fails with one line.
+    before the relaunch, in one process, so it fails with one line; after torchrun restarted the
+    group, each worker checks the checkpoint the killed group wrote before loading it.
     """
     from hfpipe import launch
 
