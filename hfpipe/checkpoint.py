@@ -40,8 +40,9 @@ PREFIX = "checkpoint-"
 RUN_PREFIX = "run-"
 LIVE_SNAPSHOT = "dvclive"  # the copy of the curves in a checkpoint (not the pipeline's dvclive/, paths.DVCLIVE)
 KEEP = 2  # the newest complete one, plus the one before in case the newest is being replaced
-# Params that do not change what is computed: a resume may change them.
-_NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume"}
+# Params that do not change what is computed: a resume may change them (where the machines meet
+# and how often torchrun restarts them too: a run moved to another endpoint resumes).
+_NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume", "rdzv_endpoint", "max_restarts"}
 
 
 def model_config_of(params: Params) -> dict:

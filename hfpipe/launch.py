@@ -1,5 +1,8 @@
 """More than one process: `train.num_processes: N` makes the train stage re-execute itself under
-torchrun, so `dvc exp run -S train.num_processes=2` needs no launcher in dvc.yaml.
+torchrun, so `dvc exp run -S train.num_processes=2` needs no launcher in dvc.yaml; `train.nnodes: M`
+(with train.rdzv_endpoint) makes it one of M machines that meet in torchrun's c10d rendezvous, and
+`train.max_restarts` lets torchrun restart the group when a worker dies (it resumes from the newest
+complete checkpoint: hfpipe.train.train_resumable).
 
 Under any launcher (torchrun, `accelerate launch`, a cluster's) the environment says which
 process this is; the stage then just trains: Accelerator() / the Trainer pick it up.
@@ -10,10 +13,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 # exec_torchrun puts the launcher's PID (the stage's own: exec keeps it) here, so that a worker can
 # tell that the launcher it was started by is gone.
 LAUNCHER_PID_ENV = "HFPIPE_LAUNCHER_PID"
+# ... and the checkpoint it checked (hashes) before the relaunch: a worker that finds a newer one
+# (a group torchrun restarted) checks that itself.
+CHECKED_CHECKPOINT_ENV = "HFPIPE_CHECKED_CHECKPOINT"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -35,25 +42,63 @@ def relaunched() -> bool:
     return LAUNCHER_PID_ENV in os.environ
 
 
-def torchrun_command(num_processes: int, module: str) -> list[str]:
-    # --standalone: a single-node rendezvous on a free port, so parallel experiments don't collide.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes),
-            "-m", module]
+def restart_count() -> int:
+    """How often torchrun has restarted this worker group after a worker died (0: the first start)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
-def exec_torchrun(num_processes: int, module: str) -> None:
-    """Replace this process with torchrun running `module` in `num_processes` processes.
+def nodes_and_processes() -> tuple[int, int]:
+    """(machines, processes per machine) of the run this process is in, from the launcher's environment."""
+    world = world_size()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return max(world // max(per_node, 1), 1), per_node
+
+
+def torchrun_command(num_processes: int, module: str, nnodes: int = 1, rdzv_endpoint: str | None = None,
+                     rdzv_id: str | None = None, max_restarts: int = 0) -> list[str]:
+    """torchrun running `module` in `num_processes` processes on each of `nnodes` machines.
+
+    One machine: --standalone, a rendezvous on a free local port, so parallel experiments (dvc exp
+    run --queue workers) never collide. Several: a c10d rendezvous at `rdzv_endpoint` (HOST:PORT; the
+    agent on that host serves it, the others join) under `rdzv_id`, which every machine of a run
+    must give alike and two runs sharing an endpoint must not (the train stage passes its run's
+    fingerprint). `max_restarts`: how often torchrun restarts the group when a worker dies.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run"]
+    if nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        if not (rdzv_endpoint and rdzv_id):
+            raise ValueError("several machines need a rendezvous endpoint and id")
+        cmd += ["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint,
+                "--rdzv-id", rdzv_id]
+    cmd += ["--nproc_per_node", str(num_processes)]
+    if max_restarts:
+        cmd += ["--max-restarts", str(max_restarts)]
+    return [*cmd, "-m", module]
+
+
+def exec_torchrun(num_processes: int, module: str, nnodes: int = 1, rdzv_endpoint: str | None = None,
+                  rdzv_id: str | None = None, max_restarts: int = 0, checked_checkpoint: Path | None = None) -> None:
+    """Replace this process with torchrun_command(...) (the same arguments); its workers find this
+    process's PID and `checked_checkpoint` (the one it verified, if any) in their environment.
 
     exec, not a child process: the stage's PID becomes torchrun's, so when DVC (or a user) stops
     the stage the launcher is stopped too, and its exit code is the stage's.
     """
-    cmd = torchrun_command(num_processes, module)
-    print(f"train.num_processes = {num_processes}: relaunching as {' '.join(cmd[1:])}", flush=True)
+    cmd = torchrun_command(num_processes, module, nnodes, rdzv_endpoint, rdzv_id, max_restarts)
+    what = f"train.num_processes = {num_processes}" + (f", train.nnodes = {nnodes}" if nnodes > 1 else "")
+    print(f"{what}: relaunching as {' '.join(cmd[1:])}", flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
     env = dict(os.environ)
     env[LAUNCHER_PID_ENV] = str(os.getpid())
+    env[CHECKED_CHECKPOINT_ENV] = str(checked_checkpoint or "")
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; set here to silence its warning
+    if nnodes > 1 or max_restarts:
+        # torchrun logs at WARNING by default; at INFO it says which machine got which ranks and when
+        # it restarts the group after a worker died ("... attempts left; will restart worker group")
+        env.setdefault("LOGLEVEL", "INFO")
     os.execve(cmd[0], cmd, env)
 
 

@@ -7,6 +7,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -36,6 +37,11 @@ ShardSize = Annotated[int | str, AfterValidator(_check_size)]
 # anything; what this machine can take is checked when the stage starts (hfpipe.resources).
 MAX_PROCESSES = 1024
 MAX_BATCH = 1_000_000
+MAX_NODES = 4096
+MAX_RESTARTS = 100
+
+# train.rdzv_endpoint: HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 one
+_ENDPOINT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):(?P<port>[0-9]{1,5})")
 
 class _Section(BaseModel):
     # Unknown keys are refused: a typo must not silently fall back to a default.
@@ -198,6 +204,17 @@ class TrainParams(_Section):
     num_processes: int = Field(default=1, ge=1, le=MAX_PROCESSES)  # and what the machine has (hfpipe.resources)
     # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).
     resume: bool = True
+    # --- several machines (docs/training.md, "Several machines") ---------------------------------
+    # train.nnodes machines, each running the train stage with train.num_processes processes (world
+    # size nnodes x num_processes: it changes the numbers as num_processes does). They meet at
+    # train.rdzv_endpoint, HOST:PORT of one of them (torchrun's c10d rendezvous; no default port, so
+    # two runs never share one by accident). train.max_restarts: how often torchrun restarts the
+    # whole group when a worker dies; the restarted group resumes from the newest complete
+    # checkpoint. The endpoint and the restarts change nothing computed (hfpipe.checkpoint leaves
+    # them out of a run's fingerprint: a run moved to another endpoint resumes).
+    nnodes: int = Field(default=1, ge=1, le=MAX_NODES)
+    rdzv_endpoint: str | None = None
+    max_restarts: int = Field(default=0, ge=0, le=MAX_RESTARTS)
     # Accelerate backend: tutorial 04's keytoken-weighted loss. Each sequence's loss is weighted by
     # 1 + alpha * (keytoken occurrences), so alpha 0 is exactly the plain mean loss.
     keytoken_alpha: float = Field(default=0.0, ge=0.0)
@@ -226,6 +243,32 @@ class TrainParams(_Section):
     def _check_steps(self) -> TrainParams:
         if self.max_steps == 0:
             raise ValueError("train.max_steps must be -1 (train for train.epochs) or a positive number of steps")
+        return self
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = _ENDPOINT.fullmatch(value)
+        if not match:
+            raise ValueError("must be HOST:PORT, one of the machines and a free port on it (e.g. node0:29400)")
+        if not 1 <= int(match["port"]) <= 65535:
+            raise ValueError("the port must be 1-65535 and free on that machine (every machine must name the "
+                             "same one, so torchrun's port 0 is no choice here)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> TrainParams:
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(f"train.nnodes = {self.nnodes} needs train.rdzv_endpoint: HOST:PORT of one of the "
+                             "machines, where they meet (e.g. node0:29400)")
+        if self.nnodes == 1 and self.rdzv_endpoint is not None:
+            raise ValueError(f"train.rdzv_endpoint = {self.rdzv_endpoint!r} is set but train.nnodes is 1 (one "
+                             "machine meets on a free local port); remove it, or set train.nnodes")
+        if self.max_restarts > 0 and self.nnodes * self.num_processes == 1:
+            raise ValueError(f"train.max_restarts = {self.max_restarts}: restarts are torchrun's, and one process "
+                             "runs without it; set train.num_processes or train.nnodes above 1, or remove it")
         return self
 
 

@@ -33,54 +33,129 @@ def test_torchrun_command_is_a_standalone_relaunch_of_the_module():
                    "-m", "stages.train"]
 
 
-@linux_only
-def test_a_worker_is_stopped_when_its_launcher_is_killed(tmp_path):
-    """A parent starts a child in a session of its own (as torchrun starts its workers) that calls
-    exit_with_parent; a SIGKILL of the parent alone must take the child down within seconds."""
-    ready = tmp_path / "ready"
-    child = textwrap.dedent(f"""
-        import time
-        from hfpipe.launch import exit_with_parent
-        assert exit_with_parent()
-        open({str(ready)!r}, "w").close()
-        time.sleep(60)
-    """)
-    parent = textwrap.dedent(f"""
-        import os, subprocess, sys, time
-        env = dict(os.environ, {launch.LAUNCHER_PID_ENV}=str(os.getpid()))
-        child = subprocess.Popen([sys.executable, "-c", {child!r}], env=env, start_new_session=True)
-        print(child.pid, flush=True)
-        time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    child_pid = int(proc.stdout.readline())
-    try:
-        deadline = time.time() + 30
-        while not ready.exists():
-            assert time.time() < deadline, "the child did not start"
-            time.sleep(0.02)
-        assert not _gone(child_pid)
-        proc.send_signal(signal.SIGKILL)  # the launcher only, not its children (they are in other sessions)
-        proc.wait()
-        deadline = time.time() + 5
-        while not _gone(child_pid):
-            assert time.time() < deadline, "the child outlived its killed parent"
-            time.sleep(0.02)
-    finally:
-        if not _gone(child_pid):
-            os.kill(child_pid, signal.SIGKILL)
+def test_torchrun_command_for_several_machines_meets_at_the_endpoint_under_the_runs_id():
+    cmd = launch.torchrun_command(4, "stages.train", nnodes=2, rdzv_endpoint="node0:29400", rdzv_id="run-0123abcd",
+                                  max_restarts=3)
+    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--rdzv-backend", "c10d",
+                   "--rdzv-endpoint", "node0:29400", "--rdzv-id", "run-0123abcd", "--nproc_per_node", "4",
+                   "--max-restarts", "3", "-m", "stages.train"]
+    # one machine keeps --standalone (a free port: queued experiments never collide), with restarts if asked
+    assert launch.torchrun_command(2, "stages.train", max_restarts=1)[3:] == [
+        "--standalone", "--nproc_per_node", "2", "--max-restarts", "1", "-m", "stages.train"]
+    with pytest.raises(ValueError):
+        launch.torchrun_command(1, "stages.train", nnodes=2, rdzv_id="run-0123abcd")  # no endpoint: no default port
 
 
-@linux_only
-def test_a_worker_whose_launcher_is_already_gone_exits_at_once(tmp_path):
-    """The launcher died while the worker was starting: the worker is no longer its child."""
-    code = "from hfpipe.launch import exit_with_parent; exit_with_parent(); print('still here')"
-    env = dict(os.environ, **{launch.LAUNCHER_PID_ENV: "999999999"})  # not this process's parent
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 1 and "still here" not in result.stdout
-    assert "the launcher (parent) is gone; exiting" in result.stderr
-    env[launch.LAUNCHER_PID_ENV] = str(os.getpid())  # this process is its parent: it goes on
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0 and result.stdout == "still here\n"
+def test_nodes_and_processes_come_from_torchruns_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    assert launch.nodes_and_processes() == (2, 4) and launch.restart_count() == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")  # another launcher: one machine
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT")
+    assert launch.nodes_and_processes() == (1, 8) and launch.restart_count() == 0
+
+
+# ---------------------------------------------------------------- a restarted group (torchrun --max-restarts)
+
+class _Tokenizer:
+    def save_pretrained(self, out):
+        (Path(out) / "tokenizer.json").write_text("{}")
+
+
+def _stage(tmp_path: Path):
+    from hfpipe.train import TrainPaths
+
+    for name in ("tokenized", "tokenizer"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.bin").write_bytes(name.encode())
+    return TrainPaths(tokenized=tmp_path / "tokenized", tokenizer=tmp_path / "tokenizer",
+                      tokenize_stats=tmp_path / "stats.json", trained=tmp_path / "trained", live_dir=tmp_path / "live",
+                      checkpoints=tmp_path / "checkpoints")
+
+
+def _killed_groups_checkpoints(params, stage_paths) -> Path:
+    """What a killed group leaves: a complete checkpoint-4 and a half-written checkpoint-8 (no marker)."""
+    from hfpipe.checkpoint import data_fingerprint, marker_data, run_dir, write_marker
+
+    data_hash = data_fingerprint([stage_paths.tokenized, stage_paths.tokenizer])
+    folder = run_dir(params, data_hash, stage_paths.checkpoints)
+    for step in (4, 8):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"weights %d" % step)
+    write_marker(folder / "checkpoint-4", marker_data(params, data_hash, 4, params.train.backend))
+    return folder
+
+
+def _run_worker(params, stage_paths, monkeypatch, rank: int, restart: int,
+                checked: Path | None = None) -> tuple[dict, list[str]]:
+    """train_resumable in a worker of our own relaunch (rank `rank` of 2 machines, after `restart`
+    restarts of its machine's torchrun agent; `checked`: the checkpoint the launcher verified)."""
+    from hfpipe.train import train_resumable
+
+    monkeypatch.setenv(launch.LAUNCHER_PID_ENV, str(os.getppid()))
+    monkeypatch.setenv(launch.CHECKED_CHECKPOINT_ENV, str(checked or ""))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", str(restart))
+    seen: dict = {}
+    logs: list[str] = []
+
+    def train(model, files):
+        seen["resume_from"] = files.resume_from
+        seen["left"] = sorted(p.name for p in Path(files.checkpoint_dir).iterdir())
+        return lambda out: (Path(out) / "model.safetensors").write_bytes(b"trained")
+
+    train_resumable(params, _Tokenizer(), lambda: object(), train, stage_paths, log=logs.append)
+    return seen, logs
+
+
+PARAMS = {"nnodes": 2, "rdzv_endpoint": "127.0.0.1:29400", "max_restarts": 1}
+
+
+@pytest.mark.parametrize("restart", [1, 0])  # 0: the agent of a machine that only followed the others' restart
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_restarted_group_resumes_the_newest_complete_checkpoint_and_says_so(tmp_path, monkeypatch, resume,
+                                                                               restart):
+    """After torchrun restarted the group, the workers go on from the newest complete checkpoint the
+    killed group wrote (also with train.resume: false: the launcher applied it at the start), never
+    the half-written one, which they leave alone; the main process says so."""
+    from hfpipe.params import parse_params
+
+    params = parse_params({"train": {**PARAMS, "resume": resume}})
+    stage_paths = _stage(tmp_path)
+    folder = _killed_groups_checkpoints(params, stage_paths)
+    seen, logs = _run_worker(params, stage_paths, monkeypatch, rank=0, restart=restart)
+    assert seen == {"resume_from": folder / "checkpoint-4", "left": ["checkpoint-4", "checkpoint-8"]}
+    assert f"torchrun restarted the group (a worker died): resuming from {folder / 'checkpoint-4'}" in logs
+    assert (stage_paths.trained / "model.safetensors").read_bytes() == b"trained" and not folder.exists()
+
+
+def test_a_first_start_of_our_relaunch_resumes_what_its_launcher_checked(tmp_path, monkeypatch):
+    from hfpipe.params import parse_params
+
+    params = parse_params({"train": PARAMS})
+    stage_paths = _stage(tmp_path)
+    folder = _killed_groups_checkpoints(params, stage_paths)
+    seen, logs = _run_worker(params, stage_paths, monkeypatch, rank=1, restart=0, checked=folder / "checkpoint-4")
+    assert seen == {"resume_from": folder / "checkpoint-4", "left": ["checkpoint-4", "checkpoint-8"]}
+    assert not any("restart" in line for line in logs)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_process_checks_a_checkpoint_written_after_the_launch(tmp_path, monkeypatch, rank):
+    """The launcher checked none (or an older one): each process of the restarted group checks the
+    killed group's checkpoint before loading it (the main one alone could check it only after the
+    others had loaded it), and deletes nothing."""
+    from hfpipe.io import PipelineError
+    from hfpipe.params import parse_params
+
+    params = parse_params({"train": PARAMS})
+    stage_paths = _stage(tmp_path)
+    folder = _killed_groups_checkpoints(params, stage_paths)
+    (folder / "checkpoint-4" / "model.safetensors").write_bytes(b"changed")
+    with pytest.raises(PipelineError, match=r"checkpoint-4: not as it was written \(model.safetensors changed\)"):
+        _run_worker(params, stage_paths, monkeypatch, rank=rank, restart=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-4", "checkpoint-8"]

@@ -332,3 +332,59 @@ def test_sizes_no_machine_has_are_refused_in_one_line(key, value):
     with pytest.raises(PipelineError) as err:
         parse_params({section: {name: value, **extra}})
     assert "\n" not in str(err.value) and key in str(err.value) and "less than or equal" in str(err.value)
+
+
+# ---------------------------------------------------------------- several machines (train.nnodes)
+
+def test_several_machines_parse_and_one_machine_is_the_default():
+    p = parse_params({"train": {"nnodes": 2, "rdzv_endpoint": "node0.cluster:29400", "max_restarts": 3}})
+    assert (p.train.nnodes, p.train.rdzv_endpoint, p.train.max_restarts) == (2, "node0.cluster:29400", 3)
+    assert (Params().train.nnodes, Params().train.rdzv_endpoint, Params().train.max_restarts) == (1, None, 0)
+    for endpoint in ("127.0.0.1:1", "[::1]:29400", "localhost:65535", "gpu-07:29400"):
+        assert parse_params({"train": {"nnodes": 2, "rdzv_endpoint": endpoint}}).train.rdzv_endpoint == endpoint
+    # restarts with one machine of several processes: torchrun --standalone --max-restarts
+    assert parse_params({"train": {"num_processes": 2, "max_restarts": 1}}).train.max_restarts == 1
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({"nnodes": 2}, "params.yaml: train = {'nnodes': 2}: train.nnodes = 2 needs train.rdzv_endpoint: HOST:PORT of "
+                    "one of the machines, where they meet (e.g. node0:29400)"),
+    ({"rdzv_endpoint": "node0:29400"}, "params.yaml: train = {'rdzv_endpoint': 'node0:29400'}: train.rdzv_endpoint = "
+     "'node0:29400' is set but train.nnodes is 1 (one machine meets on a free local port); remove it, or set "
+     "train.nnodes"),
+    ({"max_restarts": 2}, "params.yaml: train = {'max_restarts': 2}: train.max_restarts = 2: restarts are torchrun's, "
+     "and one process runs without it; set train.num_processes or train.nnodes above 1, or remove it"),
+    ({"nnodes": 2, "rdzv_endpoint": "node0"}, "params.yaml: train.rdzv_endpoint = 'node0': must be HOST:PORT, one of "
+     "the machines and a free port on it (e.g. node0:29400)"),
+    ({"nnodes": 2, "rdzv_endpoint": "node0:29400/x"}, "params.yaml: train.rdzv_endpoint = 'node0:29400/x': must be "
+     "HOST:PORT, one of the machines and a free port on it (e.g. node0:29400)"),
+    ({"nnodes": 2, "rdzv_endpoint": "node0:0"}, "params.yaml: train.rdzv_endpoint = 'node0:0': the port must be "
+     "1-65535 and free on that machine (every machine must name the same one, so torchrun's port 0 is no choice "
+     "here)"),
+    ({"nnodes": 2, "rdzv_endpoint": "node0:70000"}, "params.yaml: train.rdzv_endpoint = 'node0:70000': the port "
+     "must be 1-65535 and free on that machine (every machine must name the same one, so torchrun's port 0 is no "
+     "choice here)"),
+    ({"nnodes": 0}, "params.yaml: train.nnodes = 0: Input should be greater than or equal to 1"),
+    ({"nnodes": 5000, "rdzv_endpoint": "a:1"}, "params.yaml: train.nnodes = 5000: Input should be less than or "
+     "equal to 4096"),
+    ({"num_processes": 2, "max_restarts": -1}, "params.yaml: train.max_restarts = -1: Input should be greater than "
+     "or equal to 0"),
+    ({"num_processes": 2, "max_restarts": 1000}, "params.yaml: train.max_restarts = 1000: Input should be less than "
+     "or equal to 100"),
+])
+def test_bad_several_machines_params_are_one_line(train, expected):
+    assert error_of({"train": train}) == expected
+
+
+def test_where_the_machines_meet_is_not_part_of_the_run_but_how_many_there_are_is():
+    """A run moved to another rendezvous endpoint, or given more restarts, resumes its checkpoints
+    (same fingerprint, same folder); more machines are another world size: another run."""
+    from hfpipe.checkpoint import run_fingerprint
+
+    def fingerprint(**train) -> str:
+        return run_fingerprint(parse_params({"train": {"num_processes": 2, **train}}), "data")
+
+    base = fingerprint(nnodes=2, rdzv_endpoint="node0:29400")
+    assert fingerprint(nnodes=2, rdzv_endpoint="node7:29500", max_restarts=3) == base
+    assert fingerprint(nnodes=3, rdzv_endpoint="node0:29400") != base
+    assert fingerprint() != base

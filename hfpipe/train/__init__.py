@@ -4,11 +4,19 @@ what they share: hfpipe.train.common; what differs by task: hfpipe.tasks)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hfpipe import paths
-from hfpipe.checkpoint import data_fingerprint, find_resume_checkpoint, marker_data, remove_checkpoints, run_dir
+from hfpipe.checkpoint import (
+    data_fingerprint,
+    find_resume_checkpoint,
+    marker_data,
+    remove_checkpoints,
+    run_dir,
+    verify_checkpoint,
+)
 from hfpipe.io import atomic_dir, read_json, require_complete, write_json_atomic
 from hfpipe.params import Params
 from hfpipe.train.common import RunFiles, slow_bf16_warning, use_deterministic_algorithms
@@ -19,11 +27,12 @@ def check_training_inputs(params: Params, n_train: int) -> None:
     from hfpipe.io import PipelineError
 
     tp = params.train
-    per_process = -(-n_train // (tp.batch_size * tp.num_processes))
+    processes = tp.num_processes * tp.nnodes  # every machine's
+    per_process = -(-n_train // (tp.batch_size * processes))
     if tp.gradient_accumulation_steps > per_process:
         raise PipelineError(f"train.gradient_accumulation_steps = {tp.gradient_accumulation_steps}: exceeds the "
                             f"{per_process} batches per epoch ({n_train} training examples / train.batch_size "
-                            f"{tp.batch_size} / {tp.num_processes} process(es)), so no optimizer step would "
+                            f"{tp.batch_size} / {processes} process(es)), so no optimizer step would "
                             f"complete; use at most {per_process}")
 
 
@@ -55,8 +64,8 @@ def run_train_stage(params: Params, stage_paths: TrainPaths | None = None) -> No
     where. The task module gives what to train (hfpipe.tasks.common.TrainingSetup) and the model;
     the backend trains it.
 
-    train.num_processes > 1 relaunches `python -m stages.train` under torchrun, whose workers use the
-    default paths. Such a worker (or one an outside launcher started) exits with its launcher."""
+    train.num_processes > 1 (or train.nnodes > 1) relaunches `python -m stages.train` under torchrun,
+    whose workers use the default paths. Such a worker (or one an outside launcher started) exits with its launcher."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -67,10 +76,11 @@ def run_train_stage(params: Params, stage_paths: TrainPaths | None = None) -> No
     stage_paths = stage_paths or TrainPaths()
     if launch.in_distributed_run():  # a worker of torchrun / accelerate launch: never outlive the launcher
         launch.exit_with_parent()
-    if launch.in_distributed_run() and params.train.num_processes != launch.world_size():
-        # started by an outside launcher (torchrun / accelerate launch): the real process count counts
+    nodes, per_node = launch.nodes_and_processes()
+    if launch.in_distributed_run() and (params.train.nnodes, params.train.num_processes) != (nodes, per_node):
+        # started by an outside launcher (torchrun / accelerate launch): the real process counts count
         params = params.model_copy(update={"train": params.train.model_copy(
-            update={"num_processes": launch.world_size()})})
+            update={"nnodes": nodes, "num_processes": per_node})})
     log = print if launch.rank() == 0 else _quiet
     if warning := slow_bf16_warning(params.train.mixed_precision):
         log(warning)
@@ -92,7 +102,7 @@ def run_train_stage(params: Params, stage_paths: TrainPaths | None = None) -> No
     def build_model():
         model = build_model_to_train(params, task, tokenizer, data["train"], length)
         log(f"model: {describe_model(model, params)}; {setup.description}; "
-            f"backend {backend}, {params.train.num_processes} process(es)")
+            f"backend {backend}, {params.train.num_processes * params.train.nnodes} process(es)")
         return model
 
     def train(model, files: RunFiles):
@@ -167,29 +177,50 @@ def pin_hub_model(params: Params, tokenizer_dir: Path = paths.TOKENIZER) -> tupl
 def train_resumable(params: Params, tokenizer, build_model, train, stage_paths: TrainPaths, log=print,
                     sources: dict | None = None) -> None:
     """What every task and backend shares: find the checkpoint to resume (hfpipe.checkpoint: same
-    params and data, complete), relaunch under torchrun for train.num_processes > 1, build the model,
+    params and data, complete), relaunch under torchrun for several processes or machines, build the model,
     train it (`train(model, RunFiles) -> save(folder)`, checkpointing into this run's folder
     <checkpoints>/run-<fingerprint>, deleted when done) and save the model with the tokenizer to
     stage_paths.trained on the main process only.
 
     Everything that can refuse the run (params, data, a checkpoint changed since it was written) runs
-    before the relaunch, in one process, so it fails with one line.
+    before the relaunch, in one process, so it fails with one line; after torchrun restarted the
+    group, each worker checks the checkpoint the killed group wrote before loading it.
     """
     from hfpipe import launch
 
     backend = params.train.backend
     main = launch.rank() == 0
+    relaunched = launch.relaunched()
+    if relaunched and not params.train.resume:
+        # the launcher applied train.resume: false (it deleted this run's checkpoints): any found now
+        # were written by this stage's own workers before torchrun restarted the group
+        params = params.model_copy(update={"train": params.train.model_copy(update={"resume": True})})
     data_hash = data_fingerprint([stage_paths.tokenized, stage_paths.tokenizer])
-    # one process checks, cleans up and reports (hashing a big checkpoint once): the main process,
-    # or before our own torchrun relaunch the launcher, whose workers then only read
+    # One process checks, cleans up and reports (hashing a big checkpoint once): the main process,
+    # or before our own torchrun relaunch the launcher (on each machine), whose workers then only
+    # read: they never delete, so nothing a worker of the same run is writing can go.
     resume = find_resume_checkpoint(params, data_hash, backend, stage_paths.checkpoints,
-                                    cleanup=main and not launch.relaunched(), log=log)
+                                    cleanup=main and not relaunched, log=log)
+    checked = os.environ.get(launch.CHECKED_CHECKPOINT_ENV, "")
+    if relaunched and resume is not None and str(resume.path) != checked:
+        # Newer than what the launcher checked: written by this run's workers since, and torchrun
+        # restarted the group after a worker died (which restart this is, torchrun counts per machine:
+        # one whose agent only followed the others counts 0). Every process checks it before loading.
+        verify_checkpoint(resume.path, resume.marker)
+    if relaunched and (launch.restart_count() or (resume is not None and str(resume.path) != checked)):
+        log("torchrun restarted the group (a worker died): "
+            + (f"resuming from {resume.path}" if resume else "no complete checkpoint yet, starting over"))
     checkpoint_dir = run_dir(params, data_hash, stage_paths.checkpoints)
-    if params.train.num_processes > 1 and not launch.in_distributed_run():
+    tp = params.train
+    if (tp.num_processes > 1 or tp.nnodes > 1) and not launch.in_distributed_run():
         from hfpipe.resources import check_processes
 
-        check_processes("train.num_processes", params.train.num_processes)
-        launch.exec_torchrun(params.train.num_processes, "stages.train")  # does not return
+        check_processes("train.num_processes", tp.num_processes)  # this machine's
+        # rendezvous id: the run's fingerprint, alike on every machine of this run (same params and
+        # data) and different for any other run that shares the endpoint
+        launch.exec_torchrun(tp.num_processes, "stages.train", nnodes=tp.nnodes, rdzv_endpoint=tp.rdzv_endpoint,
+                             rdzv_id=checkpoint_dir.name, max_restarts=tp.max_restarts,
+                             checked_checkpoint=resume.path if resume else None)  # does not return
 
     def marker_for_step(step: int) -> dict:
         return marker_data(params, data_hash, step, backend)
