@@ -8,6 +8,10 @@ standing for the shared filesystem), `dvc repro train` on the first machine and
 One worker process (not its torchrun agent) is SIGKILLed right after the first complete
 checkpoint: torchrun restarts the group, the group resumes from the newest complete checkpoint (the
 log says so) and ends with the weights and curves of an uninterrupted 2-machine run.
+
+Both machines run in a network namespace of their own that has only the loopback device: torch's
+rendezvous store listens on every interface of its host (whatever the endpoint's address), and
+there every interface is the loopback.
 """
 
 from __future__ import annotations
@@ -45,11 +49,28 @@ def node_env() -> dict[str, str]:
     return {**env(), "GLOO_SOCKET_IFNAME": "lo"}
 
 
-def start_machines(repo: Path, name: str) -> tuple[list[subprocess.Popen], list[Path]]:
+@pytest.fixture
+def loopback_only():
+    """A new network namespace with only the loopback device, up; the command prefix that runs a
+    process in it. Skips where namespaces cannot be made (not root)."""
+    name = f"hfpipe-test-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"a loopback-only network namespace is needed (ip netns add: {made.stderr.strip()})")
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield ["ip", "netns", "exec", name]
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def start_machines(repo: Path, name: str, netns: list[str]) -> tuple[list[subprocess.Popen], list[Path]]:
     """Machine 0: `dvc repro train`; machine 1: `python -m stages.train`; both in `repo`, meeting on a
-    new free port. Output to files (a pipe nobody reads fills up and stalls the run)."""
+    new free port, in the namespace `netns` enters. Output to files (a pipe nobody reads fills up and
+    stalls the run)."""
     set_train(repo, rdzv_endpoint=f"127.0.0.1:{free_loopback_port()}")
-    commands = [[sys.executable, "-m", "dvc", "repro", "train"], [sys.executable, "-m", "stages.train"]]
+    # (`ip netns exec` execs the command: each Popen's pid is the stage's own)
+    commands = [[*netns, sys.executable, "-m", "dvc", "repro", "train"], [*netns, sys.executable, "-m", "stages.train"]]
     procs, logs = [], []
     for i, cmd in enumerate(commands):
         log = repo.parent / f"{name}-machine{i}.log"
@@ -89,14 +110,15 @@ def complete_steps(repo: Path) -> list[int]:
     return sorted(int(p.parent.name.split("-")[-1]) for p in repo.glob(MARKERS))
 
 
-def test_two_machines_survive_a_killed_worker_and_end_with_the_uninterrupted_weights(tiny_default_repo, tmp_path):
+def test_two_machines_survive_a_killed_worker_and_end_with_the_uninterrupted_weights(tiny_default_repo, tmp_path,
+                                                                                    loopback_only):
     import psutil
 
     repo = copy_run(tiny_default_repo, tmp_path / "repo")  # data/tokenized and models/tokenizer made
     set_train(repo, **TRAIN)
 
     # uninterrupted: both machines relaunch under torchrun with the same rendezvous, under the run's id
-    out = wait_all(*start_machines(repo, "whole"))
+    out = wait_all(*start_machines(repo, "whole", loopback_only))
     relaunches = re.findall(r"train\.num_processes = 1, train\.nnodes = 2: relaunching as -m torch\.distributed\.run "
                             r"--nnodes 2 --rdzv-backend c10d --rdzv-endpoint 127\.0\.0\.1:\d+ --rdzv-id (run-\w+) "
                             r"--nproc_per_node 1 --max-restarts 1 -m stages\.train", out)
@@ -106,7 +128,7 @@ def test_two_machines_survive_a_killed_worker_and_end_with_the_uninterrupted_wei
              **{c: (repo / c).read_bytes() for c in CURVES}}
 
     # a worker killed after the first complete checkpoint
-    procs, logs = start_machines(repo, "killed")
+    procs, logs = start_machines(repo, "killed", loopback_only)
     try:
         deadline = time.time() + 240
         while not complete_steps(repo):
