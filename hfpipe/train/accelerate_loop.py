@@ -425,6 +425,10 @@ def _evaluate_and_keep_best(run: _Run, state: LoopState, metric: str | None, bes
     """Evaluate, log, and (metric: train.metric_for_best_model with load_best_model_at_end) keep a
     CPU copy of the weights when they are the best so far; returns the best weights."""
     metrics = evaluate_loop(run.accelerator, run.model, run.eval_dl, run.loop_fns)
+    if run.fsdp:
+        from hfpipe.train.fsdp import reshard
+
+        reshard(run.model)
     eval_history.append({"step": state.step, **metrics})
     log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
     if run.main:

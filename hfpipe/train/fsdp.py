@@ -74,6 +74,16 @@ def clip_grad_norm(model, max_norm: float) -> torch.Tensor:
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
+def reshard(model) -> None:
+    """Back to shards only. FSDP2 leaves the root's weights whole after a forward, for the
+    backward that follows; after an evaluation none follows, so they would stay whole."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def _local(tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
@@ -83,6 +93,7 @@ def shard_sizes(model, optimizer) -> dict[str, int]:
     model's (what the memory test and the log line compare)."""
     import torch
 
+    reshard(model)
     sizes = {"params": 0, "params_full": 0, "optimizer": 0, "optimizer_full": 0}
     for p in model.parameters():
         sizes["params"] += _local(p).numel()
