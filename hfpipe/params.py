@@ -234,9 +234,6 @@ class TrainParams(_Section):
             # a word (accelerate 1.15 enables FSDP only for GPU/NPU/XPU): refused everywhere, one path.
             raise ValueError("train.distributed = fsdp needs train.backend: accelerate (the Trainer's FSDP goes "
                              "through Accelerate, which on a CPU-only machine silently runs DDP instead)")
-        if self.distributed == "fsdp" and self.torch_compile:
-            raise ValueError("train.distributed = fsdp does not torch.compile the model; "
-                             "set train.torch_compile: false")
         return self
 
     @model_validator(mode="after")

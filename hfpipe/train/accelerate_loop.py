@@ -343,7 +343,7 @@ def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | N
     # FSDP: bf16 is FSDP2's MixedPrecisionPolicy, not Accelerate's autocast (which wraps the forward
     # of a model passed to prepare(), and this one is not)
     accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision="no" if fsdp else tp.mixed_precision,
-                              dynamo_backend="inductor" if tp.torch_compile else "no",
+                              dynamo_backend="inductor" if tp.torch_compile and not fsdp else "no",
                               gradient_accumulation_steps=tp.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
                                                                         data_seed=params.seed))
@@ -361,7 +361,8 @@ def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | N
     if fsdp:
         from hfpipe.train.fsdp import shard_model
 
-        model = shard_model(model, accelerator.device, tp.mixed_precision)  # before AdamW: it steps the shards
+        # before AdamW, which steps the shards
+        model = shard_model(model, accelerator.device, tp.mixed_precision, compile_blocks=tp.torch_compile)
         optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
         optimizer, train_dl, eval_dl = accelerator.prepare(optimizer, train_dl, eval_dl)
     else:
@@ -582,7 +583,8 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
             state.batches_in_epoch = 0
     accelerator.wait_for_everyone()
     print(f"process {accelerator.process_index}/{accelerator.num_processes}: trained on {n_seen} batches "
-          f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
+          f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s, peak RSS {_peak_rss_mb():.0f} MB",
+          flush=True)
     if run.fsdp:
         from hfpipe.train.fsdp import shard_sizes
 
@@ -591,6 +593,15 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
               f"{held['params_full']} parameter elements and {held['optimizer']} of {held['optimizer_full']} "
               "optimizer-state elements (FSDP shards)", flush=True)
     return _finish(run, live, state, best_state, tp.metric_for_best_model, eval_history, resumed_step)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, eval_history: list[dict],

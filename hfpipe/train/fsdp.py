@@ -43,10 +43,12 @@ def transformer_blocks(model) -> list:
     return best
 
 
-def shard_model(model, device, mixed_precision: str):
+def shard_model(model, device, mixed_precision: str, compile_blocks: bool = False):
     """fully_shard each block, then the root (which holds the embeddings, final norm and head), on
     a 1-D mesh of all processes. bf16: the weights are gathered and computed in bf16, gradients are
-    reduced and AdamW steps in fp32 (MixedPrecisionPolicy); fp32 otherwise."""
+    reduced and AdamW steps in fp32 (MixedPrecisionPolicy); fp32 otherwise. compile_blocks
+    (train.torch_compile): each block is torch.compiled before it is sharded, as torchtitan does
+    (FSDP's gathers between the blocks stay outside the compiled graphs)."""
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -61,6 +63,8 @@ def shard_model(model, device, mixed_precision: str):
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if mixed_precision == "bf16" else MixedPrecisionPolicy())
     for block in transformer_blocks(model):
+        if compile_blocks:
+            block.compile()  # in place: the module keeps its name, so state dict keys do not change
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model

@@ -29,8 +29,7 @@ def test_fsdp_with_the_trainer_backend_is_refused_in_one_line_saying_accelerate_
     assert "on a CPU-only machine silently runs DDP" in message
 
 
-def test_fsdp_with_torch_compile_or_lora_is_refused_in_one_line():
-    assert "set train.torch_compile: false" in error_of({"train": {**FSDP, "torch_compile": True}})
+def test_fsdp_with_lora_is_refused_in_one_line():
     lora = {"model": {"from_scratch": False, "name_or_path": "gpt2", "peft": {"r": 4}}, "train": FSDP}
     assert "train.distributed = fsdp with model.peft (LoRA) is not supported" in error_of(lora)
 
