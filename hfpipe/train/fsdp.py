@@ -54,7 +54,7 @@ def shard_model(model, device, mixed_precision: str, compile_blocks: bool = Fals
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    world = dist.get_world_size()
+    world = dist.get_world_size() if dist.is_initialized() else 1
     if world < 2:
         raise PipelineError("train.distributed = fsdp shards across processes and this run has 1; set "
                             "train.num_processes to 2 or more, or train.distributed: ddp")

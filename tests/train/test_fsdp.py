@@ -43,3 +43,11 @@ def test_the_blocks_sharded_are_gpt2s_transformer_h_and_a_model_without_blocks_i
     with pytest.raises(PipelineError, match=r"^train.distributed = fsdp: found no list of transformer blocks in "
                                             r"Linear to shard; use train.distributed: ddp$"):
         transformer_blocks(torch.nn.Linear(2, 2))
+
+
+def test_fsdp_in_one_process_is_refused_in_one_line(tiny_model):
+    from hfpipe.train.fsdp import shard_model
+
+    with pytest.raises(PipelineError, match=r"^train.distributed = fsdp shards across processes and this run has 1; "
+                                            r"set train.num_processes to 2 or more, or train.distributed: ddp$"):
+        shard_model(tiny_model, "cpu", "no")
