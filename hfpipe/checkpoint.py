@@ -11,11 +11,16 @@ train stage stays one DVC's run-cache can restore):
             ...                                backend files: safetensors and JSON (the Accelerate loop),
                                                the Trainer's own (read with torch.load(weights_only=True))
             dvclive/                           the curves up to <step>: dvc removes dvclive/ before a rerun
+            sharded/                           train.distributed fsdp: the DCP save, one __<rank>_0.distcp
+                                               per process and a .metadata (their list: dcp_files)
             hfpipe_checkpoint.json             the marker, written last: step, run, sha256 of every file
+                                               (and with FSDP `shards`, the number of processes)
 
 A folder without the marker is half-written (killed mid-save) and is never resumed from. Before a
 resume every file is checked against the marker's hashes: a changed, missing or added file is
-refused in one line, never loaded. A run resumes only its own folder: a killed run whose params
+refused in one line, never loaded. A sharded checkpoint is complete only when its marker lists
+every process's shard and the DCP metadata too (the marker is written after all processes saved).
+A run resumes only its own folder: a killed run whose params
 were then changed keeps its checkpoints (reported at each start) until the user deletes them or
 restores its params, which resumes it. A finished run deletes its own folder.
 """
@@ -40,6 +45,7 @@ PREFIX = "checkpoint-"
 RUN_PREFIX = "run-"
 LIVE_SNAPSHOT = "dvclive"  # the copy of the curves in a checkpoint (not the pipeline's dvclive/, paths.DVCLIVE)
 KEEP = 2  # the newest complete one, plus the one before in case the newest is being replaced
+SHARDED_DIR = "sharded"  # the torch.distributed.checkpoint folder of an FSDP checkpoint
 # Params that do not change what is computed: a resume may change them (where the machines meet
 # and how often torchrun restarts them too: a run moved to another endpoint resumes).
 _NOT_IN_FINGERPRINT = {"save_steps", "threads", "resume", "rdzv_endpoint", "max_restarts"}
@@ -153,10 +159,22 @@ def read_marker(checkpoint: Path) -> dict | None:
     return marker
 
 
+def dcp_files(shards: int) -> list[str]:
+    """The files a complete DCP save by `shards` processes has, by path inside the checkpoint."""
+    return [f"{SHARDED_DIR}/.metadata", *(f"{SHARDED_DIR}/__{rank}_0.distcp" for rank in range(shards))]
+
+
 def verify_checkpoint(checkpoint: Path, marker: dict) -> None:
     """Every file as the marker recorded it, and no other: nothing is loaded from a checkpoint
-    that changed after it was written."""
+    that changed after it was written. A sharded one's marker must also list every shard."""
     recorded, found = marker["files"], file_hashes(checkpoint)
+    shards = marker.get("shards")
+    if shards is not None:
+        unlisted = [name for name in dcp_files(shards) if name not in recorded] if isinstance(shards, int) else ["?"]
+        if unlisted:
+            raise PipelineError(f"{checkpoint}: its marker does not list every shard of its {shards} processes "
+                                f"({', '.join(unlisted[:3])}); nothing was loaded from it. Delete it to resume "
+                                f"from an older checkpoint (or {checkpoint.parent} to start over)")
     problems = [f"{name} changed" for name in sorted(recorded) if name in found and found[name] != recorded[name]]
     problems += [f"{name} missing" for name in sorted(set(recorded) - set(found))]
     problems += [f"{name} added" for name in sorted(set(found) - set(recorded))]

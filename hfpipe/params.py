@@ -202,6 +202,11 @@ class TrainParams(_Section):
     deterministic: bool = True
     # N > 1: the train stage relaunches itself under torchrun with N processes (batch_size is per process).
     num_processes: int = Field(default=1, ge=1, le=MAX_PROCESSES)  # and what the machine has (hfpipe.resources)
+    # How the processes share the model. ddp: each holds all of it (weights, gradients, AdamW state)
+    # and gradients are averaged. fsdp: PyTorch's FSDP2 (fully_shard per transformer block, then the
+    # root) shards all three across the processes, on CPU (gloo) and GPU (NCCL) alike; accelerate
+    # backend only, 2 or more processes, sharded checkpoints (hfpipe.train.fsdp).
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     # Resume from the newest complete checkpoint in models/checkpoints (written every save_steps).
     resume: bool = True
     # --- several machines (docs/training.md, "Several machines") ---------------------------------
@@ -238,6 +243,15 @@ class TrainParams(_Section):
                 raise ValueError("fp16 needs a CUDA, XPU or MPS device and this machine has none; "
                                  "use bf16 or no")
         return value
+
+    @model_validator(mode="after")
+    def _check_distributed(self) -> TrainParams:
+        if self.distributed == "fsdp" and self.backend != "accelerate":
+            # The Trainer shards through Accelerate, which on a CPU-only machine runs plain DDP without
+            # a word (accelerate 1.15 enables FSDP only for GPU/NPU/XPU): refused everywhere, one path.
+            raise ValueError("train.distributed = fsdp needs train.backend: accelerate (the Trainer's FSDP goes "
+                             "through Accelerate, which on a CPU-only machine silently runs DDP instead)")
+        return self
 
     @model_validator(mode="after")
     def _check_steps(self) -> TrainParams:
@@ -420,6 +434,9 @@ class Params(_Section):
                 and self.train.metric_for_best_model != "loss"):
             raise ValueError(f"train.metric_for_best_model = {self.train.metric_for_best_model!r}: the causal LM's "
                              "evaluation reports loss and perplexity; use loss")
+        if self.train.distributed == "fsdp" and self.model.peft is not None:
+            raise ValueError("train.distributed = fsdp with model.peft (LoRA) is not supported; use "
+                             "train.distributed: ddp (LoRA's few trainable weights need no sharding)")
         if self.train.keytoken_alpha > 0 and self.task != "causal-lm":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              f"is for task causal-lm, not {self.task}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hfpipe.checkpoint import (MARKER, complete_checkpoints, data_fingerprint, find_resume_checkpoint, marker_data,
-                               prune_checkpoints, remove_checkpoints, restore_dvclive, run_dir, run_fingerprint,
+from hfpipe.checkpoint import (MARKER, complete_checkpoints, data_fingerprint, dcp_files, find_resume_checkpoint,
+                               marker_data, prune_checkpoints, remove_checkpoints, restore_dvclive, run_dir, run_fingerprint,
                                snapshot_dvclive, write_marker)
 from hfpipe.io import PipelineError
 from hfpipe.params import parse_params
@@ -212,3 +212,28 @@ def test_dvclive_snapshot_round_trip(tmp_path):
     (live / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n1\t5.0\n2\t4.0\n")  # logged after the save
     restore_dvclive(ckpt, live)
     assert (live / "plots" / "metrics" / "loss.tsv").read_text() == "step\tloss\n1\t5.0\n"
+
+
+def make_sharded_checkpoint(root: Path, step: int, p, shards: int, written: int) -> Path:
+    """An FSDP checkpoint of `shards` processes of which `written` saved their shard before the marker."""
+    path = run_dir(p, "d1", root) / f"checkpoint-{step}"
+    (path / "sharded").mkdir(parents=True)
+    for name in dcp_files(shards)[:1 + written]:  # the metadata, then each process's shard
+        (path / name).write_bytes(name.encode())
+    write_marker(path, {**marker_data(p, "d1", step, "accelerate"), "shards": shards})
+    return path
+
+
+def test_a_sharded_checkpoint_resumes_only_with_every_processs_shard_in_its_marker(tmp_path):
+    p = params(train__backend="accelerate", train__distributed="fsdp", train__num_processes=2,
+               train__torch_compile=False)
+    assert dcp_files(2) == ["sharded/.metadata", "sharded/__0_0.distcp", "sharded/__1_0.distcp"]
+    whole = make_sharded_checkpoint(tmp_path, 4, p, shards=2, written=2)
+    assert find_resume_checkpoint(p, "d1", "accelerate", root=tmp_path, log=lambda *_: None).path == whole
+    # a marker written before process 1's shard (hashes match what is there, and still it is not whole)
+    partial = make_sharded_checkpoint(tmp_path, 8, p, shards=2, written=1)
+    with pytest.raises(PipelineError) as err:
+        find_resume_checkpoint(p, "d1", "accelerate", root=tmp_path, log=lambda *_: None)
+    assert str(err.value).startswith(f"{partial}: its marker does not list every shard of its 2 processes "
+                                     "(sharded/__1_0.distcp); nothing was loaded from it")
+    assert "\n" not in str(err.value)

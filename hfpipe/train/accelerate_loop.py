@@ -2,8 +2,9 @@
 
 The same code runs on one CPU, under `torchrun --nproc_per_node N` (gloo, MULTI_CPU) and on GPUs
 (DDP, or FSDP/DeepSpeed through `accelerate launch --config_file ...`): Accelerator() reads the
-environment. What is task-specific (the loss, the eval numbers) comes in as the task module's
-`LoopFns` (hfpipe.tasks), so every task shares the loop.
+environment. train.distributed: fsdp shards the model with PyTorch's FSDP2 instead
+(hfpipe.train.fsdp), on CPU and GPU alike. What is task-specific (the loss, the eval numbers)
+comes in as the task module's `LoopFns` (hfpipe.tasks), so every task shares the loop.
 """
 
 from __future__ import annotations
@@ -192,11 +193,18 @@ def load_optimizer(optimizer, folder: Path) -> None:
 
 def save_training_state(run: _Run, folder: Path) -> None:
     """Weights, optimizer, schedule and loss scaler from the main process (DDP keeps them equal on
-    every process), each process's RNG streams from each."""
+    every process), each process's RNG streams from each. FSDP: each process its shard of the
+    weights and optimizer (hfpipe.train.fsdp.save_sharded), the main process the rest."""
     from safetensors.torch import save_model
 
     accelerator = run.accelerator
-    if run.main:
+    if run.fsdp:
+        from hfpipe.train.fsdp import save_sharded
+
+        save_sharded(run.model, run.optimizer, folder, run.main)
+        if run.main:
+            (folder / SCHEDULER_JSON).write_text(json.dumps(run.scheduler.state_dict()))
+    elif run.main:
         # save_model: GPT-2's tied embedding and output weights are one tensor, stored once
         save_model(accelerator.unwrap_model(run.model, keep_torch_compile=False), str(folder / MODEL_FILE))
         save_optimizer(run.optimizer, folder)
@@ -211,8 +219,13 @@ def load_training_state(run: _Run, folder: Path) -> tuple:
     from safetensors.torch import load_model
 
     accelerator = run.accelerator
-    load_model(accelerator.unwrap_model(run.model, keep_torch_compile=False), str(folder / MODEL_FILE))
-    load_optimizer(run.optimizer, folder)
+    if run.fsdp:
+        from hfpipe.train.fsdp import load_sharded
+
+        load_sharded(run.model, run.optimizer, folder)
+    else:
+        load_model(accelerator.unwrap_model(run.model, keep_torch_compile=False), str(folder / MODEL_FILE))
+        load_optimizer(run.optimizer, folder)
     run.scheduler.load_state_dict(json.loads((folder / SCHEDULER_JSON).read_text()))
     if accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(json.loads((folder / SCALER_JSON).read_text()))
@@ -278,6 +291,8 @@ def _save_checkpoint(run: _Run, files: RunFiles, state: LoopState, marker: dict,
             _save_best(best_state, state, root, tmp)
         write_json_atomic(tmp / STATE_FILE, {**state.__dict__, "micro_steps": accelerator.step})
         snapshot_dvclive(Path(files.live_dir), tmp)
+        if run.fsdp:  # verify_checkpoint then also requires every process's shard to be listed
+            marker = {**marker, "shards": accelerator.num_processes}
         write_marker(tmp, marker)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -299,6 +314,7 @@ class _Run:
     batches_per_epoch: int       # per process, after sharding
     total: int                   # optimizer steps
     loop_fns: LoopFns            # the task's loss and eval numbers
+    fsdp: bool = False           # train.distributed: fsdp (the model is FSDP2-sharded, not prepared by accelerate)
 
     @property
     def main(self) -> bool:
@@ -323,8 +339,11 @@ def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | N
     # everywhere (so the shards are disjoint) and after a resume.
     # cpu=True on a machine without a GPU: without it Accelerator() ignores torchrun's environment
     # (accelerate only picks MULTI_CPU/gloo when told it is on CPU) and every process trains alone.
-    accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision=tp.mixed_precision,
-                              dynamo_backend="inductor" if tp.torch_compile else "no",
+    fsdp = tp.distributed == "fsdp"
+    # FSDP: bf16 is FSDP2's MixedPrecisionPolicy, not Accelerate's autocast (which wraps the forward
+    # of a model passed to prepare(), and this one is not)
+    accelerator = Accelerator(cpu=not has_accelerator(), mixed_precision="no" if fsdp else tp.mixed_precision,
+                              dynamo_backend="inductor" if tp.torch_compile and not fsdp else "no",
                               gradient_accumulation_steps=tp.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
                                                                         data_seed=params.seed))
@@ -339,8 +358,16 @@ def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | N
     else:
         train_dl = DataLoader(train_dataset, batch_size=tp.batch_size, shuffle=True, collate_fn=collate_fn)
     eval_dl = DataLoader(eval_dataset, batch_size=tp.eval_batch_size, collate_fn=collate_fn)
-    optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
-    model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
+    if fsdp:
+        from hfpipe.train.fsdp import shard_model
+
+        # before AdamW, which steps the shards
+        model = shard_model(model, accelerator.device, tp.mixed_precision, compile_blocks=tp.torch_compile)
+        optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
+        optimizer, train_dl, eval_dl = accelerator.prepare(optimizer, train_dl, eval_dl)
+    else:
+        optimizer = torch.optim.AdamW(get_grouped_params(model, tp.weight_decay), lr=params.lr)
+        model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
     batches_per_epoch = len(train_dl)
     if batches_per_epoch < tp.gradient_accumulation_steps:
         raise PipelineError(f"train.gradient_accumulation_steps = {tp.gradient_accumulation_steps}: exceeds the "
@@ -351,7 +378,7 @@ def _prepare(params: Params, model, setup: TrainingSetup, lengths: list[int] | N
     scheduler = get_scheduler(tp.lr_scheduler, optimizer, num_warmup_steps=math.ceil(tp.warmup_ratio * total),
                               num_training_steps=total)
     return _Run(accelerator, model, optimizer, scheduler, train_dl, eval_dl, sampler, batches_per_epoch, total,
-                setup.loop_fns)
+                setup.loop_fns, fsdp)
 
 
 def _resume(run: _Run, checkpoint: Path, live_dir: Path, keep_best: bool):
@@ -399,6 +426,10 @@ def _evaluate_and_keep_best(run: _Run, state: LoopState, metric: str | None, bes
     """Evaluate, log, and (metric: train.metric_for_best_model with load_best_model_at_end) keep a
     CPU copy of the weights when they are the best so far; returns the best weights."""
     metrics = evaluate_loop(run.accelerator, run.model, run.eval_dl, run.loop_fns)
+    if run.fsdp:
+        from hfpipe.train.fsdp import reshard
+
+        reshard(run.model)
     eval_history.append({"step": state.step, **metrics})
     log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
     if run.main:
@@ -413,10 +444,19 @@ def _evaluate_and_keep_best(run: _Run, state: LoopState, metric: str | None, bes
     greater = greater_is_better(metric)
     if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
         state.best_step, state.best_metric = state.step, value
-        weights = run.accelerator.get_state_dict(run.model)  # every process takes part (FSDP/DeepSpeed gather)
+        weights = _full_weights(run)  # every process takes part (FSDP/DeepSpeed gather)
         if run.main:
             best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
     return best_state
+
+
+def _full_weights(run: _Run) -> dict:
+    """The whole model's weights (on the main process; a collective under FSDP)."""
+    if run.fsdp:
+        from hfpipe.train.fsdp import full_state_dict
+
+        return full_state_dict(run.model)
+    return run.accelerator.get_state_dict(run.model)
 
 
 def _stop_on_nonfinite(run: _Run, loss, grad_norm, step: int, checkpoint_root: Path) -> float:
@@ -485,6 +525,13 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
     resumed_step = state.step if resume_from is not None else None
     log, live = _dvclive_logger(run, params, live_dir, resume_from is not None)
 
+    def clip(model, max_norm: float):
+        if run.fsdp:
+            from hfpipe.train.fsdp import clip_grad_norm
+
+            return clip_grad_norm(model, max_norm)
+        return accelerator.clip_grad_norm_(model.parameters(), max_norm)
+
     run.model.train()
     eval_history: list[dict] = []
     seen, n_seen = hashlib.sha256(), 0  # a digest of the blocks this process trained on: shows the sharding
@@ -498,7 +545,7 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
                 loss = run.loop_fns.train_loss(batch, run.model(**batch))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), tp.max_grad_norm)
+                    grad_norm = clip(run.model, tp.max_grad_norm)
                 run.optimizer.step()
                 run.optimizer.zero_grad()
             state.batches_in_epoch += 1
@@ -536,8 +583,25 @@ def train_with_accelerate(params: Params, model, setup: TrainingSetup, files: Ru
             state.batches_in_epoch = 0
     accelerator.wait_for_everyone()
     print(f"process {accelerator.process_index}/{accelerator.num_processes}: trained on {n_seen} batches "
-          f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s", flush=True)
+          f"(blocks digest {seen.hexdigest()[:16]}) in {time.time() - start:.1f}s, peak RSS {_peak_rss_mb():.0f} MB",
+          flush=True)
+    if run.fsdp:
+        from hfpipe.train.fsdp import shard_sizes
+
+        held = shard_sizes(run.model, run.optimizer)
+        print(f"process {accelerator.process_index}/{accelerator.num_processes} holds {held['params']} of "
+              f"{held['params_full']} parameter elements and {held['optimizer']} of {held['optimizer_full']} "
+              "optimizer-state elements (FSDP shards)", flush=True)
     return _finish(run, live, state, best_state, tp.metric_for_best_model, eval_history, resumed_step)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, eval_history: list[dict],
@@ -547,6 +611,8 @@ def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, e
     accelerator = run.accelerator
     if live is not None:
         live.end()
+    if run.fsdp:
+        return _finish_sharded(run, state, best_state, metric, eval_history, resumed_step)
     unwrapped = accelerator.unwrap_model(run.model, keep_torch_compile=False)
     if run.main and best_state is not None:
         unwrapped.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in best_state.items()})
@@ -554,3 +620,23 @@ def _finish(run: _Run, live, state: LoopState, best_state, metric: str | None, e
     # (the checkpoints stay until the stage has saved the model: hfpipe.train.train_resumable)
     accelerator.wait_for_everyone()
     return AccelerateResult(unwrapped, run.main, accelerator.num_processes, state.step, eval_history, resumed_step)
+
+
+def _finish_sharded(run: _Run, state: LoopState, best_state, metric: str | None, eval_history: list[dict],
+                    resumed_step: int | None) -> AccelerateResult:
+    """FSDP: the whole model, gathered to the main process's CPU (or the best weights kept there),
+    as a plain model of its own class (save_pretrained, pipeline); the other processes return
+    their sharded module."""
+    from hfpipe.train.fsdp import full_state_dict, plain_model
+
+    accelerator = run.accelerator
+    # state.best_step (load_best_model_at_end) is the same on every process (the metrics are
+    # gathered), so all gather or none: the main process then has the best weights already
+    weights = best_state if state.best_step is not None else full_state_dict(run.model)
+    model = run.model
+    if run.main:
+        model = plain_model(run.model, weights)
+        if state.best_step is not None:
+            print(f"loaded the best model: step {state.best_step} ({metric} {state.best_metric:.4f})", flush=True)
+    accelerator.wait_for_everyone()
+    return AccelerateResult(model, run.main, accelerator.num_processes, state.step, eval_history, resumed_step)
