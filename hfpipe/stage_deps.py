@@ -81,21 +81,14 @@ def function_level_imports(path: Path) -> set[str]:
     """The modules `path` imports only inside functions (never at module level)."""
     tree = ast.parse(path.read_text(), str(path))
     skipped = _type_checking_only(tree)
+    in_functions = {id(n) for func in ast.walk(tree) if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
+                    for n in ast.walk(func)}
     inside: set[str] = set()
-    for func in ast.walk(tree):
-        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
-            for node in ast.walk(func):
-                if id(node) not in skipped:
-                    inside |= _names(node)
-    return inside - {name for node in ast.walk(tree) for name in _names(node)
-                     if id(node) not in skipped and not _inside_function(tree, node)}
-
-
-def _inside_function(tree: ast.AST, target: ast.AST) -> bool:
-    for func in ast.walk(tree):
-        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and any(n is target for n in ast.walk(func)):
-            return True
-    return False
+    outside: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) not in skipped:
+            (inside if id(node) in in_functions else outside).update(_names(node))
+    return inside - outside
 
 
 def files_run_by(module: str, root: Path = Path(".")) -> set[str]:
