@@ -87,11 +87,16 @@ def data_fingerprint(inputs: list[str | Path]) -> str:
                 if f.name in covered[f.parent]:
                     digest.update(f"size {f.stat().st_size}\0".encode())
                     continue
-            with open(f, "rb") as fd:
-                for chunk in iter(lambda: fd.read(1 << 20), b""):
-                    digest.update(chunk)
+            hash_file_into(digest, f)
             digest.update(b"\0")
     return digest.hexdigest()
+
+
+def hash_file_into(digest: hashlib._Hash, path: Path) -> None:
+    """Feed a file's bytes to `digest`, a MiB at a time (a checkpoint's or a dataset's files may be large)."""
+    with open(path, "rb") as fd:
+        for chunk in iter(lambda: fd.read(1 << 20), b""):
+            digest.update(chunk)
 
 
 def _fingerprinted_files(split_dir: Path) -> set[str]:
@@ -134,9 +139,7 @@ def file_hashes(checkpoint: Path) -> dict[str, str]:
         if name in (MARKER, f".{MARKER}.tmp"):
             continue
         digest = hashlib.sha256()
-        with open(f, "rb") as fd:
-            for chunk in iter(lambda: fd.read(1 << 20), b""):
-                digest.update(chunk)
+        hash_file_into(digest, f)
         out[name] = digest.hexdigest()
     return out
 

@@ -81,15 +81,16 @@ def project_files_imported(root: Path = Path(".")) -> list[str]:
     """The files of hfpipe/ and stages/ under `root` that this process has imported, relative to it."""
     root = root.resolve()
     found = set()
-    for module in list(sys.modules.values()):
+    for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if not file:
+        # only ours are resolved (`python -m stages.x` runs as __main__)
+        if not file or (name.split(".")[0] not in paths.CODE_PACKAGES and name != "__main__"):
             continue
         try:
             relative = Path(file).resolve().relative_to(root).as_posix()
-        except ValueError:  # another project's module
+        except ValueError:  # a module of that name from elsewhere
             continue
-        if relative.split("/")[0] in ("hfpipe", "stages"):
+        if relative.split("/")[0] in paths.CODE_PACKAGES:
             found.add(relative)
     return sorted(found)
 

@@ -22,6 +22,8 @@ LAUNCHER_PID_ENV = "HFPIPE_LAUNCHER_PID"
 # (a group torchrun restarted) checks that itself.
 CHECKED_CHECKPOINT_ENV = "HFPIPE_CHECKED_CHECKPOINT"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# torch >= 2.4 lets torchrun's workers share its rendezvous store; "1" gives each group its own
+SHARED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 def world_size() -> int:
@@ -91,15 +93,39 @@ def exec_torchrun(num_processes: int, module: str, nnodes: int = 1, rdzv_endpoin
     print(f"{what}: relaunching as {' '.join(cmd[1:])}", flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    env = dict(os.environ)
-    env[LAUNCHER_PID_ENV] = str(os.getpid())
-    env[CHECKED_CHECKPOINT_ENV] = str(checked_checkpoint or "")
+    os.execve(cmd[0], cmd, torchrun_environment(dict(os.environ), nnodes, max_restarts, checked_checkpoint))
+
+
+def torchrun_environment(env: dict[str, str], nnodes: int = 1, max_restarts: int = 0,
+                         checked_checkpoint: Path | None = None) -> dict[str, str]:
+    """`env` plus what exec_torchrun's torchrun and its workers need (see there)."""
+    env = {**env, LAUNCHER_PID_ENV: str(os.getpid()), CHECKED_CHECKPOINT_ENV: str(checked_checkpoint or "")}
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; set here to silence its warning
     if nnodes > 1 or max_restarts:
         # torchrun logs at WARNING by default; at INFO it says which machine got which ranks and when
         # it restarts the group after a worker died ("... attempts left; will restart worker group")
         env.setdefault("LOGLEVEL", "INFO")
-    os.execve(cmd[0], cmd, env)
+    if max_restarts:
+        env[SHARED_STORE_ENV] = "1"  # see check_restartable_launch
+    return env
+
+
+def check_restartable_launch() -> None:
+    """Refuse, in a worker, a torchrun that restarts its group (--max-restarts) while sharing its
+    rendezvous store with the workers, torch's default since 2.4: the store outlives a restart, so
+    a restarted worker can read the killed group's addresses from it and fail to connect, or wait
+    for the process group forever (pytorch/pytorch#135712; seen here in most restarts across two
+    machines). With TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 each group gets a store of its own, as
+    exec_torchrun sets it."""
+    from hfpipe.io import PipelineError
+
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if restarts and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        raise PipelineError(
+            f"torchrun --max-restarts {restarts} shares its rendezvous store with the workers, so a restarted "
+            f"group can read the killed group's addresses and hang (pytorch/pytorch#135712): launch with "
+            f"{SHARED_STORE_ENV}=1 in torchrun's environment, or let the train stage launch itself "
+            f"(train.num_processes / train.nnodes / train.max_restarts)")
 
 
 def exit_with_parent(sig: int = signal.SIGTERM) -> bool:

@@ -434,9 +434,6 @@ class Params(_Section):
                 and self.train.metric_for_best_model != "loss"):
             raise ValueError(f"train.metric_for_best_model = {self.train.metric_for_best_model!r}: the causal LM's "
                              "evaluation reports loss and perplexity; use loss")
-        if self.train.distributed == "fsdp" and self.model.peft is not None:
-            raise ValueError("train.distributed = fsdp with model.peft (LoRA) is not supported; use "
-                             "train.distributed: ddp (LoRA's few trainable weights need no sharding)")
         if self.train.keytoken_alpha > 0 and self.task != "causal-lm":
             raise ValueError(f"train.keytoken_alpha = {self.train.keytoken_alpha}: the keytoken-weighted loss "
                              f"is for task causal-lm, not {self.task}")

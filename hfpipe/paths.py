@@ -3,6 +3,9 @@
 
 from pathlib import Path
 
+# The project's code: the packages a stage's code deps (hfpipe.stage_deps) and imports (hfpipe.io) are in.
+CODE_PACKAGES = ("hfpipe", "stages")
+
 # Inputs DVC watches (dvc.yaml: local data and models must live under these).
 RAW_DATA = Path("data/raw")
 SAMPLES = Path("samples")

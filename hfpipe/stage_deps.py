@@ -23,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-PACKAGES = ("hfpipe", "stages")  # the project's code: a dep under one of these is a code dep
+from hfpipe.paths import CODE_PACKAGES as PACKAGES  # a dep under one of these is a code dep
+
 DVC_YAML = "dvc.yaml"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 
 # Set before anything imports huggingface_hub / datasets / transformers.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -231,3 +232,18 @@ def standins(tmp_path_factory) -> dict[str, Path]:
     return {"distilbert": save_distilbert_standin(root / "distilbert-base-uncased"),
             "gpt2": save_gpt2_standin(root / "gpt2", gpt2_standin_texts()),
             "code_tokenizer": save_bpe_tokenizer(root / "code-search-net-tokenizer", synthetic_documents(400, seed=7))}
+
+
+@pytest.fixture
+def loopback_only():
+    """A new network namespace with only the loopback device, up; the command prefix that runs a
+    process in it. Skips where namespaces cannot be made (not root)."""
+    name = f"hfpipe-test-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"a loopback-only network namespace is needed (ip netns add: {made.stderr.strip()})")
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield ["ip", "netns", "exec", name]
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)

@@ -107,3 +107,53 @@ def test_fsdp_killed_after_a_sharded_checkpoint_resumes_to_the_uninterrupted_run
     assert weights_sha256(repo) == weights_sha256(whole)
     assert eval_loss(repo) == eval_loss(whole)
     assert checkpoints(repo) == []
+
+
+def test_lora_under_fsdp_matches_one_process_shards_the_frozen_weights_and_saves_the_adapter(tiny_default_repo,
+                                                                                            tmp_path):
+    """model.peft with train.distributed: fsdp: LoRA on the tiny default's trained model (as in
+    tests/test_lora_e2e.py), 2 FSDP processes against 1 at the same global batch; the frozen base
+    weights are sharded too, and models/trained is the merged model with the adapter beside it."""
+    import shutil
+
+    import yaml
+
+    repo = copy_run(tiny_default_repo, tmp_path / "repo")
+    start = "models/pretrained/code-lm"
+    shutil.copytree(tiny_default_repo / "models/trained", repo / start)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"] = {"name_or_path": start, "from_scratch": False,
+                       "peft": {"method": "lora", "r": 4, "alpha": 16, "dropout": 0.0}}
+    params["lr"] = 1e-2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_train(repo, backend="accelerate", mixed_precision="no")
+    dvc(repo, "repro", "train")
+    one = eval_loss(repo)
+    one_adapter = (repo / "models/trained/adapter/adapter_model.safetensors").read_bytes()
+
+    set_train(repo, **FSDP)
+    result = dvc(repo, "repro", "train")
+    assert RELAUNCH in result.stdout
+    two = eval_loss(repo)
+    print(f"LoRA eval loss: 1 process x batch 8 = {one!r}; 2 FSDP processes x batch 4 = {two!r}")
+    assert two != one and abs(two - one) / one < 1e-3
+    held = held_fractions(result.stdout)
+    print(f"held (parameters, optimizer state) per process: {held}")
+    assert set(held) == {"0", "1"}
+    # the frozen base is sharded like the adapters; AdamW holds state for the adapters alone, sharded too
+    assert all(0.45 < fraction < 0.55 for fractions in held.values() for fraction in fractions)
+    assert checkpoints(repo) == []
+    adapter = repo / "models/trained/adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    assert (adapter / "adapter_model.safetensors").read_bytes() != one_adapter  # trained anew, under FSDP
+
+    # the merged model loads as a plain transformers model; the adapter on the start model gives the same logits
+    probe = ("import torch; from transformers import AutoModelForCausalLM; from peft import PeftModel; "
+             f"base = AutoModelForCausalLM.from_pretrained('{start}'); "
+             "tuned = PeftModel.from_pretrained(base, 'models/trained/adapter').eval(); "
+             "merged = AutoModelForCausalLM.from_pretrained('models/trained').eval(); "
+             "x = torch.arange(1, 17)[None]; "
+             "print(float((tuned(x).logits - merged(x).logits).abs().max()))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-4

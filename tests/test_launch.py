@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +158,95 @@ def test_every_process_checks_a_checkpoint_written_after_the_launch(tmp_path, mo
     with pytest.raises(PipelineError, match=r"checkpoint-4: not as it was written \(model.safetensors changed\)"):
         _run_worker(params, stage_paths, monkeypatch, rank=rank, restart=1)
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-4", "checkpoint-8"]
+
+
+# ------------------------------------------- a restarted group across machines (real torchrun, gloo)
+
+RESTART_WORKER = '''
+import datetime, os, sys, time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+here = Path(sys.argv[1])
+killed = here / "killed-agent"  # the torchrun agent (machine) whose worker was killed
+if killed.exists():  # the restarted group
+    if int(killed.read_text()) == os.getppid():
+        # The killed worker's machine starts last: the other machine's worker reads the store first,
+        # where a store left from the killed group still holds the killed worker's address.
+        while not (here / "other-started").exists():
+            time.sleep(0.05)
+        time.sleep(2)
+    else:
+        (here / "other-started").write_text("")
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+x = torch.ones(1)
+dist.all_reduce(x)
+if not killed.exists() and dist.get_rank() == 1:
+    killed.write_text(str(os.getppid()))
+    os.kill(os.getpid(), 9)
+x = torch.ones(1)
+dist.all_reduce(x)
+print(f"rank {dist.get_rank()} restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: all-reduce {x.item()}", flush=True)
+dist.destroy_process_group()
+'''
+
+
+@linux_only
+def test_a_group_torchrun_restarts_across_two_machines_meets_again(tmp_path, loopback_only):
+    """Two machines (torchrun agents of 1 process each, in a loopback-only network namespace) with
+    our launch command and environment; one worker is SIGKILLed after the group formed. torchrun
+    restarts the group, whose workers form a new process group and all-reduce. The killed worker's
+    machine starts last, so the other one reads the rendezvous store first: with the store torch
+    shares across restarts by default, it reads the dead worker's address and the restart fails
+    (pytorch/pytorch#135712); torchrun_environment gives each group a store of its own."""
+    from tests.e2e import free_loopback_port
+
+    (tmp_path / "restart_worker.py").write_text(RESTART_WORKER)
+    endpoint = f"127.0.0.1:{free_loopback_port()}"
+    cmd = launch.torchrun_command(1, "restart_worker", nnodes=2, rdzv_endpoint=endpoint, rdzv_id="run-restart",
+                                  max_restarts=1)
+    env = launch.torchrun_environment({**os.environ, "PYTHONPATH": str(tmp_path), "GLOO_SOCKET_IFNAME": "lo"},
+                                      nnodes=2, max_restarts=1)
+    machines = []
+    for i in range(2):
+        with open(tmp_path / f"machine{i}.log", "wb") as out:
+            machines.append(subprocess.Popen([*loopback_only, *cmd, str(tmp_path)], cwd=tmp_path, env=env,
+                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+    try:
+        for machine in machines:
+            machine.wait(timeout=150)
+    finally:
+        for machine in machines:
+            if machine.poll() is None:
+                os.killpg(machine.pid, signal.SIGKILL)
+                machine.wait()
+    out = "\n".join((tmp_path / f"machine{i}.log").read_text(errors="replace") for i in range(2))
+    assert [m.returncode for m in machines] == [0, 0], out[-6000:]
+    assert (tmp_path / "killed-agent").exists() and (tmp_path / "other-started").exists()
+    assert "will restart worker group" in out
+    # both ranks of the restarted group all-reduced (2 processes: 1 + 1)
+    assert sorted(re.findall(r"rank (\d) restart \d: all-reduce 2\.0", out)) == ["0", "1"], out[-6000:]
+
+
+def test_torchrun_environment_gives_a_restartable_group_a_store_of_its_own(monkeypatch):
+    env = launch.torchrun_environment({"PATH": "/bin"}, nnodes=2, max_restarts=1, checked_checkpoint=Path("c/x"))
+    assert env[launch.SHARED_STORE_ENV] == "1" and env[launch.CHECKED_CHECKPOINT_ENV] == "c/x"
+    assert env[launch.LAUNCHER_PID_ENV] == str(os.getpid()) and env["PATH"] == "/bin"
+    assert launch.SHARED_STORE_ENV not in launch.torchrun_environment({}, nnodes=1)
+
+
+def test_a_worker_of_a_restarting_torchrun_that_shares_its_store_is_refused(monkeypatch):
+    from hfpipe.io import PipelineError
+
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    with pytest.raises(PipelineError, match=r"^torchrun --max-restarts 3 shares its rendezvous store .* "
+                                            r"TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"):
+        launch.check_restartable_launch()
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # torchrun_environment's
+    launch.check_restartable_launch()
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")  # no restarts: sharing is harmless
+    launch.check_restartable_launch()

@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import checkpoints, copy_run, env, set_train
+from tests.e2e import checkpoints, copy_run, env, free_loopback_port, set_train
 
 pytestmark = pytest.mark.e2e
 
@@ -38,30 +37,9 @@ CURVES = ["dvclive/plots/metrics/loss.tsv", "dvclive/plots/metrics/eval/loss.tsv
 MARKERS = "models/checkpoints/run-*/checkpoint-*/hfpipe_checkpoint.json"
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def node_env() -> dict[str, str]:
     # gloo's own connections between the ranks on the loopback too (it picks the host's address otherwise)
     return {**env(), "GLOO_SOCKET_IFNAME": "lo"}
-
-
-@pytest.fixture
-def loopback_only():
-    """A new network namespace with only the loopback device, up; the command prefix that runs a
-    process in it. Skips where namespaces cannot be made (not root)."""
-    name = f"hfpipe-test-{os.getpid()}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"a loopback-only network namespace is needed (ip netns add: {made.stderr.strip()})")
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        yield ["ip", "netns", "exec", name]
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 def start_machines(repo: Path, name: str, netns: list[str]) -> tuple[list[subprocess.Popen], list[Path]]:
@@ -110,9 +88,6 @@ def complete_steps(repo: Path) -> list[int]:
     return sorted(int(p.parent.name.split("-")[-1]) for p in repo.glob(MARKERS))
 
 
-@pytest.mark.skipif(os.environ.get("HFPIPE_MULTINODE_E2E") != "1",
-                    reason="opt-in (HFPIPE_MULTINODE_E2E=1): once, under the full suite's load, the group torchrun "
-                           "restarted after the kill stalled after its rendezvous (issue 26); it passes run alone")
 def test_two_machines_survive_a_killed_worker_and_end_with_the_uninterrupted_weights(tiny_default_repo, tmp_path,
                                                                                     loopback_only):
     import psutil

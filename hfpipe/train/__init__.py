@@ -76,6 +76,7 @@ def run_train_stage(params: Params, stage_paths: TrainPaths | None = None) -> No
     stage_paths = stage_paths or TrainPaths()
     if launch.in_distributed_run():  # a worker of torchrun / accelerate launch: never outlive the launcher
         launch.exit_with_parent()
+        launch.check_restartable_launch()
     nodes, per_node = launch.nodes_and_processes()
     if launch.in_distributed_run() and (params.train.nnodes, params.train.num_processes) != (nodes, per_node):
         # started by an outside launcher (torchrun / accelerate launch): the real process counts count

@@ -161,8 +161,20 @@ def full_state_dict(model) -> dict:
 def plain_model(sharded_model, state_dict: dict):
     """The model's own class (not FSDP's subclass) with `state_dict`'s weights: what
     save_pretrained writes and transformers.pipeline loads. Built by from_pretrained from the
-    config and the weights, which ties GPT-2's embedding and output weights again."""
+    config and the weights, which ties GPT-2's embedding and output weights again. A LoRA model
+    (model.peft) comes back as a PeftModel with the same adapters (and head), for
+    hfpipe.modeling.save_trained_model to save the adapter and merge it."""
     from torch.distributed.fsdp import FSDPModule
 
+    from hfpipe.modeling import is_peft_model
+
+    if is_peft_model(sharded_model):
+        from peft import get_peft_model
+
+        base = sharded_model.get_base_model()  # not sharded itself (its blocks and the PeftModel are)
+        # a fresh base of the same class and config, wrapped alike: the state dict's keys are the sharded model's
+        fresh = get_peft_model(type(base)._from_config(base.config), sharded_model.peft_config["default"])
+        fresh.load_state_dict(state_dict)
+        return fresh
     cls: Any = next(c for c in type(sharded_model).__bases__ if c is not FSDPModule)
     return cls.from_pretrained(None, config=sharded_model.config, state_dict=state_dict)
