@@ -130,7 +130,8 @@ def export_classifier(model_dir: Path, out_dir: Path, params: Params, task: Clas
     if not (model_dir / "config.json").is_file():
         raise PipelineError(f"{model_dir}: no trained model (config.json missing); run the train stage first")
     model = task.auto_model_class().from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # local_files_only: saved into tokenizer_config.json, so fixed here, not taken from HF_HUB_OFFLINE
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     label_names = list(inputs.tokenize_stats.get("label_names") or inputs.data_stats.get("label_names") or [])
     if model.can_generate():  # generation pads with the tokenizer's pad token
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -67,6 +67,8 @@ def load_pretrained_tokenizer(name_or_path: str, revision: str | None = None):
                             f"({type(err).__name__}: {first})") from None
     if tokenizer.pad_token is None:  # GPT-2 has none; the seeds use EOS
         tokenizer.pad_token = tokenizer.eos_token
+    # how it was loaded (HF_HUB_OFFLINE), not what it is: save_pretrained would write it into models/tokenizer
+    tokenizer.init_kwargs.pop("local_files_only", None)
     return tokenizer
 
 

@@ -250,3 +250,41 @@ def test_a_worker_of_a_restarting_torchrun_that_shares_its_store_is_refused(monk
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")  # no restarts: sharing is harmless
     launch.check_restartable_launch()
+
+
+CONCURRENT_WORKER = '''
+import os, sys, time
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+time.sleep(2)  # both runs' groups up at once
+x = torch.ones(1) * (int(sys.argv[1]) + 1)
+dist.all_reduce(x)
+print(f"run {sys.argv[1]} rank {dist.get_rank()}: MASTER_PORT {os.environ['MASTER_PORT']} all-reduce {x.item()}",
+      flush=True)
+dist.destroy_process_group()
+'''
+
+
+@linux_only
+def test_two_runs_relaunched_at_once_on_one_machine_do_not_share_a_rendezvous(tmp_path, loopback_only):
+    """What two `dvc exp run --queue` workers do when both experiments set train.num_processes: two
+    of our one-machine torchrun relaunches at the same time. Each rendezvous is on a free port of
+    its own (--standalone), so each group is its own 2 processes: a fixed port would put the second
+    run's workers into the first run's rendezvous, or fail to bind it."""
+    (tmp_path / "concurrent_worker.py").write_text(CONCURRENT_WORKER)
+    cmd = launch.torchrun_command(2, "concurrent_worker")
+    env = launch.torchrun_environment({**os.environ, "PYTHONPATH": str(tmp_path)})
+    runs = [subprocess.Popen([*loopback_only, *cmd, str(i)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(outs)[-6000:]
+    ports = set()
+    for i, out in enumerate(outs):
+        found = re.findall(rf"run {i} rank (\d): MASTER_PORT (\d+) all-reduce (\d+\.\d)", out)
+        # both ranks of this run and no other's: the sum of two processes of run i
+        assert sorted(rank for rank, _, _ in found) == ["0", "1"], out[-3000:]
+        assert {float(total) for _, _, total in found} == {2.0 * (i + 1)}
+        ports |= {port for _, port, _ in found}
+    assert len(ports) == 2  # a store each

@@ -382,3 +382,25 @@ def test_num_proc_a_worker_that_dies_is_a_one_line_error_not_a_hang(tiny_tokeniz
     assert str(info.value).startswith("tokenize.num_proc = 2: a worker process died (")
     assert str(info.value).endswith("lower tokenize.num_proc or tokenize.batch_size")
     assert list(tmp_path.iterdir()) == []  # no half-written output
+
+
+def test_a_pretrained_tokenizer_saves_the_same_bytes_online_and_offline(tiny_tokenizer_dir, tmp_path):
+    """models/tokenizer must not depend on the shell it was made in: transformers records how a
+    tokenizer was loaded (local_files_only, from HF_HUB_OFFLINE) in the tokenizer_config.json it
+    saves. (A subprocess each: huggingface_hub reads HF_HUB_OFFLINE once, at import.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    saved = {}
+    for offline in ("0", "1"):
+        out = tmp_path / f"offline-{offline}"
+        code = ("import sys; from hfpipe.tokenize import load_pretrained_tokenizer; "
+                "load_pretrained_tokenizer(sys.argv[1]).save_pretrained(sys.argv[2])")
+        env = {**os.environ, "HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}
+        subprocess.run([sys.executable, "-c", code, str(tiny_tokenizer_dir), str(out)], cwd=root, env=env, check=True)
+        saved[offline] = (out / "tokenizer_config.json").read_text()
+    assert saved["0"] == saved["1"]
+    assert "local_files_only" not in saved["1"]

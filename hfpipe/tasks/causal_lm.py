@@ -349,7 +349,8 @@ def export(params: Params, model_dir: Path, out_dir: Path, inputs: ExportInputs)
     if not (model_dir / "config.json").is_file():
         raise PipelineError(f"{model_dir}: no trained model (config.json missing); run the train stage first")
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # local_files_only: saved into tokenizer_config.json, so fixed here, not taken from HF_HUB_OFFLINE
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     tokenizer.model_max_length = model.config.n_positions
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)  # safetensors is the only format in transformers v5

@@ -88,7 +88,9 @@ def run_train_stage(params: Params, stage_paths: TrainPaths | None = None) -> No
     use_deterministic_algorithms(params.train.deterministic)
     params, sources = pin_hub_model(params, stage_paths.tokenizer)
     task = TASKS[params.task]
-    tokenizer = AutoTokenizer.from_pretrained(require_complete(stage_paths.tokenizer))
+    # local_files_only: saved into models/trained's tokenizer_config.json, so fixed here, not taken from
+    # HF_HUB_OFFLINE (the outputs would differ between a shell with it and one without)
+    tokenizer = AutoTokenizer.from_pretrained(require_complete(stage_paths.tokenizer), local_files_only=True)
     data = load_from_disk(require_complete(stage_paths.tokenized))
     # The sequence length comes from the tokenize stage's stats (a dep), not from its params: this
     # stage reads no tokenize.* key, so a recipe of any task carries only its own.
