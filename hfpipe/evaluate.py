@@ -70,7 +70,7 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
 
 
 def completions_markdown(prompts: list[str], completions: list[str], idioms: list[dict] | None = None) -> str:
-    parts = ["# Greedy completions of seed 04's prompts\n"]  # the report's title: "seed 04" is its bytes
+    parts = ["# Greedy completions of tutorial 04's prompts\n"]
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=False), 1):
         parts.append(f"## Prompt {i}\n\n```python\n{prompt}\u2588{completion}\n```\n")
     parts.append("(\u2588 marks where the prompt ends and the model's completion begins.)\n")

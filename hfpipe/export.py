@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hfpipe import paths
 from hfpipe.hub import PROVENANCE_FILE
 from hfpipe.io import PipelineError, read_json, require_complete
-from hfpipe.params import Params
+from hfpipe.params import Params, read_params
 
 if TYPE_CHECKING:
     from hfpipe.tasks.common import ClassifierTask, Task
@@ -85,7 +85,7 @@ tags: [{tags}]{base}
 
 ## Params
 
-{json_block(params.model_dump())}
+{json_block(read_params(params))}
 
 ## {card.metrics_title}
 

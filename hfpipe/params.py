@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -298,6 +298,20 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
 }
 # dataset keys that only datasets.load_dataset reads (the installed-packages corpus has no path).
 LOAD_DATASET_KEYS = ("path", "name", "revision", "data_files", "streaming", "text_column", "delimiter")
+
+
+def read_params(params: Params) -> dict[str, Any]:
+    """Every key the run reads, by section (the keys unread_keys names left out): what a model card
+    lists and what hfpipe.recipes writes."""
+    values = params.model_dump()
+    unread = unread_keys(params)
+    out: dict[str, Any] = {}
+    for name, field in Params.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out[name] = {key: value for key, value in values[name].items() if f"{name}.{key}" not in unread}
+        else:
+            out[name] = values[name]  # task, seed, lr
+    return out
 
 
 def unread_keys(params: Params) -> dict[str, str]:

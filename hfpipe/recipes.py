@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from hfpipe.io import PipelineError
-from hfpipe.params import PARAMS_FILE, Params, parse_params, unread_keys
+from hfpipe.params import PARAMS_FILE, Params, parse_params, read_params
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPE = "code-lm"
@@ -47,19 +46,13 @@ def load_recipe(name: str, recipes_dir: Path = RECIPES_DIR) -> Params:
 
 
 def params_as_dict(params: Params) -> dict[str, Any]:
-    """Every key the run reads (the ones `params` makes unread left out, quiet ones at their
-    default too), sections and keys in hfpipe.params' order."""
-    values, defaults = params.model_dump(), Params().model_dump()
-    unread = unread_keys(params)
-    out: dict[str, Any] = {}
-    for name, field in Params.model_fields.items():
-        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            out[name] = values[name]  # task, seed, lr
-            continue
-        out[name] = {key: value for key, value in values[name].items()
-                     if f"{name}.{key}" not in unread
-                     and not (f"{name}.{key}" in QUIET_KEYS and value == defaults[name][key])}
-    return out
+    """Every key the run reads (hfpipe.params.read_params; quiet ones only when not at their default),
+    sections and keys in hfpipe.params' order."""
+    defaults = Params().model_dump()
+    return {name: ({key: value for key, value in section.items()
+                    if not (f"{name}.{key}" in QUIET_KEYS and value == defaults[name][key])}
+                   if isinstance(section, dict) else section)
+            for name, section in read_params(params).items()}
 
 
 def render_recipe(name: str, recipes_dir: Path = RECIPES_DIR) -> dict[str, Any]:

@@ -121,7 +121,9 @@ def tiny_blocks(tiny_tokenizer, synthetic_docs):
 RUN_GROUPS = {"tests/test_cache_e2e.py": "tiny-default", "tests/test_pipeline_e2e.py": "tiny-default",
               "tests/test_sweep_e2e.py": "tiny-default", "tests/test_classification_e2e.py": "classification",
               "tests/test_train_e2e.py": "train-e2e", "tests/test_compare.py": "tiny-default",
-              "tests/test_hub_e2e.py": "hub", "tests/test_remote_e2e.py": "tiny-default"}
+              "tests/test_hub_e2e.py": "hub", "tests/test_remote_e2e.py": "tiny-default",
+              # one worker builds the tiny default run for both (not one each)
+              "tests/test_fsdp_e2e.py": "distributed", "tests/test_multinode_e2e.py": "distributed"}
 
 
 def run_group(nodeid: str) -> str:
@@ -138,11 +140,11 @@ def run_group(nodeid: str) -> str:
     return RUN_GROUPS.get(path, nodeid)
 
 
-# The longest scopes first (measured on 2 cores, minutes: tiny-default ~5, classification ~4,
-# hub ~3, train-e2e ~2, lora-gpt2 ~1): xdist hands scopes out in collection order, so the long ones
-# start at once and the short ones fill in at the end instead of one long scope starting last.
-LONGEST_FIRST = ["tiny-default", "classification", "hub", "train-e2e", "lora-gpt2",
-                 "tests/test_multinode_e2e.py", "tests/test_fsdp_e2e.py"]
+# The longest scopes first (measured on 2 cores, minutes: tiny-default ~5, classification ~4.5,
+# distributed ~3.5, hub ~3.3, train-e2e ~2, lora-gpt2 ~1): xdist hands scopes out in collection
+# order, so the long ones start at once and the short ones fill in at the end instead of one long
+# scope starting last.
+LONGEST_FIRST = ["tiny-default", "classification", "distributed", "hub", "train-e2e", "lora-gpt2"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -154,6 +156,13 @@ def pytest_collection_modifyitems(config, items):
         return len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: each scope's tests keep their order
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker more than cores. The end-to-end tests spend part of their time waiting
+    (on dvc's and torchrun's subprocesses starting, rendezvous, polls for a checkpoint to kill at),
+    and a third worker on 2 cores fills that time; each stage runs one thread (tests/e2e.py)."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -121,7 +121,7 @@ def test_greedy_completions_more_new_tokens_than_positions(tiny_model, tiny_toke
 
 def test_completions_markdown():
     md = completions_markdown(["import pandas as", "x ="], [" pd", " 1"])
-    assert md.startswith("# Greedy completions of seed 04's prompts\n")
+    assert md.startswith("# Greedy completions of tutorial 04's prompts\n")
     assert "## Prompt 1\n\n```python\nimport pandas as\u2588 pd\n```\n" in md
     assert "## Prompt 2\n\n```python\nx =\u2588 1\n```\n" in md
     assert md.rstrip().endswith("(\u2588 marks where the prompt ends and the model's completion begins.)")

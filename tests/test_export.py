@@ -9,7 +9,7 @@ import torch
 
 from hfpipe.io import PipelineError
 from hfpipe.export import ExportInputs
-from hfpipe.params import parse_params
+from hfpipe.params import parse_params, read_params
 from hfpipe.tasks.causal_lm import export as export_causal_lm
 from hfpipe.tasks.causal_lm import model_card
 
@@ -73,8 +73,10 @@ def test_model_card_contains_metrics_data_and_params(exported):
     assert json.dumps(kept, indent=2) in card
     assert json.dumps(CHUNK_STATS, indent=2) in card
     assert "- pandas==3.1.1: 12 documents\n- seaborn==0.13.2: 8 documents" in card
-    assert json.dumps(parse_params(PARAMS).model_dump(), indent=2) in card
+    assert json.dumps(read_params(parse_params(PARAMS)), indent=2) in card
     assert "GPT-2 trained from scratch" in card
+    # the corpus is the installed packages: no Hub source, so no such section (the counts are above)
+    assert "Hub sources" not in card
     assert "(`packing`, context 32)" in card
 
 
@@ -120,3 +122,17 @@ def test_export_without_trained_model_is_a_pipeline_error(tmp_path):
     with pytest.raises(PipelineError, match=r"no trained model \(config.json missing\); run the train stage first"):
         export_causal_lm(parse_params(PARAMS), tmp_path / "missing", tmp_path / "out", ExportInputs({}, {}, {}))
     assert not (tmp_path / "out").exists()
+
+
+def test_model_card_lists_the_keys_the_run_reads_and_its_hub_sources():
+    """A pretrained start: the sizes of the model and tokenizer it loads as they are, and other
+    tasks' keys, are not in the params block; the Hub sources are the revisions asked for and read."""
+    params = parse_params({"model": {"name_or_path": "gpt2", "from_scratch": False}, "tokenizer": {"name_or_path": "gpt2"}})
+    sources = {"model": {"name_or_path": "gpt2", "revision": "main", "commit": "0" * 40}}
+    card = model_card(params, ExportInputs({"kept": 1}, {}, {"loss": 1.0}), 1_234_567, sources)
+    listed = json.loads(card.split("## Params\n\n```json\n")[1].split("```")[0])
+    assert listed == read_params(params)
+    assert "n_layer" not in listed["model"] and "vocab_size" not in listed["tokenizer"]
+    assert "label_column" not in listed["dataset"] and listed["model"]["name_or_path"] == "gpt2"
+    hub = card.split("### Hub sources")[1].split("```json\n")[1].split("```")[0]
+    assert json.loads(hub) == sources

@@ -335,7 +335,7 @@ Tokenize-and-chunk (`{method}`, context {context}):
         usage=usage, data=data, metrics=inputs.metrics, metrics_title="Metrics (validation split)",
         limits="Trained on a small corpus for minutes on a CPU: it completes common idioms of the data-science\n"
                "stack (imports, DataFrame calls) and is not a general code model. Do not use its output unreviewed."),
-        sources=by_source)
+        sources=sources)
 
 
 def export(params: Params, model_dir: Path, out_dir: Path, inputs: ExportInputs) -> None:
