@@ -158,13 +158,6 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: each scope's tests keep their order
 
 
-def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto`: one worker more than cores. The end-to-end tests spend part of their time waiting
-    (on dvc's and torchrun's subprocesses starting, rendezvous, polls for a checkpoint to kill at),
-    and a third worker on 2 cores fills that time; each stage runs one thread (tests/e2e.py)."""
-    return (os.cpu_count() or 1) + 1
-
-
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
