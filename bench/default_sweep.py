@@ -102,8 +102,7 @@ def probe(steps: int, skip: int) -> None:
     from hfpipe.io import read_json
     from hfpipe.params import load_params
     from hfpipe.tasks import TASKS
-    from hfpipe.train.common import use_deterministic_algorithms
-    from hfpipe.train.common import RunFiles
+    from hfpipe.train.common import RunFiles, use_deterministic_algorithms
     from hfpipe.train.trainer import train_with_trainer
 
     params = load_params()

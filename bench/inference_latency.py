@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hfpipe.export_onnx import (FP32_FILE, INT8_FILE, ONNX_DIR, export_onnx, load_model,  # noqa: E402
-                                quantize_int8)
+from hfpipe.export_onnx import FP32_FILE, INT8_FILE, ONNX_DIR, export_onnx, load_model, quantize_int8  # noqa: E402
 from hfpipe.tasks import TASKS  # noqa: E402
 
 
@@ -102,13 +101,13 @@ def main() -> None:
         tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
         repeats = args.repeats if batch == 1 else max(10, args.repeats // 3)
 
-        def run_torch():
+        def run_torch(tensors=tensors):
             with torch.inference_mode():
                 model(**tensors, use_cache=False)
 
         row = {"pytorch": percentiles(time_calls(run_torch, repeats))}
         for name, session in sessions.items():
-            row[name] = percentiles(time_calls(lambda s=session: s.run(["logits"], feed), repeats))
+            row[name] = percentiles(time_calls(lambda s=session, feed=feed: s.run(["logits"], feed), repeats))
         for name in sessions:
             row[name]["speedup_p50_vs_pytorch"] = round(row["pytorch"]["p50_ms"] / row[name]["p50_ms"], 2)
         results[f"batch_{batch}"] = {"repeats": repeats, **row}

@@ -54,7 +54,7 @@ def main() -> None:
                          for name in STAGE_IMPORTS}
         figures["noop_repro_seconds"] = round(min(timed(lambda: dvc(repo, "repro")) for _ in range(3)), 2)
         for name, imports in STAGE_IMPORTS.items():
-            t = min(timed(lambda: subprocess.run([sys.executable, "-c", imports], cwd=repo, env=env(), check=True))
+            t = min(timed(lambda imports=imports: subprocess.run([sys.executable, "-c", imports], cwd=repo, env=env(), check=True))
                     for _ in range(2))
             figures[f"startup_seconds_{name}"] = round(t, 2)
             figures[f"tiny_run_seconds_{name}"] = stage_seconds[name]

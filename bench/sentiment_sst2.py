@@ -50,13 +50,12 @@ def main() -> None:
 
     from hfpipe.data import classification_splits
     from hfpipe.evaluate import evaluate_classification
-    from hfpipe.params import parse_params
-    from hfpipe.tokenize import load_pretrained_tokenizer
-    from hfpipe.tasks import TASKS
     from hfpipe.modeling import count_parameters, trainable_parameters
+    from hfpipe.params import parse_params
+    from hfpipe.tasks import TASKS
+    from hfpipe.tokenize import load_pretrained_tokenizer
     from hfpipe.train import build_model_to_train
-    from hfpipe.train.common import example_lengths
-    from hfpipe.train.common import RunFiles
+    from hfpipe.train.common import RunFiles, example_lengths
     from hfpipe.train.trainer import train_with_trainer
 
     raw = yaml.safe_load((ROOT / "recipes" / "sentiment.yaml").read_text())

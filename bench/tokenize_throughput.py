@@ -34,7 +34,7 @@ def seed04_map_overflow(dataset, tokenizer, context_length: int, cache_file: str
     def tokenize(element):
         outputs = tokenizer(element["content"], truncation=True, max_length=context_length,
                             return_overflowing_tokens=True, return_length=True)
-        input_batch = [ids for length, ids in zip(outputs["length"], outputs["input_ids"]) if length == context_length]
+        input_batch = [ids for length, ids in zip(outputs["length"], outputs["input_ids"], strict=True) if length == context_length]
         return {"input_ids": input_batch}
 
     return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False,
@@ -67,10 +67,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench/tokenize_results.json")
     args = parser.parse_args()
 
-    from datasets import load_from_disk
+    from datasets import DatasetDict, load_from_disk
     from transformers import AutoTokenizer
-
-    from datasets import DatasetDict
 
     from hfpipe.tokenize import chunk_split, iter_text_batches, tokenize_and_chunk
 

@@ -66,8 +66,13 @@ def sentences(sst2: Path, n: int) -> list[str]:
 
 def classification(steps: int, warmup: int, batch: int, max_length: int, sst2: Path) -> dict:
     from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from hfpipe.modeling import resolve_name_or_path
 
@@ -83,7 +88,7 @@ def classification(steps: int, warmup: int, batch: int, max_length: int, sst2: P
         enc = tokenizer(texts, truncation=True, max_length=max_length, padding=padding)
         data = Dataset.from_dict({**enc, "labels": labels})
 
-        def factory(callbacks):
+        def factory(callbacks, grouped=grouped, data=data):
             torch.manual_seed(0)
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
             args = TrainingArguments(output_dir="bench/work/cls", per_device_train_batch_size=batch, max_steps=steps,
@@ -123,7 +128,7 @@ def causal_lm(steps: int, warmup: int) -> dict:
     for name, overrides in configs:
         batch = overrides.get("per_device_train_batch_size", params.train.batch_size)
 
-        def factory(callbacks):
+        def factory(callbacks, overrides=overrides):
             model = build_causal_lm(params.model, tokenizer, ctx, params.seed)
             args = training_arguments(params, "bench/work/lm", max_steps=steps, eval_strategy="no",
                                       logging_steps=10_000, disable_tqdm=True, **overrides)

@@ -80,7 +80,7 @@ class Relay:
         while not self.down.is_set():
             try:
                 client, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -141,7 +141,7 @@ class LocalS3:
             except OSError:
                 if time.monotonic() > deadline:
                     s3.stop()
-                    raise RuntimeError(f"moto_server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+                    raise RuntimeError(f"moto_server did not listen on 127.0.0.1:{port} within {timeout:.0f} s") from None
                 time.sleep(0.1)
         s3.relay.resume()
         return s3

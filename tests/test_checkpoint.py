@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from hfpipe.checkpoint import (MARKER, complete_checkpoints, data_fingerprint, dcp_files, find_resume_checkpoint,
-                               marker_data, prune_checkpoints, remove_checkpoints, restore_dvclive, run_dir, run_fingerprint,
-                               snapshot_dvclive, write_marker)
+from hfpipe.checkpoint import (
+    MARKER,
+    data_fingerprint,
+    dcp_files,
+    find_resume_checkpoint,
+    marker_data,
+    prune_checkpoints,
+    remove_checkpoints,
+    restore_dvclive,
+    run_dir,
+    run_fingerprint,
+    snapshot_dvclive,
+    write_marker,
+)
 from hfpipe.io import PipelineError
 from hfpipe.params import parse_params
 

@@ -40,7 +40,7 @@ def test_encode_classification_pairs_truncates_and_counts(minilm_tokenizer):
     long = " ".join(["word"] * 30)
     ds = _dataset(["short one", long, "mid length sentence here"], [0, 1, 1], pairs=["b", "c d", long])
     encoded, stats = encode_classification(ds, minilm_tokenizer, max_length=16, batch_size=2)
-    full = [len(minilm_tokenizer(a, b)["input_ids"]) for a, b in zip(ds["text"], ds["text_pair"])]
+    full = [len(minilm_tokenizer(a, b)["input_ids"]) for a, b in zip(ds["text"], ds["text_pair"], strict=True)]
     assert [len(x) for x in encoded["input_ids"]] == [min(n, 16) for n in full]
     assert stats["examples"] == 3 and stats["tokens"] == sum(full) and stats["truncated"] == 2
     assert stats["truncation_rate"] == round(2 / 3, 6) and stats["tokens_kept"] == sum(min(n, 16) for n in full)

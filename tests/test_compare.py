@@ -276,7 +276,8 @@ def assert_compare_matches_the_experiments(repo: Path, committed: str) -> dict:
     checked against each experiment's own metrics file and a direct computation; returns the report."""
     import re
 
-    from tests.e2e import git, run as run_cmd
+    from tests.e2e import git
+    from tests.e2e import run as run_cmd
 
     hfpipe = Path(sys.executable).parent / "hfpipe"
     report = json.loads(run_cmd(repo, str(hfpipe), "compare", "--json").stdout)

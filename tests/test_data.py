@@ -8,9 +8,18 @@ from collections import Counter
 
 import pytest
 
-from hfpipe.data import (any_keyword_in_string, code_corpus_summary, document_head, fetch_code_corpus,
-                         filter_documents, hash_fraction, iter_load_dataset_documents, load_source, looks_local,
-                         write_document_splits)
+from hfpipe.data import (
+    any_keyword_in_string,
+    code_corpus_summary,
+    document_head,
+    fetch_code_corpus,
+    filter_documents,
+    hash_fraction,
+    iter_load_dataset_documents,
+    load_source,
+    looks_local,
+    write_document_splits,
+)
 from hfpipe.io import PipelineError
 from hfpipe.params import DatasetParams
 
@@ -61,7 +70,7 @@ def test_hash_fraction_range_and_seed_dependence(synthetic_docs):
     b = [hash_fraction(t, 1) for t in texts]
     assert all(0.0 <= x < 1.0 for x in a + b)
     assert a != b
-    assert sum(x != y for x, y in zip(a, b)) == len(texts)  # every value changes with the seed
+    assert sum(x != y for x, y in zip(a, b, strict=True)) == len(texts)  # every value changes with the seed
     assert len(set(a)) == len(texts)
     # roughly uniform: a 0.3 fraction of a few hundred documents lands near 30 %
     assert 0.2 < sum(x < 0.3 for x in a) / len(a) < 0.4
@@ -153,7 +162,7 @@ def test_filter_cuts_train_documents_to_their_head_and_keeps_validation_whole():
     # the same files in the same splits: the split reads the whole file
     assert [s for s, _ in rows] == [s for s, _ in whole]
     assert {"train", "validation"} == set(s for s, _ in rows)
-    for (split, r), (_, w) in zip(rows, whole):
+    for (split, r), (_, w) in zip(rows, whole, strict=True):
         if split == "train":
             assert w["content"].startswith(r["content"]) and len(r["content"].encode()) <= 100
             assert r["content"].startswith("import pandas as pd  # file") and r["content"].endswith("\n")

@@ -93,7 +93,7 @@ def test_greedy_completions_deterministic_and_equal_to_greedy_generate(tiny_mode
     second = greedy_completions(tiny_model, tiny_tokenizer, prompts, 6)
     assert first == second
     assert len(first) == 2 and all(isinstance(c, str) for c in first)
-    for prompt, completion in zip(prompts, first):
+    for prompt, completion in zip(prompts, first, strict=True):
         ids = tiny_tokenizer(prompt)["input_ids"]
         assert completion == reference_completion(tiny_model, tiny_tokenizer, ids, 6)
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from hfpipe.io import PipelineError
 from hfpipe.export import ExportInputs
+from hfpipe.io import PipelineError
 from hfpipe.params import parse_params, read_params
 from hfpipe.tasks.causal_lm import export as export_causal_lm
 from hfpipe.tasks.causal_lm import model_card

@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from hfpipe.io import (INCOMPLETE, PipelineError, atomic_dir, exchange_paths, read_json, require_complete, run_stage,
-                       write_json_atomic, write_text_atomic)
+from hfpipe.io import (
+    INCOMPLETE,
+    PipelineError,
+    atomic_dir,
+    exchange_paths,
+    read_json,
+    require_complete,
+    run_stage,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -95,7 +95,7 @@ def sweep(baseline: Path, repo: Path, kills: list) -> tuple[list[str], str]:
     seconds = {p.stem: json.loads(p.read_text())["seconds_total"] for p in (baseline / "logs").glob("*.json")}
     landed = [kill_during(repo, stage, when, seconds, log_name=f"kill-{i}.log") for i, (stage, when) in enumerate(kills)]
     final = dvc(repo, "repro")
-    print(f"kill points ({len(kills)}): " + ", ".join(f"{s}@{w} -> {at}" for (s, w), at in zip(kills, landed)))
+    print(f"kill points ({len(kills)}): " + ", ".join(f"{s}@{w} -> {at}" for (s, w), at in zip(kills, landed, strict=True)))
     return landed, final.stdout
 
 

@@ -22,8 +22,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import (checkpoints, copy_run, deep_update, dvc, git, gpt2_overrides, make_repo_copy,
-                       repro_and_commit, run, sentiment_overrides, set_train, stale_stages, stages_run)
+from tests.e2e import (
+    checkpoints,
+    copy_run,
+    deep_update,
+    dvc,
+    git,
+    gpt2_overrides,
+    make_repo_copy,
+    repro_and_commit,
+    run,
+    sentiment_overrides,
+    set_train,
+    stages_run,
+    stale_stages,
+)
 from tests.test_classification_e2e import _kill_after_checkpoint, _resumed_step
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from hfpipe.io import PipelineError
-from hfpipe.modeling import (build_causal_lm, causal_lm_config, check_context_length, count_parameters, load_config,
-                             max_positions)
+from hfpipe.modeling import (
+    build_causal_lm,
+    causal_lm_config,
+    check_context_length,
+    count_parameters,
+    load_config,
+    max_positions,
+)
 from hfpipe.params import ModelParams, PeftParams
 
 CONTEXT = 32

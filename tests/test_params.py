@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.params import (DatasetParams, EvaluateParams, ModelParams, Params, TokenizeParams, TokenizerParams,
-                           TrainParams, load_params, parse_params)
+from hfpipe.params import (
+    DatasetParams,
+    EvaluateParams,
+    ModelParams,
+    Params,
+    TokenizeParams,
+    TokenizerParams,
+    TrainParams,
+    load_params,
+    parse_params,
+)
 from hfpipe.recipes import load_recipe, recipe_names, render_recipe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,15 @@ import yaml
 from hfpipe.cli import main
 from hfpipe.io import PipelineError
 from hfpipe.params import Params, load_params, parse_params, unread_keys
-from hfpipe.recipes import (DEFAULT_RECIPE, RECIPES_DIR, load_recipe, recipe_names, render_recipe, render_text,
-                            write_params)
+from hfpipe.recipes import (
+    DEFAULT_RECIPE,
+    RECIPES_DIR,
+    load_recipe,
+    recipe_names,
+    render_recipe,
+    render_text,
+    write_params,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Each recipe's validated values (model_dump) as the whole recipe files gave them: a rendered recipe

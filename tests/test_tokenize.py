@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from hfpipe.io import PipelineError
-from hfpipe.tokenize import (EOS_TOKEN, PAD_TOKEN, Chunking, ChunkStats, overflow_blocks, pack_into_blocks, tokenize_and_chunk,
-                             write_blocks)
+from hfpipe.tokenize import (
+    EOS_TOKEN,
+    PAD_TOKEN,
+    Chunking,
+    ChunkStats,
+    overflow_blocks,
+    pack_into_blocks,
+    tokenize_and_chunk,
+    write_blocks,
+)
 
 CONTEXT = 32
 

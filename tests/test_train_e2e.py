@@ -24,8 +24,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import (TINY, checkpoints, copy_run, dvc, env, make_repo_copy, repro_and_commit, run, set_train,
-                       stale_stages, stages_run)
+from tests.e2e import (
+    TINY,
+    checkpoints,
+    copy_run,
+    dvc,
+    env,
+    make_repo_copy,
+    repro_and_commit,
+    run,
+    set_train,
+    stages_run,
+    stale_stages,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -339,8 +339,8 @@ def test_accelerate_loop_trains_and_logs_like_the_trainer_backend(accelerate_run
 
 
 def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer, tmp_path):
-    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.train.trainer import train_with_trainer
 
     params = parse_params(PARAMS)
@@ -361,12 +361,12 @@ def test_backends_reach_the_same_validation_loss(accelerate_run, tiny_tokenizer,
 def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, tiny_tokenizer, tmp_path):
     """train.torch_compile: the compiled model computes the same numbers up to float rounding, and
     the saved weights are plain (no torch.compile wrapper prefixes in their names)."""
-    from hfpipe.tasks.causal_lm import causal_lm_metrics
-    from hfpipe.modeling import build_causal_lm
-    from hfpipe.train.trainer import train_with_trainer
-
     import torch._dynamo
     from torch._dynamo.utils import counters
+
+    from hfpipe.modeling import build_causal_lm
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
+    from hfpipe.train.trainer import train_with_trainer
 
     def compiled_graphs() -> int:  # graphs dynamo compiled since the last reset
         return counters["stats"]["unique_graphs"]
@@ -400,8 +400,8 @@ def test_torch_compile_trains_to_the_same_loss_on_both_backends(accelerate_run, 
 def test_bf16_autocast_is_applied_on_both_backends(accelerate_run, tiny_tokenizer, tmp_path):
     """train.mixed_precision: bf16 trains under bf16 autocast (TrainingArguments.bf16, the Accelerator's
     mixed_precision): the numbers move off fp32's by bf16 rounding, and both backends move alike."""
-    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.modeling import build_causal_lm
+    from hfpipe.tasks.causal_lm import causal_lm_metrics
     from hfpipe.train.trainer import train_with_trainer
 
     fp32 = accelerate_run["after"]["loss"]

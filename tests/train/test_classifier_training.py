@@ -24,7 +24,7 @@ def _params(**train):
 
 
 def test_training_overrides_keep_best_checkpoints(tmp_path):
-    from hfpipe.train.trainer import training_overrides, training_arguments
+    from hfpipe.train.trainer import training_arguments, training_overrides
 
     p = _params(load_best_model_at_end=True, metric_for_best_model="f1", eval_steps=20)
     args = training_arguments(p, tmp_path, **training_overrides(p))
@@ -38,7 +38,7 @@ def test_training_overrides_keep_best_checkpoints(tmp_path):
 
 
 def test_training_overrides_when_checkpointing_and_grouping_by_length(tmp_path):
-    from hfpipe.train.trainer import training_overrides, training_arguments
+    from hfpipe.train.trainer import training_arguments, training_overrides
 
     p = _params(save_steps=7, group_by_length=True)
     args = training_arguments(p, tmp_path, **training_overrides(p, checkpointing=True))
@@ -165,9 +165,9 @@ def test_tiny_gpt2_classifier_learns_and_both_evaluations_agree(tiny_tokenizer, 
     from datasets import ClassLabel, Dataset, Features, Value
 
     from hfpipe.evaluate import evaluate_classification
+    from hfpipe.tasks import TASKS
     from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
     from hfpipe.tokenize import add_pad_token
-    from hfpipe.tasks import TASKS
     from hfpipe.train.trainer import train_with_trainer
 
     rng = random.Random(0)
@@ -204,9 +204,9 @@ def test_dvc_yaml_classification_plots_read_files_that_training_and_evaluation_w
     from datasets import ClassLabel, Dataset, Features, Value
 
     from hfpipe.evaluate import evaluate_classification
+    from hfpipe.tasks import TASKS
     from hfpipe.tasks.gpt2_classifier import encode_gpt2_classifier, label_token_ids
     from hfpipe.tokenize import add_pad_token
-    from hfpipe.tasks import TASKS
     from hfpipe.train.trainer import train_with_trainer
 
     tokenizer = copy.deepcopy(tiny_tokenizer)

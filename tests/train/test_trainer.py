@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfpipe.tasks.causal_lm import causal_lm_metrics
 from hfpipe.modeling import build_causal_lm
 from hfpipe.params import parse_params
-from tests.train import run_killed_at_step
 from hfpipe.tasks import causal_lm
+from hfpipe.tasks.causal_lm import causal_lm_metrics
 from hfpipe.train.common import RunFiles
 from hfpipe.train.trainer import train_with_trainer, training_arguments
+from tests.train import run_killed_at_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = 32
