@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -298,3 +300,24 @@ def undeclared_imports(repo: Path) -> list[str]:
         problems += [f"{record['stage']}: imported {f}, which is not among its deps in dvc.yaml"
                      for f in record["modules"] if not any(f == d or f.startswith(d + "/") for d in deps)]
     return problems
+
+
+def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str, timeout: float = 120) -> None:
+    """Start cmd in its own process group; SIGKILL the whole group (dvc, the stage) as soon as a
+    complete checkpoint exists, as a crash or an OOM kill would."""
+    shutil.rmtree(repo / "models" / "trained", ignore_errors=True)  # as dvc does before running the stage
+    shutil.rmtree(repo / "dvclive", ignore_errors=True)
+    # Output to a file: a pipe nobody reads fills up (64 KB of progress bars) and stalls the run.
+    log = repo.parent / "killed-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not list((repo / "models" / "checkpoints").glob("run-*/checkpoint-*/hfpipe_checkpoint.json")):
+            assert proc.poll() is None, f"finished before the first checkpoint:\n{log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"no checkpoint within {timeout:.0f} s"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (repo / "models" / "trained").exists()  # it did not get to the end

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import checkpoints, copy_run, dvc, env, set_train, stages_run
+from tests.e2e import checkpoints, copy_run, dvc, env, set_train, stages_run, start_and_kill_after_first_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -83,20 +80,8 @@ def test_fsdp_killed_after_a_sharded_checkpoint_resumes_to_the_uninterrupted_run
 
     repo = copy_run(tiny_default_repo, tmp_path / "killed")
     set_train(repo, **FSDP)
-    log = tmp_path / "killed.log"
-    with open(log, "wb") as out:  # a file, not a pipe nobody reads
-        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=repo, env=env(), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 180
-    try:
-        while not (markers := list((repo / "models/checkpoints").glob("run-*/checkpoint-*/hfpipe_checkpoint.json"))):
-            assert proc.poll() is None, f"finished before the first checkpoint:\n{log.read_text()[-3000:]}"
-            assert time.time() < deadline, "no checkpoint within 180 s"
-            time.sleep(0.01)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (repo / "models/trained").exists()
+    start_and_kill_after_first_checkpoint(repo, sys.executable, "-m", "dvc", "repro", "train", timeout=180)
+    markers = list((repo / "models/checkpoints").glob("run-*/checkpoint-*/hfpipe_checkpoint.json"))
     marker = json.loads(markers[0].read_text())
     assert marker["shards"] == 2
     assert {"sharded/.metadata", "sharded/__0_0.distcp", "sharded/__1_0.distcp"} <= set(marker["files"])

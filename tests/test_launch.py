@@ -288,3 +288,17 @@ def test_two_runs_relaunched_at_once_on_one_machine_do_not_share_a_rendezvous(tm
         assert {float(total) for _, _, total in found} == {2.0 * (i + 1)}
         ports |= {port for _, port, _ in found}
     assert len(ports) == 2  # a store each
+
+
+def test_the_train_stage_refuses_a_restarting_torchrun_that_shares_its_store_before_anything_else(tmp_path,
+                                                                                                 monkeypatch):
+    """The check is wired into the stage: a worker of such a torchrun stops before it reads params' inputs."""
+    from hfpipe.io import PipelineError
+    from hfpipe.params import parse_params
+    from hfpipe.train import run_train_stage
+
+    for name, value in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_MAX_RESTARTS": "1",
+                        "TORCHELASTIC_USE_AGENT_STORE": "True"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(PipelineError, match=r"^torchrun --max-restarts 1 shares its rendezvous store"):
+        run_train_stage(parse_params({}), _stage(tmp_path))

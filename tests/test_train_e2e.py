@@ -12,13 +12,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +24,13 @@ from tests.e2e import (
     checkpoints,
     copy_run,
     dvc,
-    env,
     make_repo_copy,
     repro_and_commit,
     run,
     set_train,
     stages_run,
     stale_stages,
+    start_and_kill_after_first_checkpoint,
 )
 
 pytestmark = pytest.mark.e2e
@@ -73,27 +68,6 @@ def sha256(path: Path) -> str:
 
 def tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def start_and_kill_after_first_checkpoint(repo: Path, *cmd: str) -> None:
-    """Start cmd in its own process group; SIGKILL the whole group (dvc, the stage) as soon as a
-    complete checkpoint exists, as a crash or an OOM kill would."""
-    shutil.rmtree(repo / "models" / "trained", ignore_errors=True)  # as dvc does before running the stage
-    shutil.rmtree(repo / "dvclive", ignore_errors=True)
-    # Output to a file: a pipe nobody reads fills up (64 KB of progress bars) and stalls the run.
-    log = repo.parent / "killed-run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    try:
-        while not list((repo / "models" / "checkpoints").glob("run-*/checkpoint-*/hfpipe_checkpoint.json")):
-            assert proc.poll() is None, f"finished before the first checkpoint:\n{log.read_text()[-3000:]}"
-            assert time.time() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (repo / "models" / "trained").exists()  # it did not get to the end
 
 
 def resumed_step(output: str) -> int:
